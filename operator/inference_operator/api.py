@@ -1,0 +1,486 @@
+"""The InferenceService API: typed, frozen pydantic models, and the source of the CRD schema.
+
+Validation that the API server can do lives here as schema constraints or CEL rules
+(``x-kubernetes-validations``), so `kubectl apply` rejects bad input with a readable message.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "serving.inference-operator.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAMES = ["infsvc"]
+CATEGORIES = ["inference"]
+
+# The longest child name is "<name>-predictor"; children are DNS-1035 labels (<= 63).
+MAX_NAME_LENGTH = 53
+
+# Kubernetes resource.Quantity, as the API server parses it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+# Triton flags the operator sets itself; a user value would break probes, ports or the model layout.
+MANAGED_TRITON_FLAGS = (
+    "model-repository",
+    "model-store",
+    "model-control-mode",
+    "load-model",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "strict-readiness",
+    "allow-metrics",
+    "allow-gpu-metrics",
+    "cache-config",
+)
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    """One x-kubernetes-validations entry."""
+    return {"rule": rule, "message": message, **extra}
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class Base(BaseModel):
+    """Spec models: camelCase on the wire, immutable, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        protected_namespaces=(),
+    )
+
+
+class ModelFormat(str, Enum):
+    onnx = "onnx"
+    tensorrt_plan = "tensorrt_plan"
+    pytorch_libtorch = "pytorch_libtorch"
+    tensorflow_savedmodel = "tensorflow_savedmodel"
+    tensorflow_graphdef = "tensorflow_graphdef"
+    python = "python"
+    openvino = "openvino"
+    fil = "fil"
+    dali = "dali"
+    ensemble = "ensemble"
+
+
+class ModelSpec(Base):
+    """What Triton serves: one model, from a Triton model repository."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        description="The Triton model name: the directory under the model repository root "
+        "and the name clients call (/v2/models/<name>/infer). Immutable.",
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[A-Za-z0-9][A-Za-z0-9_.-]*$')",
+                "spec.model.name must start with a letter or digit and contain only "
+                "letters, digits, '_', '.' and '-'",
+            ),
+            cel(
+                "self == oldSelf",
+                "spec.model.name is immutable: clients address the model by name; "
+                "create a new InferenceService to serve another model",
+            ),
+        ),
+    )
+    storage_uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the Triton model repository lives: pvc://<claim>[/<path>], "
+        "s3://<bucket>[/<prefix>], gs://<bucket>[/<prefix>], https://<url> or http://<url>.",
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^(pvc|s3|gs|https|http)://')",
+                "spec.model.storageUri must start with pvc://, s3://, gs://, https:// or http://",
+            ),
+            cel(
+                "!self.startsWith('pvc://') || "
+                "self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/].*)?$')",
+                "a pvc:// storageUri is pvc://<claim-name>[/<path>], "
+                "with a lowercase DNS-1123 claim name",
+            ),
+            cel(
+                "!self.startsWith('s3://') && !self.startsWith('gs://') || "
+                "self.matches('^(s3|gs)://[a-z0-9][a-z0-9.\\\\-_]{1,61}[a-z0-9](/.*)?$')",
+                "an s3:// or gs:// storageUri is <scheme>://<bucket>[/<prefix>], "
+                "with a valid bucket name",
+            ),
+            cel(
+                "!self.contains('/../') && !self.endsWith('/..')",
+                "spec.model.storageUri must not contain '..' path segments",
+            ),
+        ),
+    )
+    version: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="The model version directory to serve. Unset: Triton's default policy "
+        "(the latest version).",
+    )
+    format: Optional[ModelFormat] = Field(
+        default=None,
+        description="The model's format (Triton platform/backend). Unset: taken from the "
+        "model's config.pbtxt.",
+    )
+
+
+class DynamicBatching(Base):
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Batch sizes the scheduler prefers to form.",
+        json_schema_extra=validations(
+            cel("self.all(s, s >= 1)", "preferredBatchSizes must be positive")
+        ),
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="How long a request may wait in the queue for a batch to form.",
+    )
+
+
+class ModelConfigOverrides(Base):
+    """config.pbtxt settings that matter in production, applied over the model's own config."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.dynamicBatching) || (has(self.maxBatchSize) && self.maxBatchSize > 0)",
+                "dynamicBatching needs maxBatchSize > 0",
+            ),
+            cel(
+                "!has(self.dynamicBatching) || !has(self.maxBatchSize) || "
+                "self.dynamicBatching.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
+                "every dynamicBatching.preferredBatchSizes entry must be <= maxBatchSize",
+            ),
+        )
+    )
+
+    max_batch_size: Optional[int] = Field(default=None, ge=0, le=1_000_000)
+    dynamic_batching: Optional[DynamicBatching] = None
+    instance_count: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=16,
+        description="Model instances per GPU (instance_group count); per pod on CPU.",
+    )
+
+
+class ResponseCache(Base):
+    size: str = Field(
+        default="256Mi",
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="Memory for Triton's local response cache.",
+    )
+
+
+class EnvVar(Base):
+    name: str = Field(min_length=1, max_length=256)
+    value: Optional[str] = Field(default=None, max_length=32768)
+    value_from: Optional[dict[str, Any]] = Field(
+        default=None, description="As in a Pod's env[].valueFrom."
+    )
+
+
+class RuntimeSpec(Base):
+    image: Optional[str] = Field(
+        default=None,
+        max_length=512,
+        description="The tritonserver image. Unset: the operator's default (a pinned release).",
+    )
+    args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra tritonserver flags. Flags the operator manages are rejected.",
+        json_schema_extra=validations(
+            cel(
+                "self.all(a, !a.matches('^--("
+                + "|".join(MANAGED_TRITON_FLAGS)
+                + ")(=|$)'))",
+                "spec.runtime.args must not set flags the operator manages: "
+                + ", ".join("--" + f for f in MANAGED_TRITON_FLAGS),
+            )
+        ),
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    model_config_overrides: ModelConfigOverrides = Field(
+        default_factory=ModelConfigOverrides,
+        alias="modelConfig",
+        description="Overrides of the model's config.pbtxt.",
+        json_schema_extra={"default": {}},
+    )
+    response_cache: Optional[ResponseCache] = Field(
+        default=None,
+        description="Enable Triton's response cache for the model, with this much memory.",
+    )
+    startup_timeout_seconds: int = Field(
+        default=1800,
+        ge=60,
+        le=86400,
+        description="How long a model load may take before the pod is restarted.",
+    )
+
+
+class GPUSpec(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("!has(self.product) || self.count > 0", "gpu.product needs gpu.count > 0"),
+        )
+    )
+
+    count: int = Field(
+        default=1, ge=0, le=16, description="GPUs (or MIG slices) per replica; 0 runs on CPU."
+    )
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        max_length=128,
+        description="The extended resource to request: nvidia.com/gpu, or a MIG profile such "
+        "as nvidia.com/mig-1g.10gb.",
+        json_schema_extra=validations(
+            cel(
+                "self == 'nvidia.com/gpu' || "
+                "self.matches('^nvidia\\\\.com/mig-[0-9]+g\\\\.[0-9]+gb(\\\\.[a-z0-9+]+)?$')",
+                "gpu.resourceName must be nvidia.com/gpu or a MIG resource such as "
+                "nvidia.com/mig-1g.10gb",
+            )
+        ),
+    )
+    product: Optional[str] = Field(
+        default=None,
+        max_length=63,
+        description="Pin replicas to nodes whose nvidia.com/gpu.product label has this value "
+        "(e.g. NVIDIA-A100-SXM4-80GB).",
+        json_schema_extra=validations(
+            cel(
+                "self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",
+                "gpu.product must be a valid label value",
+            )
+        ),
+    )
+
+
+class ComputeResources(Base):
+    cpu: Optional[str] = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
+    memory: Optional[str] = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
+
+
+class ComputeRequests(Base):
+    cpu: str = Field(default="1", max_length=32, pattern=QUANTITY_PATTERN)
+    memory: str = Field(default="2Gi", max_length=32, pattern=QUANTITY_PATTERN)
+
+
+class ResourcesSpec(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.limits) || !has(self.limits.cpu) || !has(self.requests) || "
+                "!has(self.requests.cpu) || "
+                "quantity(self.limits.cpu).compareTo(quantity(self.requests.cpu)) >= 0",
+                "resources.limits.cpu must be >= resources.requests.cpu",
+            ),
+            cel(
+                "!has(self.limits) || !has(self.limits.memory) || !has(self.requests) || "
+                "!has(self.requests.memory) || "
+                "quantity(self.limits.memory).compareTo(quantity(self.requests.memory)) >= 0",
+                "resources.limits.memory must be >= resources.requests.memory",
+            ),
+        )
+    )
+
+    gpu: GPUSpec = Field(default_factory=GPUSpec, json_schema_extra={"default": {}})
+    requests: ComputeRequests = Field(
+        default_factory=ComputeRequests, json_schema_extra={"default": {}}
+    )
+    limits: ComputeResources = Field(
+        default_factory=ComputeResources, json_schema_extra={"default": {}}
+    )
+    shared_memory_size: str = Field(
+        default="1Gi",
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="Size of /dev/shm (a memory emptyDir); Triton's python backend and "
+        "shared-memory clients need it.",
+    )
+
+
+class Toleration(Base):
+    key: Optional[str] = Field(default=None, max_length=316)
+    operator: Optional[Literal["Exists", "Equal"]] = None
+    value: Optional[str] = Field(default=None, max_length=63)
+    effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = None
+    toleration_seconds: Optional[int] = None
+
+
+class SchedulingSpec(Base):
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 64}
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Added to the nvidia.com/gpu toleration that GPU replicas always get.",
+    )
+    affinity: Optional[dict[str, Any]] = Field(default=None, description="As in a Pod's affinity.")
+    topology_spread_constraints: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=16, description="As in a Pod's topologySpreadConstraints."
+    )
+    priority_class_name: Optional[str] = Field(default=None, max_length=253)
+    runtime_class_name: Optional[str] = Field(default=None, max_length=253)
+
+
+class RolloutSpec(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.maxSurge + self.maxUnavailable > 0",
+                "rollout.maxSurge and rollout.maxUnavailable cannot both be 0",
+            )
+        )
+    )
+
+    max_surge: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="Extra replicas (and GPUs) a rollout may start. 0: no spare GPU is needed.",
+    )
+    max_unavailable: int = Field(
+        default=1, ge=0, le=100, description="Replicas a rollout may take down at once."
+    )
+
+
+class InferenceServiceSpec(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.scheduling) || !has(self.scheduling.nodeSelector) || "
+                "!has(self.resources) || !has(self.resources.gpu) || "
+                "!has(self.resources.gpu.product) || "
+                "!('nvidia.com/gpu.product' in self.scheduling.nodeSelector) || "
+                "self.scheduling.nodeSelector['nvidia.com/gpu.product'] == "
+                "self.resources.gpu.product",
+                "scheduling.nodeSelector['nvidia.com/gpu.product'] contradicts "
+                "resources.gpu.product",
+            ),
+        )
+    )
+
+    model: ModelSpec
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, json_schema_extra={"default": {}})
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, json_schema_extra={"default": {}}
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, json_schema_extra={"default": {}}
+    )
+    replicas: int = Field(default=1, ge=0, le=1000)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, json_schema_extra={"default": {}})
+    service_account_name: Optional[str] = Field(
+        default=None,
+        max_length=253,
+        description="The pods' service account (e.g. for workload identity to an object store).",
+    )
+
+
+# ---- status -------------------------------------------------------------------------------
+
+
+class StatusBase(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class ConditionStatus(str, Enum):
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class Condition(StatusBase):
+    type: str = Field(max_length=316)
+    status: ConditionStatus
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str
+    observed_generation: Optional[int] = None
+
+
+class InferenceServiceStatus(StatusBase):
+    observed_generation: Optional[int] = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    url: Optional[str] = Field(default=None, description="In-cluster HTTP endpoint.")
+    replicas: Optional[int] = Field(default=None, description="Pods of the predictor, all revisions.")
+    ready_replicas: Optional[int] = None
+    revision: Optional[str] = Field(
+        default=None, description="Hash of the pod template that is fully rolled out."
+    )
+    selector: Optional[str] = Field(
+        default=None, description="Label selector of the pods (for the scale subresource)."
+    )
+
+
+# ---- the resource -------------------------------------------------------------------------
+
+
+class ObjectMeta(StatusBase):
+    name: str
+    namespace: str = "default"
+    uid: Optional[str] = None
+    generation: Optional[int] = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class InferenceService(StatusBase):
+    api_version: Literal["serving.inference-operator.io/v1alpha1"] = API_VERSION
+    kind: Literal["InferenceService"] = KIND
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+
+def parse(body: Any) -> InferenceService:
+    """Validate a raw body (dict or kopf Body) into the typed model; raises pydantic's ValidationError."""
+    data = dict(body)
+    data.setdefault("status", {})
+    if data["status"] is None:
+        data["status"] = {}
+    return InferenceService.model_validate(data)

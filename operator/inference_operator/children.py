@@ -1,0 +1,136 @@
+"""Which children to write: owner references and hashes are stamped here, and the plan is decided here.
+
+Everything in this module is pure; ``reconcile`` carries the plan out.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Optional
+
+from . import api, render
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A kind of child the operator manages, and where the API server keeps it."""
+
+    api_version: str
+    kind: str
+    plural: str
+
+    @property
+    def path_prefix(self) -> str:
+        return ("/api/" if "/" not in self.api_version else "/apis/") + self.api_version
+
+
+DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
+SERVICE = Kind("v1", "Service", "services")
+PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+KINDS = {k.kind: k for k in (DEPLOYMENT, SERVICE, PDB)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    kind: Kind
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.kind}/{self.name}"
+
+
+def ref_of(obj: dict[str, Any]) -> Ref:
+    meta = obj["metadata"]
+    return Ref(KINDS[obj["kind"]], meta["namespace"], meta["name"])
+
+
+def possible_refs(isvc: api.InferenceService) -> list[Ref]:
+    """Every child this InferenceService can ever have; names are deterministic."""
+    n = render.names(isvc.name)
+    ns = isvc.namespace
+    return [Ref(DEPLOYMENT, ns, n.predictor), Ref(SERVICE, ns, n.service), Ref(PDB, ns, n.pdb)]
+
+
+def owner_reference(isvc: api.InferenceService) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": isvc.name,
+        "uid": isvc.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def stamp(obj: dict[str, Any], isvc: api.InferenceService) -> dict[str, Any]:
+    """Adds the controller owner reference and the spec-hash annotation (the hash covers both)."""
+    result = copy.deepcopy(obj)
+    meta = result["metadata"]
+    meta["ownerReferences"] = [owner_reference(isvc)]
+    meta.setdefault("annotations", {})[render.SPEC_HASH_ANNOTATION] = render.content_hash(result)
+    return result
+
+
+def controller_uid(obj: dict[str, Any]) -> Optional[str]:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def spec_hash(obj: dict[str, Any]) -> Optional[str]:
+    return (obj.get("metadata", {}).get("annotations") or {}).get(render.SPEC_HASH_ANNOTATION)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conflict:
+    ref: Ref
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    apply: list[dict[str, Any]]
+    delete: list[Ref]
+    conflicts: list[Conflict]
+    unchanged: list[Ref]
+
+    @property
+    def writes(self) -> int:
+        return len(self.apply) + len(self.delete)
+
+
+def plan(
+    isvc: api.InferenceService,
+    desired: list[dict[str, Any]],
+    live: dict[Ref, Optional[dict[str, Any]]],
+) -> Plan:
+    """Decide the writes that take the live children to the desired ones.
+
+    ``desired`` must be stamped. A child is written only when it is missing or its spec-hash
+    differs; a same-named object that another controller (or nobody) owns is never touched.
+    """
+    apply, delete, conflicts, unchanged = [], [], [], []
+    wanted = {ref_of(obj): obj for obj in desired}
+    for ref in possible_refs(isvc):
+        current = live.get(ref)
+        owner = controller_uid(current) if current else None
+        if current is not None and owner != isvc.metadata.uid:
+            if ref in wanted:
+                who = f"controller uid {owner}" if owner else "no controller"
+                conflicts.append(
+                    Conflict(ref, f"{ref} already exists in namespace {ref.namespace} "
+                                  f"and is not owned by this InferenceService ({who}); "
+                                  "delete or rename it")
+                )
+            continue
+        if ref in wanted:
+            if current is None or spec_hash(current) != spec_hash(wanted[ref]):
+                apply.append(wanted[ref])
+            else:
+                unchanged.append(ref)
+        elif current is not None:
+            delete.append(ref)
+    return Plan(apply=apply, delete=delete, conflicts=conflicts, unchanged=unchanged)

@@ -1,0 +1,101 @@
+"""The ``inference-operator`` command: print the CRD, render children offline, run the operator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+import pydantic
+import yaml
+
+from . import __version__, api, crd, render
+from .config import OperatorConfig
+
+
+def _cmd_crd(args: argparse.Namespace) -> int:
+    sys.stdout.write(crd.crd_yaml())
+    return 0
+
+
+def _load(path: str) -> list[dict]:
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in docs if d.get("kind") == api.KIND]
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    config = OperatorConfig.from_env()
+    docs = _load(args.filename)
+    if not docs:
+        print(f"error: no {api.KIND} in {args.filename}", file=sys.stderr)
+        return 1
+    out = []
+    for doc in docs:
+        name = (doc.get("metadata") or {}).get("name", "?")
+        try:
+            isvc = api.parse(doc)
+            out.extend(render.render(isvc, config))
+        except pydantic.ValidationError as exc:
+            print(f"error: {api.KIND} {name} is invalid:\n{exc}", file=sys.stderr)
+            return 1
+        except render.SpecError as exc:
+            print(f"error: {api.KIND} {name}: {exc.reason}: {exc.message}", file=sys.stderr)
+            return 1
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=100))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from . import handlers, metrics  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.bind_address)
+    liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
+    namespaces = args.namespace or []
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inference-operator", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    c.set_defaults(func=_cmd_crd)
+
+    r = sub.add_parser("render", help="print the children of InferenceServices, without a cluster")
+    r.add_argument("-f", "--filename", required=True, help="a YAML file of InferenceServices, or -")
+    r.set_defaults(func=_cmd_render)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster")
+    run.add_argument(
+        "-n", "--namespace", action="append",
+        help="watch only this namespace (repeatable; glob patterns allowed); default: all",
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
+    run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (0: off)")
+    run.add_argument("--bind-address", default="0.0.0.0", help="address for /metrics and /healthz")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The operator's own Prometheus metrics (reconcile counts, durations, writes)."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+
+RECONCILES = Counter(
+    "inference_operator_reconcile_total",
+    "Reconcile passes, by trigger (create, update, resume, child) and result (ok, problem, error).",
+    ["trigger", "result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "inference_operator_reconcile_duration_seconds",
+    "Duration of one reconcile pass.",
+    ["trigger"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WRITES = Counter(
+    "inference_operator_writes_total",
+    "Write requests sent to the API server by reconcile passes (children and status).",
+)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=address, registry=REGISTRY)

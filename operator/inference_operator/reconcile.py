@@ -1,0 +1,163 @@
+"""One reconcile pass: desired children from the spec, the observed world, the writes in between,
+and one status write at the end. Whatever event woke it, the pass is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import Any, Callable, Mapping, Optional
+
+import pydantic
+
+from . import api, children, render, status
+from .config import OperatorConfig
+from .kube import ApiError, Kube
+from .status import Event, Problem
+
+log = logging.getLogger(__name__)
+
+# Problems the user fixes in the spec: retrying before the spec changes cannot help.
+PERMANENT = {"InvalidSpec", "UnsupportedStorage", "UnsupportedSetting", "ApplyRejected", "InvalidQuantity"}
+# Problems outside the spec (another object, a missing claim): looked at again after a while.
+RETRY_AFTER = {"ChildConflict": 60.0, "StorageNotFound": 30.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    applied: list[str]
+    deleted: list[str]
+    status_written: bool
+    problem: Optional[Problem]
+
+    @property
+    def writes(self) -> int:
+        return len(self.applied) + len(self.deleted) + int(self.status_written)
+
+    @property
+    def permanent(self) -> bool:
+        return self.problem is not None and self.problem.reason in PERMANENT
+
+    @property
+    def retry_after(self) -> Optional[float]:
+        return RETRY_AFTER.get(self.problem.reason) if self.problem else None
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(body: Mapping[str, Any]) -> tuple[api.InferenceService, Optional[Problem]]:
+    try:
+        return api.parse(body), None
+    except pydantic.ValidationError as exc:
+        # The API server's schema normally stops this; we get here if it was bypassed or is stale.
+        errors = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" if e["loc"][:1] == ("spec",)
+            else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        shell = api.InferenceService.model_construct(
+            metadata=api.ObjectMeta.model_validate(body["metadata"]),
+            status=api.InferenceServiceStatus.model_validate(body.get("status") or {}),
+        )
+        return shell, Problem("InvalidSpec", f"the spec is invalid: {errors}")
+
+
+def _check_storage(isvc: api.InferenceService, kube: Kube) -> Optional[Problem]:
+    source = render.storage_source(isvc.spec.model.storage_uri)
+    if kube.get_pvc(isvc.namespace, source.claim) is None:
+        return Problem(
+            "StorageNotFound",
+            f"PersistentVolumeClaim {source.claim} (from spec.model.storageUri) does not exist "
+            f"in namespace {isvc.namespace}",
+        )
+    return None
+
+
+def reconcile(
+    body: Mapping[str, Any],
+    kube: Kube,
+    config: OperatorConfig,
+    now: Callable[[], str] = utcnow,
+) -> Outcome:
+    """Bring the children and status of one InferenceService in line with its spec.
+
+    Raises ApiError for transient API failures (the caller retries); every problem with the
+    spec or its surroundings ends in status and an Event instead, with serving children untouched.
+    """
+    isvc, problem = _parse(body)
+    desired: list[dict[str, Any]] = []
+    if problem is None:
+        try:
+            desired = [children.stamp(c, isvc) for c in render.render(isvc, config)]
+            problem = _check_storage(isvc, kube)
+        except render.SpecError as exc:
+            problem = Problem(exc.reason, exc.message)
+
+    refs = children.possible_refs(isvc)
+    live = {ref: kube.get(ref) for ref in refs}
+    applied: list[str] = []
+    deleted: list[str] = []
+    if problem is None:
+        plan = children.plan(isvc, desired, live)
+        if plan.conflicts:
+            problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
+        else:
+            for obj in plan.apply:
+                ref = children.ref_of(obj)
+                try:
+                    live[ref] = kube.apply(obj)
+                except ApiError as exc:
+                    if exc.transient:
+                        raise
+                    # The API server refused what we built from the spec (e.g. a malformed affinity).
+                    problem = Problem("ApplyRejected", f"{ref} was rejected: {exc.message}")
+                    break
+                applied.append(str(ref))
+            if problem is None:
+                for ref in plan.delete:
+                    kube.delete(ref, live[ref]["metadata"]["uid"])
+                    live[ref] = None
+                    deleted.append(str(ref))
+
+    deployment_ref = refs[0]
+    deployment = live.get(deployment_ref)
+    if deployment is not None and children.controller_uid(deployment) != isvc.metadata.uid:
+        deployment = None
+    pods = kube.list_pods(isvc.namespace, render.selector_string(isvc.name)) if deployment else []
+    desired_revision = render.revision_of(desired[0]) if desired and problem is None else None
+
+    old_status = status.comparable(body.get("status") or {})
+    new_status = status.compute(
+        isvc,
+        deployment=deployment,
+        pods=pods,
+        desired_revision=desired_revision,
+        problem=problem,
+        config=config,
+        now=now(),
+    )
+    written = False
+    if status.comparable(new_status) != old_status:
+        try:
+            kube.patch_status(isvc.namespace, isvc.name, new_status)
+            written = True
+        except ApiError as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing left to report on
+                raise
+
+    emitted: list[Event] = []
+    if applied or deleted:
+        what = ", ".join([f"applied {a}" for a in applied] + [f"deleted {d}" for d in deleted])
+        emitted.append(Event("Normal", "ChildrenUpdated", what))
+    if written:
+        emitted.extend(status.events(old_status, new_status))
+    for event in emitted:
+        try:
+            kube.event(isvc, event)
+        except ApiError as exc:  # an Event is a courtesy; it never fails the pass
+            log.warning("could not post event %s for %s/%s: %s", event.reason, isvc.namespace, isvc.name, exc)
+
+    return Outcome(applied=applied, deleted=deleted, status_written=written, problem=problem)

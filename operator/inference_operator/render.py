@@ -1,0 +1,296 @@
+"""Pure builders: a validated InferenceService in, its child objects (plain dicts) out. No I/O.
+
+Templates live in ``templates/`` and render with StrictUndefined, so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import json
+import re
+from typing import Any
+
+import jinja2
+import yaml
+
+from . import api
+from .config import OperatorConfig
+
+LABEL_PREFIX = api.GROUP
+ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"
+REVISION_LABEL = f"{LABEL_PREFIX}/revision"
+SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
+MANAGED_BY = "inference-operator"
+COMPONENT = "predictor"
+
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+MODEL_MOUNT = "/mnt/models"
+
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+STARTUP_PERIOD_SECONDS = 10
+TERMINATION_GRACE_SECONDS = 60
+# Triton drains in-flight requests for this long on SIGTERM; it must be below the grace period.
+EXIT_TIMEOUT_SECONDS = 45
+
+
+class SpecError(Exception):
+    """The spec passed the schema but cannot be served; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Names:
+    predictor: str
+    service: str
+    pdb: str
+
+
+def names(name: str) -> Names:
+    return Names(predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
+
+
+def selector(name: str) -> dict[str, str]:
+    return {ISVC_LABEL: name, "app.kubernetes.io/component": COMPONENT}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector(name).items()))
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "triton-inference-server",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        ISVC_LABEL: name,
+    }
+
+
+def url(isvc: api.InferenceService, config: OperatorConfig) -> str:
+    return (
+        f"http://{names(isvc.name).service}.{isvc.namespace}.svc.{config.cluster_domain}"
+        f":{PORTS['http']}"
+    )
+
+
+# ---- quantities ----------------------------------------------------------------------------
+
+_SUFFIX = {
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "": 1,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A memory quantity as whole bytes (rounded up), for flags that take bytes."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", quantity)
+    if not m:
+        raise SpecError("InvalidQuantity", f"{quantity!r} is not a byte quantity such as 256Mi")
+    number, suffix = m.group(1), m.group(2) or ""
+    whole, _, frac = number.partition(".")
+    scale = _SUFFIX[suffix]
+    value = int(whole or "0") * scale
+    if frac:
+        value += -(-int(frac) * scale // 10 ** len(frac))
+    return value
+
+
+# ---- storage -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PVCSource:
+    claim: str
+    path: str  # "" for the claim's root
+
+
+def storage_source(storage_uri: str) -> PVCSource:
+    scheme, _, rest = storage_uri.partition("://")
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        return PVCSource(claim=claim, path=path.strip("/"))
+    raise SpecError(
+        "UnsupportedStorage",
+        f"spec.model.storageUri uses {scheme}://, which needs the model storage initializer; "
+        "this operator version serves pvc:// model repositories only",
+    )
+
+
+def unsupported_settings(spec: api.InferenceServiceSpec) -> list[str]:
+    """Settings the API accepts whose effect needs a generated config.pbtxt (model storage work)."""
+    found = []
+    if spec.model.version is not None:
+        found.append("spec.model.version")
+    if spec.runtime.model_config_overrides != api.ModelConfigOverrides():
+        found.append("spec.runtime.modelConfig")
+    return found
+
+
+# ---- the predictor -------------------------------------------------------------------------
+
+
+def triton_args(isvc: api.InferenceService) -> list[str]:
+    spec = isvc.spec
+    args = [
+        f"--model-repository={MODEL_MOUNT}",
+        "--model-control-mode=explicit",
+        f"--load-model={spec.model.name}",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECONDS}",
+        f"--http-port={PORTS['http']}",
+        f"--grpc-port={PORTS['grpc']}",
+        f"--metrics-port={PORTS['metrics']}",
+        "--allow-metrics=true",
+        f"--allow-gpu-metrics={'true' if spec.resources.gpu.count > 0 else 'false'}",
+    ]
+    if spec.runtime.response_cache is not None:
+        size = quantity_bytes(spec.runtime.response_cache.size)
+        args.append(f"--cache-config=local,size={size}")
+    return args + list(spec.runtime.args)
+
+
+def _resources(spec: api.InferenceServiceSpec) -> dict[str, Any]:
+    r = spec.resources
+    requests = {"cpu": r.requests.cpu, "memory": r.requests.memory}
+    limits = {k: v for k, v in (("cpu", r.limits.cpu), ("memory", r.limits.memory)) if v}
+    if r.gpu.count > 0:
+        # Extended resources cannot be overcommitted: request and limit must be equal.
+        requests[r.gpu.resource_name] = r.gpu.count
+        limits[r.gpu.resource_name] = r.gpu.count
+    return {"requests": requests, "limits": limits} if limits else {"requests": requests}
+
+
+def _tolerations(spec: api.InferenceServiceSpec) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = []
+    if spec.resources.gpu.count > 0:
+        result.append({"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"})
+    for t in spec.scheduling.tolerations:
+        item = t.model_dump(by_alias=True, exclude_none=True)
+        if item not in result:
+            result.append(item)
+    return result
+
+
+def _node_selector(spec: api.InferenceServiceSpec) -> dict[str, str]:
+    result = dict(spec.scheduling.node_selector)
+    if spec.resources.gpu.product:
+        result[GPU_PRODUCT_LABEL] = spec.resources.gpu.product
+    return result
+
+
+def _storage(spec: api.InferenceServiceSpec) -> tuple[list[dict], list[dict]]:
+    source = storage_source(spec.model.storage_uri)
+    volumes = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory_size}},
+        {
+            "name": "model-repository",
+            "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
+        },
+    ]
+    repo_mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT, "readOnly": True}
+    if source.path:
+        repo_mount["subPath"] = source.path
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, repo_mount]
+    return volumes, mounts
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("inference_operator", "templates"),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _render_template(name: str, context: dict[str, Any]) -> dict[str, Any]:
+    text = _environment().get_template(name).render(**context)
+    return yaml.safe_load(text)
+
+
+def content_hash(obj: Any, length: int = 10) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any]:
+    spec = isvc.spec
+    volumes, mounts = _storage(spec)
+    startup_timeout = spec.runtime.startup_timeout_seconds
+    return {
+        "names": names(isvc.name),
+        "namespace": isvc.namespace,
+        "labels": labels(isvc.name),
+        "selector": selector(isvc.name),
+        "pod_labels": labels(isvc.name),
+        # The autoscaler work will leave this unset when an HPA owns the replica count.
+        "replicas": spec.replicas,
+        "rollout": spec.rollout,
+        "progress_deadline_seconds": startup_timeout + 600,
+        "termination_grace_period_seconds": TERMINATION_GRACE_SECONDS,
+        "service_account_name": spec.service_account_name,
+        "node_selector": _node_selector(spec),
+        "tolerations": _tolerations(spec),
+        "affinity": spec.scheduling.affinity,
+        "topology_spread_constraints": list(spec.scheduling.topology_spread_constraints),
+        "priority_class_name": spec.scheduling.priority_class_name,
+        "runtime_class_name": spec.scheduling.runtime_class_name,
+        "image": spec.runtime.image or config.default_image,
+        "args": triton_args(isvc),
+        "env": [e.model_dump(by_alias=True, exclude_none=True) for e in spec.runtime.env],
+        "ports": PORTS,
+        "startup": {
+            "period_seconds": STARTUP_PERIOD_SECONDS,
+            "failure_threshold": -(-startup_timeout // STARTUP_PERIOD_SECONDS),
+        },
+        "resources": _resources(spec),
+        "volume_mounts": mounts,
+        "volumes": volumes,
+    }
+
+
+def render_deployment(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any]:
+    deployment = _render_template("deployment.yaml.j2", context(isvc, config))
+    # The revision is the hash of the pod template itself: anything that restarts pods changes it.
+    revision = content_hash(deployment["spec"]["template"])
+    deployment["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] = revision
+    return deployment
+
+
+def revision_of(deployment: dict[str, Any]) -> str | None:
+    return (
+        deployment.get("spec", {})
+        .get("template", {})
+        .get("metadata", {})
+        .get("labels", {})
+        .get(REVISION_LABEL)
+    )
+
+
+def render(isvc: api.InferenceService, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The desired children, in apply order. Raises SpecError for a spec that cannot be served."""
+    unsupported = unsupported_settings(isvc.spec)
+    if unsupported:
+        raise SpecError(
+            "UnsupportedSetting",
+            f"{', '.join(unsupported)} need(s) a generated config.pbtxt, which comes with the "
+            "model storage initializer; this operator version cannot apply them yet",
+        )
+    ctx = context(isvc, config)
+    children = [render_deployment(isvc, config), _render_template("service.yaml.j2", ctx)]
+    if isvc.spec.replicas > 1:
+        children.append(_render_template("poddisruptionbudget.yaml.j2", ctx))
+    return [copy.deepcopy(c) for c in children]

@@ -1,0 +1,262 @@
+"""Status, computed from the InferenceService and what is observed of its children. Pure.
+
+Three conditions, each with observedGeneration:
+- Ready: the desired revision is fully rolled out and every replica is available.
+- Progressing: a rollout of the desired revision is under way (False once complete or stuck).
+- Degraded: something needs a human: a spec the operator cannot serve, pods that cannot be
+  scheduled or crash, a stuck rollout, replicas lost after a rollout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from . import api, render
+from .config import OperatorConfig
+
+READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+
+# Container waiting reasons that do not resolve by waiting.
+FAILING_WAIT_REASONS = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+MAX_MESSAGE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Something the operator detected that blocks serving the current spec."""
+
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def _short(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def _cond(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
+def pod_problem(pods: list[dict[str, Any]]) -> Optional[Problem]:
+    """The first reason a pod cannot serve that waiting will not fix, in a stable order."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        meta, st = pod["metadata"], pod.get("status") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        sched = _cond(pod, "PodScheduled")
+        if sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable":
+            return Problem(
+                "Unschedulable", _short(f"pod {meta['name']} cannot be scheduled: {sched.get('message', '')}")
+            )
+        statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
+        for cs in statuses:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FAILING_WAIT_REASONS:
+                return Problem(
+                    waiting["reason"],
+                    _short(
+                        f"pod {meta['name']} container {cs.get('name')}: {waiting['reason']}: "
+                        f"{waiting.get('message', '')}".rstrip(": ")
+                    ),
+                )
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    desired_replicas: int
+    replicas: int
+    updated: int
+    ready: int
+    available: int
+    on_desired_revision: bool
+    observed: bool
+    stuck: Optional[str]
+    replica_failure: Optional[str]
+
+    @property
+    def complete(self) -> bool:
+        r = self.desired_replicas
+        return (
+            self.on_desired_revision
+            and self.observed
+            and self.updated == r
+            and self.replicas == r
+            and self.available == r
+        )
+
+
+def rollout_of(deployment: dict[str, Any], desired_revision: Optional[str]) -> Rollout:
+    st = deployment.get("status") or {}
+    progressing = _cond(deployment, "Progressing")
+    failure = _cond(deployment, "ReplicaFailure")
+    return Rollout(
+        desired_replicas=(deployment.get("spec") or {}).get("replicas", 1),
+        replicas=st.get("replicas", 0),
+        updated=st.get("updatedReplicas", 0),
+        ready=st.get("readyReplicas", 0),
+        available=st.get("availableReplicas", 0),
+        on_desired_revision=render.revision_of(deployment) == desired_revision,
+        observed=st.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0),
+        stuck=(
+            _short(progressing.get("message", ""))
+            if progressing
+            and progressing.get("status") == "False"
+            and progressing.get("reason") == "ProgressDeadlineExceeded"
+            else None
+        ),
+        replica_failure=(
+            _short(failure.get("message", "")) if failure and failure.get("status") == "True" else None
+        ),
+    )
+
+
+def _degraded(problem: Optional[Problem], rollout: Optional[Rollout], pods: list[dict]) -> Optional[Problem]:
+    if problem:
+        return problem
+    if rollout is None:
+        return None
+    if rollout.replica_failure:
+        return Problem("ReplicaFailure", rollout.replica_failure)
+    found = pod_problem(pods)
+    if found:
+        return found
+    if rollout.stuck:
+        return Problem("ProgressDeadlineExceeded", rollout.stuck)
+    if rollout.on_desired_revision and rollout.observed and rollout.updated == rollout.desired_replicas \
+            and rollout.available < rollout.desired_replicas and rollout.replicas == rollout.desired_replicas:
+        # Rolled out once, now short of replicas: a pod died or was evicted.
+        return Problem(
+            "MinimumReplicasUnavailable",
+            f"{rollout.available}/{rollout.desired_replicas} replicas available",
+        )
+    return None
+
+
+def compute(
+    isvc: api.InferenceService,
+    *,
+    deployment: Optional[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    desired_revision: Optional[str],
+    problem: Optional[Problem],
+    config: OperatorConfig,
+    now: str,
+) -> dict[str, Any]:
+    """The status the InferenceService should have, as the JSON the API server stores."""
+    generation = isvc.metadata.generation
+    previous = isvc.status
+    rollout = rollout_of(deployment, desired_revision) if deployment is not None else None
+    degraded = _degraded(problem, rollout, pods)
+    rev = desired_revision or "?"
+
+    if problem:
+        keep = " The previous revision keeps serving." if deployment is not None else ""
+        ready = ("False", problem.reason, problem.message + keep)
+        progressing = ("False", problem.reason, "The spec cannot be rolled out: " + problem.message)
+    elif rollout is None:
+        ready = ("False", "Pending", "The predictor Deployment does not exist yet.")
+        progressing = ("True", "Creating", f"Creating revision {rev}.")
+    else:
+        counts = (
+            f"{rollout.updated}/{rollout.desired_replicas} updated, "
+            f"{rollout.available}/{rollout.desired_replicas} available"
+        )
+        if rollout.desired_replicas == 0:
+            ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
+        elif rollout.complete:
+            ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{rollout.desired_replicas} replicas ready.")
+        elif degraded:
+            ready = ("False", degraded.reason, degraded.message)
+        else:
+            ready = ("False", "RolloutInProgress", f"Revision {rev}: {counts}.")
+        if rollout.complete:
+            progressing = ("False", "RolloutComplete", f"Revision {rev} is rolled out.")
+        elif rollout.stuck:
+            progressing = ("False", "ProgressDeadlineExceeded", rollout.stuck)
+        else:
+            progressing = ("True", "RollingOut", f"Revision {rev}: {counts}.")
+    degraded_cond = (
+        ("True", degraded.reason, degraded.message) if degraded else ("False", "AsExpected", "")
+    )
+
+    old = {c.type: c for c in previous.conditions}
+    conditions = []
+    for ctype, (status, reason, message) in zip(CONDITION_TYPES, (ready, progressing, degraded_cond)):
+        before = old.get(ctype)
+        since = before.last_transition_time if before and before.status.value == status else now
+        conditions.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": _short(message),
+                "lastTransitionTime": since,
+                "observedGeneration": generation,
+            }
+        )
+
+    revision = previous.revision
+    if rollout is not None and rollout.complete and not problem:
+        revision = desired_revision
+    result: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "selector": render.selector_string(isvc.name),
+        "replicas": rollout.replicas if rollout else 0,
+        "readyReplicas": rollout.ready if rollout else 0,
+    }
+    if deployment is not None:
+        result["url"] = render.url(isvc, config)
+    if revision:
+        result["revision"] = revision
+    return result
+
+
+def comparable(status: dict[str, Any]) -> dict[str, Any]:
+    """A status as the API server would store it, for 'did anything change' checks."""
+    return api.InferenceServiceStatus.model_validate(status or {}).model_dump(
+        by_alias=True, exclude_none=True, mode="json"
+    )
+
+
+def events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
+    """Events for condition transitions; an unchanged condition emits nothing."""
+
+    def by_type(s: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {c["type"]: c for c in (s or {}).get("conditions") or []}
+
+    before, after = by_type(old), by_type(new)
+    result = []
+    for ctype in CONDITION_TYPES:
+        a, b = after.get(ctype), before.get(ctype)
+        if a is None or (b and (b["status"], b["reason"]) == (a["status"], a["reason"])):
+            continue
+        if ctype == READY and a["status"] == "True":
+            result.append(Event("Normal", "Ready", a["message"]))
+        elif ctype == DEGRADED and a["status"] == "True":
+            result.append(Event("Warning", a["reason"], a["message"]))
+        elif ctype == PROGRESSING and a["status"] == "True" and a["reason"] == "RollingOut":
+            result.append(Event("Normal", "RollingOut", a["message"]))
+    return result
