@@ -27,6 +27,12 @@ _config = OperatorConfig.from_env()
 _kube: RestKube | None = None
 # Two triggers for one InferenceService (its own event and a child's) must not interleave.
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def _lock(key: tuple[str, str]) -> threading.Lock:
+    with _locks_guard:
+        return _locks[key]
 
 
 def kube() -> RestKube:
@@ -64,7 +70,7 @@ def kubernetes_login() -> None:
 
 def run_pass(body: dict[str, Any], trigger: str) -> Any:
     key = (body["metadata"].get("namespace", "default"), body["metadata"]["name"])
-    with _locks[key], metrics.RECONCILE_SECONDS.labels(trigger).time():
+    with _lock(key), metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
             outcome = reconcile(body, kube(), _config)
         except ApiError as exc:

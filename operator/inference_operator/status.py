@@ -4,7 +4,7 @@ Three conditions, each with observedGeneration:
 - Ready: the desired revision is fully rolled out and every replica is available.
 - Progressing: a rollout of the desired revision is under way (False once complete or stuck).
 - Degraded: something needs a human: a spec the operator cannot serve, pods that cannot be
-  scheduled or crash, a stuck rollout, replicas lost after a rollout.
+  scheduled, crash or cannot pull their image, pods the ReplicaSet cannot create, a stuck rollout.
 """
 
 from __future__ import annotations
@@ -92,24 +92,30 @@ class Rollout:
     available: int
     on_desired_revision: bool
     observed: bool
+    new_replicaset_available: bool
     stuck: Optional[str]
     replica_failure: Optional[str]
 
     @property
-    def complete(self) -> bool:
+    def finished(self) -> bool:
+        """The desired revision replaced every old pod and became available at least once."""
         r = self.desired_replicas
         return (
             self.on_desired_revision
             and self.observed
+            and self.new_replicaset_available
             and self.updated == r
             and self.replicas == r
-            and self.available == r
         )
+
+    @property
+    def complete(self) -> bool:
+        return self.finished and self.available == self.desired_replicas
 
 
 def rollout_of(deployment: dict[str, Any], desired_revision: Optional[str]) -> Rollout:
     st = deployment.get("status") or {}
-    progressing = _cond(deployment, "Progressing")
+    progressing = _cond(deployment, "Progressing") or {}
     failure = _cond(deployment, "ReplicaFailure")
     return Rollout(
         desired_replicas=(deployment.get("spec") or {}).get("replicas", 1),
@@ -119,10 +125,11 @@ def rollout_of(deployment: dict[str, Any], desired_revision: Optional[str]) -> R
         available=st.get("availableReplicas", 0),
         on_desired_revision=render.revision_of(deployment) == desired_revision,
         observed=st.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0),
+        # The deployment controller's own word that the newest ReplicaSet finished rolling out.
+        new_replicaset_available=progressing.get("reason") == "NewReplicaSetAvailable",
         stuck=(
             _short(progressing.get("message", ""))
-            if progressing
-            and progressing.get("status") == "False"
+            if progressing.get("status") == "False"
             and progressing.get("reason") == "ProgressDeadlineExceeded"
             else None
         ),
@@ -144,13 +151,6 @@ def _degraded(problem: Optional[Problem], rollout: Optional[Rollout], pods: list
         return found
     if rollout.stuck:
         return Problem("ProgressDeadlineExceeded", rollout.stuck)
-    if rollout.on_desired_revision and rollout.observed and rollout.updated == rollout.desired_replicas \
-            and rollout.available < rollout.desired_replicas and rollout.replicas == rollout.desired_replicas:
-        # Rolled out once, now short of replicas: a pod died or was evicted.
-        return Problem(
-            "MinimumReplicasUnavailable",
-            f"{rollout.available}/{rollout.desired_replicas} replicas available",
-        )
     return None
 
 
@@ -189,9 +189,12 @@ def compute(
             ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{rollout.desired_replicas} replicas ready.")
         elif degraded:
             ready = ("False", degraded.reason, degraded.message)
+        elif rollout.finished:
+            # Rolled out, but short of replicas for now: scaling up, or a pod being replaced.
+            ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {counts}.")
         else:
             ready = ("False", "RolloutInProgress", f"Revision {rev}: {counts}.")
-        if rollout.complete:
+        if rollout.finished:
             progressing = ("False", "RolloutComplete", f"Revision {rev} is rolled out.")
         elif rollout.stuck:
             progressing = ("False", "ProgressDeadlineExceeded", rollout.stuck)

@@ -1,0 +1,91 @@
+"""The planner: what to apply, what to leave, what to delete, what never to touch."""
+
+import copy
+
+import pytest
+
+from inference_operator import api, children, render
+
+from .conftest import CONFIG, isvc_body
+
+
+def setup(**spec):
+    isvc = api.parse(isvc_body(**spec))
+    desired = [children.stamp(c, isvc) for c in render.render(isvc, CONFIG)]
+    return isvc, desired
+
+
+def live_of(objs):
+    return {children.ref_of(o): copy.deepcopy(o) for o in objs}
+
+
+def test_stamp_sets_controller_owner_and_hash():
+    isvc, desired = setup()
+    for obj in desired:
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": api.API_VERSION, "kind": api.KIND, "name": "demo", "uid": "uid-demo",
+            "controller": True, "blockOwnerDeletion": True,
+        }
+        assert children.spec_hash(obj)
+
+
+def test_hash_changes_with_content_and_owner():
+    isvc, desired = setup()
+    _, other = setup(replicas=3)
+    assert children.spec_hash(desired[0]) != children.spec_hash(other[0])
+    body = isvc_body()
+    body["metadata"]["uid"] = "another-uid"
+    recreated = api.parse(body)
+    restamped = children.stamp(render.render(recreated, CONFIG)[0], recreated)
+    assert children.spec_hash(restamped) != children.spec_hash(desired[0])
+
+
+def test_nothing_live_applies_everything():
+    isvc, desired = setup()
+    p = children.plan(isvc, desired, {})
+    assert [children.ref_of(o) for o in p.apply] == [children.ref_of(o) for o in desired]
+    assert p.delete == [] and p.conflicts == []
+
+
+def test_unchanged_children_are_not_written():
+    isvc, desired = setup(replicas=2)
+    p = children.plan(isvc, desired, live_of(desired))
+    assert p.writes == 0 and len(p.unchanged) == 3
+
+
+def test_changed_hash_reapplies_only_that_child():
+    isvc, desired = setup()
+    live = live_of(desired)
+    dep_ref = children.ref_of(desired[0])
+    live[dep_ref]["metadata"]["annotations"][render.SPEC_HASH_ANNOTATION] = "stale"
+    p = children.plan(isvc, desired, live)
+    assert [children.ref_of(o) for o in p.apply] == [dep_ref]
+
+
+def test_child_no_longer_desired_is_deleted():
+    isvc2, desired2 = setup(replicas=2)
+    isvc1, desired1 = setup(replicas=1)
+    p = children.plan(isvc1, desired1, live_of(desired2))
+    assert [str(r) for r in p.delete] == ["PodDisruptionBudget/demo-predictor"]
+
+
+@pytest.mark.parametrize("owner_uid", [None, "someone-else"])
+def test_foreign_object_with_our_name_is_a_conflict_and_never_touched(owner_uid):
+    isvc, desired = setup()
+    foreign = copy.deepcopy(desired[1])  # the Service
+    foreign["metadata"]["ownerReferences"] = (
+        [{"uid": owner_uid, "controller": True, "kind": "X", "name": "x", "apiVersion": "v1"}] if owner_uid else []
+    )
+    p = children.plan(isvc, desired, {children.ref_of(foreign): foreign})
+    assert [str(c.ref) for c in p.conflicts] == ["Service/demo"]
+    assert "not owned by this InferenceService" in p.conflicts[0].message
+    assert all(children.ref_of(o) != children.ref_of(foreign) for o in p.apply)
+
+
+def test_foreign_object_not_desired_is_left_alone():
+    isvc, desired = setup(replicas=1)
+    foreign_pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                   "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "u"}}
+    p = children.plan(isvc, desired, {children.ref_of(foreign_pdb): foreign_pdb})
+    assert p.delete == [] and p.conflicts == []

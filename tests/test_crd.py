@@ -1,0 +1,160 @@
+"""The generated CRD: committed file is current, the schema is structural, the CEL rules say what we mean."""
+
+import pathlib
+
+import cel
+import pytest
+import yaml
+
+from inference_operator import crd
+
+CRD_FILE = pathlib.Path(__file__).parents[1] / "crds" / "inferenceservices.serving.inference-operator.io.yaml"
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_committed_crd_is_current():
+    assert CRD_FILE.read_text() == crd.crd_yaml(), (
+        "crds/ is stale: run `inference-operator crd > " + str(CRD_FILE.relative_to(CRD_FILE.parents[1])) + "`"
+    )
+
+
+def walk(node, path="$"):
+    yield path, node
+    for key, child in (node.get("properties") or {}).items():
+        yield from walk(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_schema_is_structural(schema):
+    forbidden = {"$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "const", "nullable"}
+    for path, node in walk(schema):
+        assert not forbidden & node.keys(), f"{path} has {forbidden & node.keys()}"
+        if path == "$.metadata":
+            continue
+        assert "type" in node, f"{path} has no type"
+        if node["type"] == "object":
+            assert "properties" in node or "additionalProperties" in node or node.get(
+                "x-kubernetes-preserve-unknown-fields"
+            ), f"{path} is an object with no schema"
+
+
+def test_status_and_scale_subresources():
+    version = crd.build_crd()["spec"]["versions"][0]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    for wanted in ("Ready", "Replicas", "Revision", "URL", "Age"):
+        assert wanted in columns
+
+
+def test_names():
+    names = crd.build_crd()["spec"]["names"]
+    assert names["shortNames"] == ["infsvc"] and names["categories"] == ["inference"]
+    assert crd.build_crd()["metadata"]["name"] == "inferenceservices.serving.inference-operator.io"
+
+
+def test_defaults_are_declared_for_nested_objects(schema):
+    spec = schema["properties"]["spec"]["properties"]
+    assert spec["resources"]["default"] == {}
+    assert spec["resources"]["properties"]["gpu"]["properties"]["count"]["default"] == 1
+    assert spec["replicas"]["default"] == 1
+
+
+# ---- CEL rules, evaluated offline -------------------------------------------------------------
+
+
+def rules(schema):
+    for path, node in walk(schema):
+        for rule in node.get("x-kubernetes-validations", []):
+            yield path, rule
+
+
+def test_every_rule_has_a_message_and_compiles(schema):
+    found = list(rules(schema))
+    assert len(found) >= 15
+    for path, rule in found:
+        assert rule.get("message"), f"{path}: rule without message"
+        if "quantity(" in rule["rule"]:
+            continue  # a Kubernetes CEL library: checked by the API server in e2e
+        cel.compile(rule["rule"])
+
+
+def node_at(schema, path):
+    node = schema
+    for part in path.split(".")[1:]:
+        node = node["items"] if part == "[]" else node["properties"][part]
+    return node
+
+
+def violations(schema, path, value, old=None):
+    """Messages of the rules at `path` that reject `value`."""
+    failed = []
+    for rule in node_at(schema, path).get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"] and old is None:
+            continue  # transition rules only run on update
+        ctx = {"self": value}
+        if old is not None:
+            ctx["oldSelf"] = old
+        if not cel.evaluate(rule["rule"], ctx):
+            failed.append(rule["message"])
+    return failed
+
+
+@pytest.mark.parametrize(
+    "path,value,expect",
+    [
+        ("$.spec.model.storageUri", "pvc://models/triton", None),
+        ("$.spec.model.storageUri", "pvc://models", None),
+        ("$.spec.model.storageUri", "s3://bucket-1/prefix/x", None),
+        ("$.spec.model.storageUri", "gs://bucket", None),
+        ("$.spec.model.storageUri", "https://example.com/model.tar.gz", None),
+        ("$.spec.model.storageUri", "ftp://host/model", "must start with pvc://"),
+        ("$.spec.model.storageUri", "pvc://Models/x", "pvc://<claim-name>"),
+        ("$.spec.model.storageUri", "pvc:///x", "pvc://<claim-name>"),
+        ("$.spec.model.storageUri", "s3://", "valid bucket name"),
+        ("$.spec.model.storageUri", "pvc://models/../etc", "'..'"),
+        ("$.spec.model.name", "resnet50_v1.5-onnx", None),
+        ("$.spec.model.name", "_hidden", "must start with a letter or digit"),
+        ("$.spec.model.name", "a/b", "must start with a letter or digit"),
+        ("$.spec.runtime.args", ["--log-verbose=1", "--model-load-thread-count=4"], None),
+        ("$.spec.runtime.args", ["--model-repository=/x"], "flags the operator manages"),
+        ("$.spec.runtime.args", ["--http-port", "9000"], "flags the operator manages"),
+        ("$.spec.resources.gpu", {"count": 0, "product": "NVIDIA-A100"}, "needs gpu.count > 0"),
+        ("$.spec.resources.gpu", {"count": 1, "product": "NVIDIA-A100"}, None),
+        ("$.spec.resources.gpu.resourceName", "nvidia.com/mig-1g.10gb", None),
+        ("$.spec.resources.gpu.resourceName", "nvidia.com/mig-3g.40gb", None),
+        ("$.spec.resources.gpu.resourceName", "amd.com/gpu", "nvidia.com/gpu or a MIG"),
+        ("$.spec.rollout", {"maxSurge": 0, "maxUnavailable": 0}, "cannot both be 0"),
+        ("$.spec.rollout", {"maxSurge": 1, "maxUnavailable": 0}, None),
+        ("$.spec.runtime.modelConfig", {"dynamicBatching": {"preferredBatchSizes": [4]}}, "needs maxBatchSize > 0"),
+        ("$.spec.runtime.modelConfig", {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [4, 16]}}, "<= maxBatchSize"),
+        ("$.spec.runtime.modelConfig", {"maxBatchSize": 8, "dynamicBatching": {"preferredBatchSizes": [4, 8]}}, None),
+        ("$.spec", {"resources": {"gpu": {"product": "A"}}, "scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "B"}}}, "contradicts"),
+        ("$.spec", {"resources": {"gpu": {"product": "A"}}, "scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "A"}}}, None),
+        ("$", {"metadata": {"name": "resnet"}}, None),
+        ("$", {"metadata": {"name": "x" * 54}}, "at most 53"),
+        ("$", {"metadata": {"name": "9lives"}}, "DNS-1035"),
+    ],
+)
+def test_cel_rules(schema, path, value, expect):
+    failed = violations(schema, path, value)
+    if expect is None:
+        assert failed == []
+    else:
+        assert any(expect in m for m in failed), failed
+
+
+def test_model_name_is_immutable(schema):
+    assert violations(schema, "$.spec.model.name", "a", old="a") == []
+    assert any("immutable" in m for m in violations(schema, "$.spec.model.name", "b", old="a"))

@@ -1,0 +1,103 @@
+"""The REST edge, against a local HTTP server that records what the client really sends."""
+
+import http.server
+import json
+import threading
+
+import kubernetes
+import pytest
+
+from inference_operator import api
+from inference_operator.children import DEPLOYMENT, Ref
+from inference_operator.kube import ApiError, RestKube
+from inference_operator.status import Event
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    requests: list = []
+    replies: dict = {}
+
+    def _handle(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        Recorder.requests.append({
+            "method": self.command, "path": self.path,
+            "content_type": self.headers.get("Content-Type"),
+            "body": json.loads(body) if body else None,
+        })
+        status, payload = Recorder.replies.get((self.command, self.path.split("?")[0]), (200, {"ok": True}))
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PATCH = do_POST = do_DELETE = _handle
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def kube():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Recorder.requests, Recorder.replies = [], {}
+    config = kubernetes.client.Configuration()
+    config.host = f"http://127.0.0.1:{server.server_address[1]}"
+    yield RestKube(kubernetes.client.ApiClient(config))
+    server.shutdown()
+    server.server_close()
+
+
+def test_apply_is_server_side_apply_with_our_field_manager(kube):
+    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}}
+    kube.apply(obj)
+    (req,) = Recorder.requests
+    assert req["method"] == "PATCH"
+    assert req["path"] == "/apis/apps/v1/namespaces/ns/deployments/d?fieldManager=inference-operator&force=true"
+    assert req["content_type"] == "application/apply-patch+yaml"
+    assert req["body"] == obj
+
+
+def test_get_returns_none_on_404_and_raises_otherwise(kube):
+    Recorder.replies[("GET", "/apis/apps/v1/namespaces/ns/deployments/gone")] = (404, {"reason": "NotFound"})
+    assert kube.get(Ref(DEPLOYMENT, "ns", "gone")) is None
+    Recorder.replies[("GET", "/apis/apps/v1/namespaces/ns/deployments/x")] = (
+        403, {"reason": "Forbidden", "message": "no access"})
+    with pytest.raises(ApiError) as err:
+        kube.get(Ref(DEPLOYMENT, "ns", "x"))
+    assert err.value.status == 403 and err.value.message == "no access" and not err.value.transient
+
+
+def test_delete_has_a_uid_precondition(kube):
+    kube.delete(Ref(DEPLOYMENT, "ns", "d"), "uid-1")
+    (req,) = Recorder.requests
+    assert req["method"] == "DELETE" and req["body"]["preconditions"] == {"uid": "uid-1"}
+
+
+def test_status_is_a_merge_patch_on_the_status_subresource(kube):
+    kube.patch_status("ns", "demo", {"observedGeneration": 2})
+    (req,) = Recorder.requests
+    assert req["path"] == f"/apis/{api.API_VERSION}/namespaces/ns/inferenceservices/demo/status"
+    assert req["content_type"] == "application/merge-patch+json"
+    assert req["body"] == {"status": {"observedGeneration": 2}}
+
+
+def test_list_pods_uses_the_label_selector(kube):
+    Recorder.replies[("GET", "/api/v1/namespaces/ns/pods")] = (200, {"items": [{"metadata": {"name": "p"}}]})
+    assert kube.list_pods("ns", "a=b,c=d") == [{"metadata": {"name": "p"}}]
+    assert Recorder.requests[0]["path"] == "/api/v1/namespaces/ns/pods?labelSelector=a%3Db%2Cc%3Dd"
+
+
+def test_event_regards_the_inferenceservice(kube):
+    isvc = api.parse({"metadata": {"name": "demo", "namespace": "ns", "uid": "u1"},
+                      "spec": {"model": {"name": "m", "storageUri": "pvc://x"}}})
+    kube.event(isvc, Event("Warning", "ChildConflict", "taken"))
+    (req,) = Recorder.requests
+    assert req["path"] == "/apis/events.k8s.io/v1/namespaces/ns/events"
+    body = req["body"]
+    assert (body["type"], body["reason"], body["note"]) == ("Warning", "ChildConflict", "taken")
+    assert body["regarding"]["uid"] == "u1" and body["regarding"]["kind"] == "InferenceService"

@@ -1,0 +1,203 @@
+"""Reconcile decisions end to end over an in-memory Kube: what is written, and when nothing is."""
+
+import copy
+
+import pytest
+
+from inference_operator import render
+from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
+from inference_operator.kube import ApiError
+from inference_operator.reconcile import reconcile
+
+from .conftest import CONFIG, FakeKube, isvc_body
+
+DEP = Ref(DEPLOYMENT, "ns", "demo-predictor")
+SVC = Ref(SERVICE, "ns", "demo")
+PDB_REF = Ref(PDB, "ns", "demo-predictor")
+
+
+def clock():
+    return "2026-11-23T10:00:00Z"
+
+
+def run(kube, body):
+    """One pass; the body's status is updated as the API server would after our patch."""
+    outcome = reconcile(copy.deepcopy(body), kube, CONFIG, now=clock)
+    if outcome.status_written:
+        body["status"] = copy.deepcopy(kube.last_status)
+    return outcome
+
+
+def finish_rollout(kube, ready=None):
+    """What the deployment controller and kubelet would do: every replica up on the new revision."""
+    dep = kube.objects[DEP]
+    r = dep["spec"]["replicas"]
+    ready = r if ready is None else ready
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"], "replicas": r, "updatedReplicas": r,
+        "readyReplicas": ready, "availableReplicas": ready,
+        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+    }
+
+
+def cond(body, ctype):
+    return next(c for c in body["status"]["conditions"] if c["type"] == ctype)
+
+
+def test_first_pass_creates_children_and_writes_status(fake_kube):
+    body = isvc_body()
+    outcome = run(fake_kube, body)
+    assert fake_kube.writes == [("apply", "Deployment/demo-predictor"), ("apply", "Service/demo"), ("status", "ns/demo")]
+    assert outcome.problem is None and outcome.writes == 3
+    assert cond(body, "Ready")["status"] == "False"
+    assert cond(body, "Progressing")["status"] == "True"
+    assert body["status"]["observedGeneration"] == 1
+    assert [e.reason for e in fake_kube.events] == ["ChildrenUpdated", "RollingOut"]
+
+
+def test_unchanged_resync_writes_nothing(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)  # status catches up with the finished rollout
+    assert cond(body, "Ready")["status"] == "True"
+    fake_kube.writes.clear()
+    fake_kube.events.clear()
+    for _ in range(3):
+        outcome = run(fake_kube, body)
+        assert outcome.writes == 0
+    assert fake_kube.writes == [] and fake_kube.events == []
+
+
+def test_ready_event_once_and_revision_recorded(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    fake_kube.events.clear()
+    run(fake_kube, body)
+    assert [(e.type, e.reason) for e in fake_kube.events] == [("Normal", "Ready")]
+    assert body["status"]["revision"] == render.revision_of(fake_kube.objects[DEP])
+
+
+def test_spec_change_reapplies_only_what_changed(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    old_revision = body["status"]["revision"]
+    fake_kube.writes.clear()
+
+    body["spec"]["model"]["storageUri"] = "pvc://models/v2"
+    body["metadata"]["generation"] = 2
+    run(fake_kube, body)
+    assert fake_kube.writes == [("apply", "Deployment/demo-predictor"), ("status", "ns/demo")]
+    assert render.revision_of(fake_kube.objects[DEP]) != old_revision
+    assert body["status"]["revision"] == old_revision  # still what is deployed
+    assert cond(body, "Ready")["reason"] == "RolloutInProgress"
+    assert cond(body, "Ready")["observedGeneration"] == 2
+
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    assert body["status"]["revision"] == render.revision_of(fake_kube.objects[DEP])
+
+
+def test_scaling_down_to_one_deletes_the_pdb(fake_kube):
+    body = isvc_body(replicas=3)
+    run(fake_kube, body)
+    assert PDB_REF in fake_kube.objects
+    fake_kube.writes.clear()
+    body["spec"]["replicas"] = 1
+    run(fake_kube, body)
+    assert ("delete", "PodDisruptionBudget/demo-predictor") in fake_kube.writes
+    assert PDB_REF not in fake_kube.objects
+
+
+def test_deleted_child_is_recreated(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    del fake_kube.objects[SVC]
+    fake_kube.writes.clear()
+    run(fake_kube, body)
+    assert ("apply", "Service/demo") in fake_kube.writes
+
+
+def test_conflict_writes_no_child_and_reports(fake_kube):
+    fake_kube.objects[SVC] = {"apiVersion": "v1", "kind": "Service",
+                              "metadata": {"name": "demo", "namespace": "ns", "uid": "theirs"}}
+    body = isvc_body()
+    outcome = run(fake_kube, body)
+    assert [w for w in fake_kube.writes if w[0] != "status"] == []
+    assert outcome.problem.reason == "ChildConflict" and outcome.retry_after
+    assert cond(body, "Degraded")["reason"] == "ChildConflict"
+    assert ("Warning", "ChildConflict") in [(e.type, e.reason) for e in fake_kube.events]
+    assert fake_kube.objects[SVC]["metadata"]["uid"] == "theirs"
+
+
+@pytest.mark.parametrize(
+    "change,reason,permanent",
+    [
+        (lambda b: b["spec"].update(replicas=-3), "InvalidSpec", True),
+        (lambda b: b["spec"]["model"].update(storageUri="s3://bucket/m"), "UnsupportedStorage", True),
+        (lambda b: b["spec"]["model"].update(storageUri="pvc://missing/m"), "StorageNotFound", False),
+    ],
+)
+def test_bad_update_leaves_serving_children_untouched(fake_kube, change, reason, permanent):
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    before = copy.deepcopy(fake_kube.objects)
+    fake_kube.writes.clear()
+    fake_kube.events.clear()
+
+    change(body)
+    body["metadata"]["generation"] = 2
+    outcome = run(fake_kube, body)
+    assert fake_kube.objects == before
+    assert fake_kube.writes == [("status", "ns/demo")]
+    assert outcome.problem.reason == reason and outcome.permanent is permanent
+    assert cond(body, "Ready")["reason"] == reason
+    assert "keeps serving" in cond(body, "Ready")["message"]
+    assert [(e.type, e.reason) for e in fake_kube.events] == [("Warning", reason)]
+
+    # The same bad spec again: no new write, no new event (no retry storm of writes).
+    fake_kube.writes.clear()
+    fake_kube.events.clear()
+    run(fake_kube, body)
+    assert fake_kube.writes == [] and fake_kube.events == []
+
+
+def test_rejected_apply_is_reported_not_raised(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(422, "Invalid", "spec.template.spec.affinity: Invalid value")
+    body = isvc_body()
+    outcome = run(fake_kube, body)
+    assert outcome.problem.reason == "ApplyRejected" and outcome.permanent
+    assert "affinity" in cond(body, "Degraded")["message"]
+
+
+def test_transient_api_errors_propagate_for_retry(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(503, "ServiceUnavailable", "etcd is sad")
+    with pytest.raises(ApiError):
+        run(fake_kube, isvc_body())
+
+
+def test_unschedulable_pod_reaches_status(fake_kube):
+    body = isvc_body(resources={"gpu": {"count": 1, "product": "NVIDIA-B200"}})
+    run(fake_kube, body)
+    fake_kube.pods = [{
+        "metadata": {"name": "demo-predictor-x"},
+        "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                   "message": "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector."}]},
+    }]
+    run(fake_kube, body)
+    assert cond(body, "Degraded")["reason"] == "Unschedulable"
+    assert "didn't match" in cond(body, "Ready")["message"]
+
+
+def test_invalid_spec_on_create_creates_nothing(fake_kube):
+    body = isvc_body()
+    body["spec"]["resources"] = {"gpu": {"count": "many"}}
+    outcome = run(fake_kube, body)
+    assert fake_kube.objects == {}
+    assert outcome.problem.reason == "InvalidSpec"
+    assert "spec.resources.gpu.count" in outcome.problem.message

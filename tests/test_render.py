@@ -1,0 +1,200 @@
+"""The pure builders: golden files for representative InferenceServices, and the rules behind them.
+
+Regenerate the golden files after an intended change with UPDATE_GOLDEN=1 and review the diff.
+"""
+
+import os
+
+import pytest
+import yaml
+
+from inference_operator import api, render
+
+from .conftest import CONFIG, HERE, isvc_body, load_case
+
+GOLDEN = HERE / "golden"
+CASES = ["gpu", "mig", "multi-gpu", "cpu"]
+
+
+def children(body):
+    return render.render(api.parse(body), CONFIG)
+
+
+def by_kind(objs):
+    return {o["kind"]: o for o in objs}
+
+
+def pod_spec(body):
+    return by_kind(children(body))["Deployment"]["spec"]["template"]["spec"]
+
+
+def triton(body):
+    return pod_spec(body)["containers"][0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden(case):
+    rendered = yaml.safe_dump_all(children(load_case(case)), sort_keys=False, width=100)
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert path.read_text() == rendered, f"{path.name} differs; if intended, rerun with UPDATE_GOLDEN=1"
+
+
+def test_rendering_is_deterministic():
+    body = load_case("multi-gpu")
+    assert children(body) == children(body)
+
+
+def test_gpu_pod_requests_gpus_tolerates_the_taint_and_pins_the_product():
+    body = load_case("multi-gpu")
+    spec = pod_spec(body)
+    res = spec["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == 4 and res["requests"]["nvidia.com/gpu"] == 4
+    assert res["limits"]["memory"] == "160Gi" and "cpu" not in res["limits"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"} in spec["tolerations"]
+    assert spec["nodeSelector"] == {
+        "topology.kubernetes.io/zone": "zone-a",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+    }
+    assert spec["priorityClassName"] == "inference-critical"
+    assert spec["serviceAccountName"] == "llm-reader"
+
+
+def test_mig_requests_the_mig_resource_only():
+    res = triton(load_case("mig"))["resources"]
+    assert res["limits"] == {"nvidia.com/mig-1g.10gb": 1}
+    assert "nvidia.com/gpu" not in res["requests"]
+
+
+def test_cpu_only_has_no_gpu_resource_toleration_or_gpu_metrics():
+    body = load_case("cpu")
+    spec = pod_spec(body)
+    assert "tolerations" not in spec and "nodeSelector" not in spec
+    assert not any("nvidia.com" in k for k in spec["containers"][0]["resources"]["requests"])
+    assert "--allow-gpu-metrics=false" in spec["containers"][0]["args"]
+
+
+def test_triton_flags_probes_and_ports():
+    c = triton(isvc_body())
+    args = c["args"]
+    for flag in ("--model-repository=/mnt/models", "--model-control-mode=explicit", "--load-model=m",
+                 "--strict-readiness=true", "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"):
+        assert flag in args
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def test_user_args_come_after_managed_flags():
+    args = triton(isvc_body(runtime={"args": ["--log-verbose=1"]}))["args"]
+    assert args[-1] == "--log-verbose=1"
+
+
+def test_response_cache_sets_the_server_cache_in_bytes():
+    args = triton(isvc_body(runtime={"responseCache": {"size": "512Mi"}}))["args"]
+    assert f"--cache-config=local,size={512 * 2**20}" in args
+
+
+def test_security_context_is_restricted():
+    spec = pod_spec(isvc_body())
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = spec["containers"][0]["securityContext"]
+    assert c["allowPrivilegeEscalation"] is False and c["capabilities"]["drop"] == ["ALL"]
+
+
+def test_shm_and_model_repository_volumes():
+    spec = pod_spec(isvc_body(model={"name": "m", "storageUri": "pvc://models/a/b"}))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    assert volumes["model-repository"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["model-repository"] == {"name": "model-repository", "mountPath": "/mnt/models",
+                                          "readOnly": True, "subPath": "a/b"}
+    root = pod_spec(isvc_body(model={"name": "m", "storageUri": "pvc://models"}))
+    assert "subPath" not in {m["name"]: m for m in root["containers"][0]["volumeMounts"]}["model-repository"]
+
+
+def test_rolling_update_needs_no_spare_gpu_by_default():
+    deployment = by_kind(children(isvc_body()))["Deployment"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_service_ports_and_selector():
+    svc = by_kind(children(isvc_body()))["Service"]
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["grpc"]["appProtocol"] == "grpc" and ports["grpc"]["port"] == 8001
+    assert set(ports) == {"http", "grpc", "metrics"}
+    assert svc["metadata"]["name"] == "demo"
+    deployment = by_kind(children(isvc_body()))["Deployment"]
+    assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("replicas,has_pdb", [(0, False), (1, False), (2, True), (5, True)])
+def test_pdb_only_with_more_than_one_replica(replicas, has_pdb):
+    kinds = by_kind(children(isvc_body(replicas=replicas)))
+    assert ("PodDisruptionBudget" in kinds) == has_pdb
+    if has_pdb:
+        assert kinds["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+
+
+def revision(body):
+    return render.revision_of(by_kind(children(body))["Deployment"])
+
+
+def test_revision_follows_the_pod_template_not_the_replica_count():
+    base = revision(isvc_body())
+    assert base and len(base) == 10
+    assert revision(isvc_body(replicas=4)) == base
+    assert revision(isvc_body(rollout={"maxSurge": 1})) == base
+    assert revision(isvc_body(model={"name": "m", "storageUri": "pvc://models/v2"})) != base
+    assert revision(isvc_body(runtime={"image": "other:1"})) != base
+    assert revision(isvc_body(resources={"gpu": {"count": 2}})) != base
+
+
+def test_default_image_comes_from_operator_config():
+    assert triton(isvc_body())["image"] == CONFIG.default_image
+    assert triton(isvc_body(runtime={"image": "mine:1"}))["image"] == "mine:1"
+
+
+def test_children_carry_standard_labels_and_namespace():
+    for obj in children(isvc_body()):
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "inference-operator"
+        assert labels["app.kubernetes.io/instance"] == "demo"
+        assert labels[render.ISVC_LABEL] == "demo"
+        assert obj["metadata"]["namespace"] == "ns"
+
+
+@pytest.mark.parametrize(
+    "spec,reason",
+    [
+        ({"model": {"name": "m", "storageUri": "s3://bucket/models"}}, "UnsupportedStorage"),
+        ({"model": {"name": "m", "storageUri": "https://host/m.tar.gz"}}, "UnsupportedStorage"),
+        ({"model": {"name": "m", "storageUri": "pvc://models", "version": 2}}, "UnsupportedSetting"),
+        ({"runtime": {"modelConfig": {"maxBatchSize": 8}}}, "UnsupportedSetting"),
+    ],
+)
+def test_specs_this_version_cannot_serve_raise_spec_error(spec, reason):
+    with pytest.raises(render.SpecError) as err:
+        children(isvc_body(**spec))
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "quantity,expected",
+    [("1", 1), ("1Ki", 1024), ("256Mi", 256 * 2**20), ("1.5Gi", 3 * 2**29), ("2G", 2 * 10**9), ("0.5k", 500), (".5Ki", 512)],
+)
+def test_quantity_bytes(quantity, expected):
+    assert render.quantity_bytes(quantity) == expected
+
+
+def test_quantity_bytes_rejects_cpu_style_units():
+    with pytest.raises(render.SpecError):
+        render.quantity_bytes("100m")

@@ -1,0 +1,189 @@
+"""Status computation: conditions from the live Deployment and Pods, and the events they imply."""
+
+import pytest
+
+from inference_operator import api, render, status
+from inference_operator.status import Problem
+
+from .conftest import CONFIG, isvc_body
+
+NOW, LATER = "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z"
+
+
+def deployment(replicas=2, updated=2, ready=2, available=2, total=None, revision="rev1", generation=2,
+               observed=2, conditions=None, progressing="NewReplicaSetAvailable"):
+    if conditions is None:
+        conditions = [{"type": "Progressing", "status": "True", "reason": progressing}]
+    return {
+        "metadata": {"name": "demo-predictor", "generation": generation},
+        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {render.REVISION_LABEL: revision}}}},
+        "status": {
+            "observedGeneration": observed, "replicas": replicas if total is None else total,
+            "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available,
+            "conditions": list(conditions),
+        },
+    }
+
+
+def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False):
+    p = {"metadata": {"name": name}, "status": {"conditions": []}}
+    if deleting:
+        p["metadata"]["deletionTimestamp"] = NOW
+    if scheduled:
+        p["status"]["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": scheduled})
+    if waiting:
+        p["status"]["containerStatuses"] = [{"name": "triton", "state": {"waiting": {"reason": waiting, "message": "boom"}}}]
+    if init_waiting:
+        p["status"]["initContainerStatuses"] = [{"name": "init", "state": {"waiting": {"reason": init_waiting}}}]
+    return p
+
+
+def compute(dep=None, pods=(), problem=None, revision="rev1", previous=None, now=NOW, generation=4):
+    body = isvc_body()
+    body["metadata"]["generation"] = generation
+    if previous:
+        body["status"] = previous
+    return status.compute(api.parse(body), deployment=dep, pods=list(pods), desired_revision=revision,
+                          problem=problem, config=CONFIG, now=now)
+
+
+def conds(st):
+    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+
+
+@pytest.mark.parametrize(
+    "dep,pods,problem,expect",
+    [
+        # complete rollout
+        (deployment(), [], None,
+         {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"), "Degraded": ("False", "AsExpected")}),
+        # nothing created yet
+        (None, [], None,
+         {"Ready": ("False", "Pending"), "Progressing": ("True", "Creating"), "Degraded": ("False", "AsExpected")}),
+        # created, pods still loading the model
+        (deployment(updated=2, ready=0, available=0, progressing="ReplicaSetUpdated"), [], None,
+         {"Ready": ("False", "RolloutInProgress"), "Progressing": ("True", "RollingOut"), "Degraded": ("False", "AsExpected")}),
+        # rolling out: one of two updated
+        (deployment(updated=1, available=1, total=3, progressing="ReplicaSetUpdated"), [], None,
+         {"Ready": ("False", "RolloutInProgress"), "Progressing": ("True", "RollingOut"), "Degraded": ("False", "AsExpected")}),
+        # the Deployment still has the old revision's template
+        (deployment(revision="rev0"), [], None,
+         {"Ready": ("False", "RolloutInProgress"), "Progressing": ("True", "RollingOut"), "Degraded": ("False", "AsExpected")}),
+        # the deployment controller has not seen the new spec yet
+        (deployment(observed=1), [], None,
+         {"Ready": ("False", "RolloutInProgress"), "Progressing": ("True", "RollingOut"), "Degraded": ("False", "AsExpected")}),
+        # unschedulable pod
+        (deployment(updated=1, ready=0, available=0, replicas=1, progressing="ReplicaSetUpdated"),
+         [pod(scheduled="0/3 nodes: Insufficient nvidia.com/gpu")], None,
+         {"Ready": ("False", "Unschedulable"), "Progressing": ("True", "RollingOut"), "Degraded": ("True", "Unschedulable")}),
+        # crash loop after the rollout finished: degraded, not progressing
+        (deployment(ready=1, available=1), [pod(waiting="CrashLoopBackOff")], None,
+         {"Ready": ("False", "CrashLoopBackOff"), "Progressing": ("False", "RolloutComplete"), "Degraded": ("True", "CrashLoopBackOff")}),
+        # init container cannot pull, during a rollout
+        (deployment(ready=1, available=1, progressing="ReplicaSetUpdated"), [pod(init_waiting="ImagePullBackOff")], None,
+         {"Ready": ("False", "ImagePullBackOff"), "Progressing": ("True", "RollingOut"), "Degraded": ("True", "ImagePullBackOff")}),
+        # a terminating pod's troubles do not count
+        (deployment(), [pod(waiting="CrashLoopBackOff", deleting=True)], None,
+         {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"), "Degraded": ("False", "AsExpected")}),
+        # stuck rollout
+        (deployment(updated=1, available=1, total=3, conditions=[
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "too slow"}]), [], None,
+         {"Ready": ("False", "ProgressDeadlineExceeded"), "Progressing": ("False", "ProgressDeadlineExceeded"),
+          "Degraded": ("True", "ProgressDeadlineExceeded")}),
+        # pods cannot be created (quota)
+        (deployment(updated=0, ready=0, available=0, total=0, conditions=[
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetCreated"},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "exceeded quota"}]), [], None,
+         {"Ready": ("False", "ReplicaFailure"), "Progressing": ("True", "RollingOut"), "Degraded": ("True", "ReplicaFailure")}),
+        # rolled out, then short of a replica with no pod in trouble (scale-up, a replaced pod)
+        (deployment(ready=1, available=1), [], None,
+         {"Ready": ("False", "ReplicasUnavailable"), "Progressing": ("False", "RolloutComplete"),
+          "Degraded": ("False", "AsExpected")}),
+        # scaled to zero
+        (deployment(replicas=0, updated=0, ready=0, available=0), [], None,
+         {"Ready": ("False", "ScaledToZero"), "Progressing": ("False", "RolloutComplete"), "Degraded": ("False", "AsExpected")}),
+        # operator-detected problem, old children still serving
+        (deployment(), [], Problem("StorageNotFound", "claim x is missing"),
+         {"Ready": ("False", "StorageNotFound"), "Progressing": ("False", "StorageNotFound"), "Degraded": ("True", "StorageNotFound")}),
+        # operator-detected problem before anything exists
+        (None, [], Problem("InvalidSpec", "bad"),
+         {"Ready": ("False", "InvalidSpec"), "Progressing": ("False", "InvalidSpec"), "Degraded": ("True", "InvalidSpec")}),
+    ],
+)
+def test_conditions(dep, pods, problem, expect):
+    st = compute(dep, pods, problem)
+    assert conds(st) == expect
+    assert all(c["observedGeneration"] == 4 for c in st["conditions"])
+    assert st["observedGeneration"] == 4
+
+
+def test_problem_message_says_the_previous_revision_keeps_serving():
+    st = compute(deployment(), [], Problem("StorageNotFound", "claim x is missing"))
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert "claim x is missing" in ready["message"] and "keeps serving" in ready["message"]
+
+
+def test_unschedulable_message_carries_the_scheduler_reason():
+    st = compute(deployment(updated=1, ready=0, available=0, replicas=1),
+                 [pod(scheduled="0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.")])
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert "didn't match Pod's node affinity/selector" in degraded["message"]
+
+
+def test_fields():
+    st = compute(deployment())
+    assert st["url"] == "http://demo.ns.svc.cluster.local:8000"
+    assert st["selector"] == "app.kubernetes.io/component=predictor,serving.inference-operator.io/inferenceservice=demo"
+    assert (st["replicas"], st["readyReplicas"], st["revision"]) == (2, 2, "rev1")
+    assert "url" not in compute(None)
+
+
+def test_revision_is_kept_until_the_new_one_is_rolled_out():
+    done = compute(deployment(revision="rev1"), revision="rev1")
+    rolling = compute(deployment(revision="rev2", updated=1, progressing="ReplicaSetUpdated"), revision="rev2",
+                      previous=done)
+    assert rolling["revision"] == "rev1"
+    finished = compute(deployment(revision="rev2"), revision="rev2", previous=rolling)
+    assert finished["revision"] == "rev2"
+
+
+def test_transition_time_moves_only_when_status_changes():
+    first = compute(deployment(), now=NOW)
+    same = compute(deployment(), previous=first, now=LATER)
+    assert [c["lastTransitionTime"] for c in same["conditions"]] == [NOW] * 3
+    changed = compute(deployment(ready=1, available=1), previous=first, now=LATER)
+    times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
+    assert times == {"Ready": LATER, "Progressing": NOW, "Degraded": NOW}
+
+
+def test_reason_change_keeps_transition_time():
+    stuck = dict(updated=1, ready=0, available=0, replicas=1, progressing="ReplicaSetUpdated")
+    first = compute(deployment(**stuck), [pod(scheduled="x")], now=NOW)
+    second = compute(deployment(**stuck), [pod(waiting="CrashLoopBackOff")],
+                     previous=first, now=LATER)
+    degraded = next(c for c in second["conditions"] if c["type"] == "Degraded")
+    assert (degraded["reason"], degraded["lastTransitionTime"]) == ("CrashLoopBackOff", NOW)
+
+
+def test_comparable_matches_for_the_same_status():
+    st = compute(deployment())
+    assert status.comparable(st) == status.comparable(compute(deployment(), previous=st, now=LATER))
+
+
+def test_events_only_on_transitions():
+    pending = compute(None)
+    ready = compute(deployment(), previous=pending)
+    evs = status.events(pending, ready)
+    assert [(e.type, e.reason) for e in evs] == [("Normal", "Ready")]
+    assert status.events(ready, compute(deployment(), previous=ready, now=LATER)) == []
+    broken = compute(deployment(ready=1, available=1), [pod(waiting="CrashLoopBackOff")], previous=ready)
+    assert [(e.type, e.reason) for e in status.events(ready, broken)] == [("Warning", "CrashLoopBackOff")]
+    rolling = compute(deployment(revision="rev2", updated=1, progressing="ReplicaSetUpdated"), revision="rev2",
+                      previous=ready)
+    assert ("Normal", "RollingOut") in [(e.type, e.reason) for e in status.events(ready, rolling)]
+
+
+def test_long_messages_are_truncated():
+    st = compute(deployment(updated=1, ready=0, available=0, replicas=1), [pod(scheduled="x" * 5000)])
+    assert all(len(c["message"]) <= status.MAX_MESSAGE for c in st["conditions"])

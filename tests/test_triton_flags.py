@@ -1,0 +1,40 @@
+"""The Triton command line we render, checked against the real tritonserver binary."""
+
+import re
+
+import pytest
+
+from inference_operator import api, render
+
+from .conftest import CONFIG, isvc_body, load_case
+from .triton import require_triton, run_triton
+
+
+@pytest.fixture(scope="module")
+def known_flags():
+    result = run_triton(require_triton(), "--help")
+    text = result.stdout + result.stderr
+    flags = set(re.findall(r"^\s+--([a-z0-9-]+)", text, re.MULTILINE))
+    assert "model-repository" in flags, text[:2000]
+    return flags
+
+
+def rendered_flags(body):
+    deployment = render.render(api.parse(body), CONFIG)[0]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [isvc_body(), isvc_body(runtime={"responseCache": {"size": "64Mi"}}), load_case("cpu"), load_case("multi-gpu")],
+    ids=["default", "response-cache", "cpu", "multi-gpu"],
+)
+def test_every_rendered_flag_is_a_tritonserver_flag(known_flags, body):
+    unknown = [f for f in rendered_flags(body) if f not in known_flags]
+    assert unknown == []
+
+
+def test_managed_flags_named_in_the_api_exist(known_flags):
+    # The CRD refuses these in spec.runtime.args; a typo here would let a real flag through.
+    assert set(api.MANAGED_TRITON_FLAGS) <= known_flags
