@@ -61,3 +61,22 @@ def test_api_error_retries_soon(fake_pass):
 def test_child_event_without_owner_label_is_ignored(fake_pass):
     fake_pass["value"] = AssertionError("must not run")
     handlers.child_changed(body={"metadata": {"labels": {}}}, namespace="ns")
+
+
+def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
+    monkeypatch.setattr(handlers, "kubernetes_login", lambda: None)
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings=settings)
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.diffbase_storage.prefix == "serving.inference-operator.io"
+    assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
+    assert settings.posting.enabled is False
+
+
+def test_handlers_are_registered_with_kopf():
+    registry = kopf.get_default_registry()
+    ids = {h.id for h in registry._changing.get_all_handlers()}
+    assert any("reconcile_inferenceservice" in i for i in ids)
+    watching = {h.id for h in registry._watching.get_all_handlers()}
+    assert any("child_changed" in i for i in watching)
