@@ -1,12 +1,15 @@
 """The generated CRD: committed file is current, the schema is structural, the CEL rules say what we mean."""
 
+import copy
 import pathlib
 
 import cel
 import pytest
 import yaml
 
-from inference_operator import crd
+from inference_operator import api, crd
+
+from .conftest import load_case
 
 CRD_FILE = pathlib.Path(__file__).parents[1] / "crds" / "inferenceservices.serving.inference-operator.io.yaml"
 
@@ -158,3 +161,30 @@ def test_cel_rules(schema, path, value, expect):
 def test_model_name_is_immutable(schema):
     assert violations(schema, "$.spec.model.name", "a", old="a") == []
     assert any("immutable" in m for m in violations(schema, "$.spec.model.name", "b", old="a"))
+
+
+def apply_defaults(node, value):
+    """Structural defaulting as the API server does it: absent properties take their default, recursively."""
+    if isinstance(value, dict) and "properties" in node:
+        for key, child in node["properties"].items():
+            if key not in value and "default" in child:
+                value[key] = copy.deepcopy(child["default"])
+            if key in value:
+                apply_defaults(child, value[key])
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        for item in value:
+            apply_defaults(node["items"], item)
+    return value
+
+
+@pytest.mark.parametrize("case", ["gpu", "mig", "multi-gpu", "cpu"])
+def test_crd_defaults_equal_model_defaults(schema, case):
+    """`render -f` (model defaults) and the operator (API-server defaults) must see the same spec."""
+    body = load_case(case)
+    defaulted = apply_defaults(schema["properties"]["spec"], copy.deepcopy(body["spec"]))
+    assert api.InferenceServiceSpec.model_validate(defaulted) == api.InferenceServiceSpec.model_validate(body["spec"])
+    # And the defaults the API server writes are exactly those the model would fill in.
+    full = api.InferenceServiceSpec.model_validate(body["spec"]).model_dump(by_alias=True, exclude_none=True, mode="json")
+    for key in ("runtime", "resources", "rollout"):
+        assert defaulted[key].items() <= full[key].items()
+    assert defaulted["replicas"] == full["replicas"]
