@@ -93,6 +93,20 @@ def test_every_rule_has_a_message_and_compiles(schema):
         cel.compile(rule["rule"])
 
 
+def test_every_rule_accepts_its_nodes_default(schema):
+    """The API server validates each default as written (no nested defaulting) against the rules."""
+    checked = 0
+    for path, node in walk(schema):
+        if "default" not in node:
+            continue
+        for rule in node.get("x-kubernetes-validations", []):
+            if "oldSelf" in rule["rule"] or "quantity(" in rule["rule"]:
+                continue
+            assert cel.evaluate(rule["rule"], {"self": node["default"]}), f"{path}: {rule['message']}"
+            checked += 1
+    assert checked >= 3
+
+
 def node_at(schema, path):
     node = schema
     for part in path.split(".")[1:]:

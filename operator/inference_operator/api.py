@@ -357,8 +357,10 @@ class SchedulingSpec(Base):
 class RolloutSpec(Base):
     model_config = ConfigDict(
         json_schema_extra=validations(
+            # The API server also checks rules against the default ({}), before nested defaulting.
             cel(
-                "self.maxSurge + self.maxUnavailable > 0",
+                "(has(self.maxSurge) ? self.maxSurge : 0) + "
+                "(has(self.maxUnavailable) ? self.maxUnavailable : 1) > 0",
                 "rollout.maxSurge and rollout.maxUnavailable cannot both be 0",
             )
         )
