@@ -8,7 +8,7 @@ from inference_operator.kube import ApiError
 from inference_operator.reconcile import Outcome
 from inference_operator.status import Problem
 
-from .conftest import isvc_body
+from .conftest import FakeKube, isvc_body
 
 
 def outcome(problem=None):
@@ -25,12 +25,14 @@ def fake_pass(monkeypatch):
         return result["value"]
 
     monkeypatch.setattr(handlers, "reconcile", fake)
-    monkeypatch.setattr(handlers, "_kube", object())
+    kube = FakeKube()
+    kube.isvcs[("ns", "demo")] = isvc_body()
+    monkeypatch.setattr(handlers, "_kube", kube)
     return result
 
 
 def call(**kw):
-    return handlers.reconcile_inferenceservice(body=isvc_body(), reason="update", **kw)
+    return handlers.reconcile_inferenceservice(body=isvc_body(), namespace="ns", name="demo", reason="update", **kw)
 
 
 def test_success_returns_none(fake_pass):
@@ -80,3 +82,27 @@ def test_handlers_are_registered_with_kopf():
     assert any("reconcile_inferenceservice" in i for i in ids)
     watching = {h.id for h in registry._watching.get_all_handlers()}
     assert any("child_changed" in i for i in watching)
+
+
+def test_each_pass_rereads_the_inferenceservice_so_stale_triggers_write_nothing(monkeypatch):
+    """Child events queue behind the lock; each must see the status the previous pass wrote."""
+    kube = FakeKube()
+    kube.isvcs[("ns", "demo")] = isvc_body()
+    stale_body = isvc_body()  # what kopf delivered before our first status write
+    monkeypatch.setattr(handlers, "_kube", kube)
+    stale = {"metadata": {"labels": {"serving.inference-operator.io/inferenceservice": "demo"}}}
+    handlers.child_changed(body=stale, namespace="ns")
+    first = list(kube.writes)
+    assert ("status", "ns/demo") in first
+    for _ in range(3):
+        handlers.child_changed(body=stale, namespace="ns")
+        handlers.reconcile_inferenceservice(body=stale_body, reason="update", namespace="ns", name="demo")
+    assert kube.writes == first
+    assert [e.reason for e in kube.events].count("RollingOut") == 1
+
+
+def test_a_deleted_inferenceservice_is_not_reconciled(monkeypatch):
+    kube = FakeKube()
+    monkeypatch.setattr(handlers, "_kube", kube)
+    assert handlers.run_pass("ns", "gone", "child") is None
+    assert kube.writes == []

@@ -5,18 +5,17 @@ Handlers are plain ``def``s: kopf runs them in a thread pool, so the blocking cl
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from collections import defaultdict
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
 from . import api, metrics, render
 from .config import OperatorConfig
 from .kube import ApiError, RestKube
-from .reconcile import reconcile
+from .reconcile import Outcome, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,21 @@ def kubernetes_login() -> None:
         kubernetes.config.load_kube_config()
 
 
-def run_pass(body: dict[str, Any], trigger: str) -> Any:
-    key = (body["metadata"].get("namespace", "default"), body["metadata"]["name"])
-    with _lock(key), metrics.RECONCILE_SECONDS.labels(trigger).time():
+def run_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
+    """One reconcile pass, serialized per InferenceService.
+
+    The body is read under the lock: a trigger that waited for it must see the status the
+    previous pass wrote, or it would write that status (and its Events) again.
+    """
+    with _lock((namespace, name)), metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
+            body = kube().get_isvc(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None  # gone, or going: garbage collection takes the children
             outcome = reconcile(body, kube(), _config)
         except ApiError as exc:
             metrics.RECONCILES.labels(trigger, "error").inc()
-            log.warning("reconcile of %s/%s failed: %s", *key, exc)
+            log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
             raise
         metrics.RECONCILES.labels(trigger, "problem" if outcome.problem else "ok").inc()
         metrics.WRITES.inc(outcome.writes)
@@ -85,11 +91,13 @@ def run_pass(body: dict[str, Any], trigger: str) -> Any:
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-def reconcile_inferenceservice(body: kopf.Body, reason: str, **_: Any) -> None:
+def reconcile_inferenceservice(namespace: str, name: str, reason: str, **_: Any) -> None:
     try:
-        outcome = run_pass(copy.deepcopy(dict(body)), str(reason))
+        outcome = run_pass(namespace, name, str(reason))
     except ApiError as exc:
         raise kopf.TemporaryError(str(exc), delay=TRANSIENT_RETRY_SECONDS) from exc
+    if outcome is None:
+        return
     if outcome.permanent:
         raise kopf.PermanentError(outcome.problem.message)
     if outcome.retry_after:
@@ -107,10 +115,7 @@ def child_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     if not owner:
         return
     try:
-        parent = kube().get_isvc(namespace, owner)
-        if parent is None or parent["metadata"].get("deletionTimestamp"):
-            return
-        run_pass(parent, "child")
+        run_pass(namespace, owner, "child")
     except ApiError as exc:
         # The InferenceService's own handler retries; a child event is only a nudge.
         log.warning("child event for %s/%s: %s", namespace, owner, exc)
