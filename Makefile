@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test crd up clean
+.PHONY: venv test unit e2e e2e-kind binaries cluster-up cluster-down crd up down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,21 +18,40 @@ venv: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps '$(PYTRITON)'
 
-test: venv
-	@echo "==> unit and process tests (pytest)"
-	INFERENCE_OPERATOR_REQUIRE_TRITON=1 $(PY) -m pytest
+# Everything: unit and process tests, then the e2e suite on a fresh local control plane.
+test: unit e2e
+
+unit: venv
+	@echo "==> unit and process tests (pytest tests/)"
+	INFERENCE_OPERATOR_REQUIRE_TRITON=1 $(PY) -m pytest tests
+
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and helm from
+# Go modules into ~/.cache/inference-operator (keyed by version; reused when present).
+binaries:
+	bash e2e/build-binaries.sh
+
+e2e: venv
+	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
+	PY=$(PY) bash e2e/run-local.sh
+
+# The same suite on kind (needs Docker); not run in CI.
+e2e-kind: venv
+	PY=$(PY) bash e2e/kind/run.sh
+
+cluster-up: venv
+	$(PY) e2e/cluster.py up
+
+cluster-down:
+	$(PYTHON) e2e/cluster.py down
 
 crd: venv
 	$(VENV)/bin/inference-operator crd > crds/inferenceservices.serving.inference-operator.io.yaml
 
-# Until the local cluster exists (e2e work), `up` uses whatever cluster the current kubeconfig names.
+# A local cluster, the operator and a sample InferenceService; `make down` stops them all.
 up: venv
-	@echo "==> installing the CRD and a sample InferenceService into $$(kubectl config current-context)"
-	kubectl apply -f crds/
-	kubectl apply -f manifests/samples/
-	@echo "==> running the operator in the foreground (Ctrl-C stops it); in another shell:"
-	@echo "    kubectl get infsvc -A    kubectl describe infsvc resnet"
-	$(VENV)/bin/inference-operator run --metrics-port 8080 --liveness-port 8081 --bind-address 127.0.0.1
+	$(PY) e2e/cluster.py up --with-operator --sample manifests/samples/resnet.yaml
+
+down: cluster-down
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,197 @@
+"""E2E fixtures. The suite needs only a kubeconfig (E2E_KUBECONFIG, else KUBECONFIG) and a kubectl
+(E2E_KUBECTL, else the one on PATH): the local cluster, kind, or any cluster with fake GPU nodes.
+
+The operator runs as a separate process of this checkout, stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from typing import Any, Callable, Optional
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CRD = REPO / "crds" / "inferenceservices.serving.inference-operator.io.yaml"
+
+
+def _kubeconfig() -> str:
+    path = os.environ.get("E2E_KUBECONFIG") or os.environ.get("KUBECONFIG")
+    if not path:
+        pytest.exit("e2e needs E2E_KUBECONFIG (or KUBECONFIG); `make e2e` provides a local cluster", returncode=2)
+    return path
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: str, binary: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = binary
+
+    def __call__(self, *args: str, check: bool = True, stdin: Optional[str] = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.binary, "--kubeconfig", self.kubeconfig, *args], input=stdin,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("get", "-o", "json", *args).stdout)
+
+    def maybe(self, *args: str) -> Optional[dict]:
+        result = self("get", "-o", "json", *args, check=False)
+        if result.returncode != 0:
+            if "NotFound" in result.stderr or "not found" in result.stderr:
+                return None
+            raise AssertionError(result.stderr)
+        return json.loads(result.stdout)
+
+    def apply(self, manifest: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self("apply", "-f", "-", *args, stdin=manifest, check=check)
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Kubectl:
+    return Kubectl(_kubeconfig(), os.environ.get("E2E_KUBECTL", "kubectl"))
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.inference-operator.io",
+            "--timeout=60s")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Operator:
+    """`inference-operator run` as a child process, with its /metrics and /healthz on loopback."""
+
+    def __init__(self, kubeconfig: str, log_dir: pathlib.Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.proc: Optional[subprocess.Popen] = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.metrics_port, self.liveness_port = _free_port(), _free_port()
+        self.starts += 1
+        self.log_path = self.log_dir / f"operator-{self.starts}.log"
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inference_operator.cli", "run", "--bind-address", "127.0.0.1",
+             "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
+            env=env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self._healthy, "the operator's /healthz", timeout=60)
+
+    def _healthy(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # by PID: Popen holds it
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("inference_operator_") and " " in line:
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+
+@pytest.fixture(scope="session")
+def operator(kubectl: Kubectl, crd: None, tmp_path_factory: pytest.TempPathFactory):
+    op = Operator(kubectl.kubeconfig, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, operator: Operator, request: pytest.FixtureRequest):
+    """A fresh namespace holding a bound PVC named `models` (a static hostPath PV)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl.apply(f"""
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}-models}}
+spec:
+  capacity: {{storage: 10Gi}}
+  accessModes: [ReadOnlyMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  hostPath: {{path: /srv/{name}/models}}
+  claimRef: {{namespace: {name}, name: models}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: models, namespace: {name}}}
+spec:
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  volumeName: {name}-models
+  resources: {{requests: {{storage: 10Gi}}}}
+""")
+    wait_for(lambda: kubectl.json("pvc", "models", "-n", name)["status"].get("phase") == "Bound",
+             "the models PVC to bind")
+    yield name
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(kubectl("get", "all,infsvc,events", "-n", name, check=False).stdout)
+        print(operator.log()[-5000:])
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kubectl("delete", "pv", f"{name}-models", "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,228 @@
+"""The operator against a real API server, through kubectl, as users drive it."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+
+from .conftest import Kubectl, Operator, wait_for
+
+ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
+REVISION_LABEL = "serving.inference-operator.io/revision"
+
+
+def manifest(name: str, ns: str, *, replicas: int = 1, gpu: str = "count: 1", storage: str = "pvc://models/triton",
+             extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: serving.inference-operator.io/v1alpha1
+        kind: InferenceService
+        metadata:
+          name: {name}
+          namespace: {ns}
+        spec:
+          model:
+            name: resnet50
+            storageUri: {storage}
+          resources:
+            gpu: {{{gpu}}}
+            requests: {{cpu: 500m, memory: 1Gi}}
+          replicas: {replicas}
+        """) + textwrap.indent(textwrap.dedent(extra), "  ")
+
+
+def condition(isvc: dict, ctype: str) -> dict:
+    for c in (isvc.get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return c
+    return {}
+
+
+def pods_of(kubectl: Kubectl, ns: str, name: str) -> list[dict]:
+    return kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}={name}")["items"]
+
+
+def wait_ready(kubectl: Kubectl, ns: str, name: str, timeout: int = 120) -> dict:
+    kubectl("wait", "--for=condition=Ready", f"infsvc/{name}", "-n", ns, f"--timeout={timeout}s",
+            timeout=timeout + 10)
+    return kubectl.json("infsvc", name, "-n", ns)
+
+
+@pytest.mark.parametrize(
+    "gpu,nodes",
+    [
+        ("count: 1, product: NVIDIA-A100-SXM4-80GB", {"gpu-a100-0", "gpu-a100-1"}),
+        ("count: 2, product: NVIDIA-H100-80GB-HBM3", {"gpu-h100-0"}),
+        ("count: 1, resourceName: nvidia.com/mig-1g.10gb", {"gpu-mig-0"}),
+        ("count: 0", {"cpu-0", "cpu-1"}),
+    ],
+    ids=["a100", "h100", "mig", "cpu"],
+)
+def test_inferenceservice_becomes_ready_on_the_right_nodes(kubectl, namespace, gpu, nodes):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2, gpu=gpu))
+    isvc = wait_ready(kubectl, ns, "resnet")
+    uid = isvc["metadata"]["uid"]
+
+    for kind, name in (("deployment", "resnet-predictor"), ("service", "resnet"), ("pdb", "resnet-predictor")):
+        child = kubectl.json(kind, name, "-n", ns)
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["uid"], owner["controller"], owner["kind"]) == (uid, True, "InferenceService"), kind
+
+    pods = pods_of(kubectl, ns, "resnet")
+    assert len(pods) == 2
+    assert {p["spec"]["nodeName"] for p in pods} <= nodes
+
+    status = isvc["status"]
+    assert status["readyReplicas"] == 2 and status["observedGeneration"] == isvc["metadata"]["generation"]
+    assert status["url"] == f"http://resnet.{ns}.svc.cluster.local:8000"
+    assert {p["metadata"]["labels"][REVISION_LABEL] for p in pods} == {status["revision"]}
+    assert condition(isvc, "Progressing")["reason"] == "RolloutComplete"
+    assert condition(isvc, "Degraded")["status"] == "False"
+
+    printed = kubectl("get", "infsvc", "resnet", "-n", ns).stdout
+    assert "True" in printed and status["revision"] in printed
+
+    # One transition, one Event: passes woken by several child events must not repeat it.
+    time.sleep(3)
+    events = kubectl.json("events", "-n", ns, "--field-selector", "involvedObject.name=resnet,reason=Ready")
+    assert len(events["items"]) == 1, [e.get("message") for e in events["items"]]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"storage": "ftp://host/model"}, "must start with pvc://, s3://, gs://, https:// or http://"),
+        ({"extra": "runtime: {args: [--model-repository=/tmp]}"}, "flags the operator manages"),
+        ({"gpu": "count: 0, product: NVIDIA-A100-SXM4-80GB"}, "gpu.product needs gpu.count > 0"),
+        ({"gpu": "count: 1, resourceName: amd.com/gpu"}, "gpu.resourceName must be nvidia.com/gpu"),
+        ({"extra": "rollout: {maxSurge: 0, maxUnavailable: 0}"}, "cannot both be 0"),
+        ({"replicas": -1}, "spec.replicas"),
+    ],
+    ids=["scheme", "managed-flag", "product-without-gpu", "resource-name", "rollout", "replicas"],
+)
+def test_invalid_manifest_is_rejected_and_nothing_is_created(kubectl, namespace, change, message):
+    ns = namespace
+    result = kubectl.apply(manifest("bad", ns, **change), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert kubectl.json("infsvc", "-n", ns)["items"] == []
+    assert kubectl.json("deployments", "-n", ns)["items"] == []
+
+
+def test_limits_below_requests_are_rejected_by_the_quantity_rule(kubectl, namespace):
+    text = manifest("bad", namespace).replace(
+        "requests: {cpu: 500m, memory: 1Gi}", "requests: {cpu: 500m, memory: 4Gi}\n    limits: {memory: 1Gi}")
+    result = kubectl.apply(text, check=False)
+    assert result.returncode != 0 and "limits.memory must be >= resources.requests.memory" in result.stderr
+
+
+def test_name_too_long_is_rejected(kubectl, namespace):
+    result = kubectl.apply(manifest("x" * 54, namespace), check=False)
+    assert result.returncode != 0 and "at most 53 characters" in result.stderr
+
+
+def test_model_name_is_immutable(kubectl, namespace):
+    kubectl.apply(manifest("resnet", namespace))
+    result = kubectl.apply(manifest("resnet", namespace).replace("name: resnet50", "name: bert"), check=False)
+    assert result.returncode != 0 and "spec.model.name is immutable" in result.stderr
+
+
+def test_changing_the_model_rolls_out_a_new_revision(kubectl, namespace):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    first = wait_ready(kubectl, ns, "resnet")["status"]["revision"]
+
+    kubectl.apply(manifest("resnet", ns, replicas=2, storage="pvc://models/triton-v2"))
+    deployment = wait_for(
+        lambda: (d := kubectl.json("deployment", "resnet-predictor", "-n", ns))
+        ["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] != first and d,
+        "the Deployment to get the new revision")
+    second = deployment["spec"]["template"]["metadata"]["labels"][REVISION_LABEL]
+    isvc = wait_for(
+        lambda: (i := kubectl.json("infsvc", "resnet", "-n", ns))["status"].get("revision") == second
+        and condition(i, "Ready").get("status") == "True" and i,
+        "status to follow the new revision")
+    assert isvc["status"]["observedGeneration"] == isvc["metadata"]["generation"] == 2
+    assert condition(isvc, "Ready")["observedGeneration"] == 2
+    wait_for(lambda: {p["metadata"]["labels"][REVISION_LABEL] for p in pods_of(kubectl, ns, "resnet")
+                      if not p["metadata"].get("deletionTimestamp")} == {second},
+             "only new-revision pods")
+    events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService").stdout
+    assert "RollingOut" in events
+
+
+def test_deleting_the_inferenceservice_garbage_collects_every_child(kubectl, namespace):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    wait_ready(kubectl, ns, "resnet")
+    kubectl("delete", "infsvc", "resnet", "-n", ns, "--wait=true", "--timeout=60s")
+    for kind in ("deployments", "services", "pdb", "replicasets", "pods"):
+        wait_for(lambda: [o for o in kubectl.json(kind, "-n", ns, "-l", f"{ISVC_LABEL}=resnet")["items"]] == [],
+                 f"{kind} to be garbage-collected", timeout=90)
+
+
+def test_restarting_the_operator_changes_nothing(kubectl, namespace, operator: Operator):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    wait_ready(kubectl, ns, "resnet")
+
+    def snapshot():
+        objs = {
+            "infsvc": kubectl.json("infsvc", "resnet", "-n", ns),
+            "deployment": kubectl.json("deployment", "resnet-predictor", "-n", ns),
+            "service": kubectl.json("service", "resnet", "-n", ns),
+            "pdb": kubectl.json("pdb", "resnet-predictor", "-n", ns),
+        }
+        versions = {k: v["metadata"]["resourceVersion"] for k, v in objs.items()}
+        pods = sorted(p["metadata"]["uid"] for p in pods_of(kubectl, ns, "resnet"))
+        return versions, pods
+
+    before = settled(snapshot)
+    operator.restart()
+    resumed = 'inference_operator_reconcile_total{result="ok",trigger="resume"}'
+    wait_for(lambda: operator.metrics().get(resumed, 0) >= 1, "the operator to resume the InferenceService")
+    wait_for(lambda: operator.metrics().get('inference_operator_reconcile_total{result="ok",trigger="child"}', 0) >= 1,
+             "the child watches to deliver their initial events")
+    assert operator.metrics()["inference_operator_writes_total"] == 0
+    assert snapshot() == before
+
+
+def settled(snapshot, quiet: float = 3.0, timeout: float = 60.0):
+    """The snapshot once two readings `quiet` seconds apart agree (the last status writes are in)."""
+    deadline = time.monotonic() + timeout
+    last = snapshot()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = snapshot()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the InferenceService and its children kept changing")
+
+
+def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, gpu="count: 1, product: NVIDIA-B200"))
+    isvc = wait_for(
+        lambda: condition(i := kubectl.json("infsvc", "resnet", "-n", ns), "Degraded").get("reason") == "Unschedulable"
+        and i,
+        "Degraded=Unschedulable")
+    assert condition(isvc, "Degraded")["status"] == "True"
+    ready = condition(isvc, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
+    assert "node affinity/selector" in ready["message"] or "didn't match" in ready["message"], ready["message"]
+    events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService").stdout
+    assert "Unschedulable" in events
+
+
+def test_missing_claim_is_reported_and_nothing_is_created(kubectl, namespace):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, storage="pvc://no-such-claim/triton"))
+    isvc = wait_for(
+        lambda: condition(i := kubectl.json("infsvc", "resnet", "-n", ns), "Ready").get("reason") == "StorageNotFound"
+        and i,
+        "Ready=False/StorageNotFound")
+    assert "no-such-claim" in condition(isvc, "Ready")["message"]
+    assert kubectl.json("deployments", "-n", ns)["items"] == []
