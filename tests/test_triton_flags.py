@@ -38,3 +38,21 @@ def test_every_rendered_flag_is_a_tritonserver_flag(known_flags, body):
 def test_managed_flags_named_in_the_api_exist(known_flags):
     # The CRD refuses these in spec.runtime.args; a typo here would let a real flag through.
     assert set(api.MANAGED_TRITON_FLAGS) <= known_flags
+
+
+def test_tritonserver_accepts_abbreviated_flags_and_the_crd_refuses_them():
+    """getopt_long takes unambiguous prefixes: the CRD must refuse --model-repos as --model-repository."""
+    import cel
+
+    from inference_operator import crd
+
+    off = ["--allow-http=false", "--allow-grpc=false", "--allow-metrics=false"]
+    accepted = run_triton(require_triton(), "--model-repos=/nonexistent-repo", *off)
+    assert "failed to stat file /nonexistent-repo" in accepted.stdout + accepted.stderr
+    unknown = run_triton(require_triton(), "--model-reposxx=/nonexistent-repo", *off)
+    assert "failed to stat" not in unknown.stdout + unknown.stderr
+
+    args_schema = crd.openapi_schema()["properties"]["spec"]["properties"]["runtime"]["properties"]["args"]
+    (rule,) = args_schema["x-kubernetes-validations"]
+    assert not cel.evaluate(rule["rule"], {"self": ["--model-repos=/x"]})
+    assert cel.evaluate(rule["rule"], {"self": ["--model-reposxx=/x"]})

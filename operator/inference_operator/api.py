@@ -31,7 +31,8 @@ QUANTITY_PATTERN = (
 )
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
-# Triton flags the operator sets itself; a user value would break probes, ports or the model layout.
+# Triton flags the operator sets or relies on; a user value would break probes, ports, the model
+# layout, scraping or graceful shutdown.
 MANAGED_TRITON_FLAGS = (
     "model-repository",
     "model-store",
@@ -44,7 +45,25 @@ MANAGED_TRITON_FLAGS = (
     "allow-metrics",
     "allow-gpu-metrics",
     "cache-config",
+    "allow-http",
+    "http-address",
+    "http-restricted-api",
+    "metrics-address",
+    "exit-on-error",
+    "exit-timeout-secs",
 )
+
+
+def _prefixes(word: str) -> str:
+    """A regex matching every non-empty prefix of word: tritonserver (getopt_long) accepts any
+    unambiguous abbreviation of a long flag, so --model-repos is --model-repository."""
+    pattern = ""
+    for ch in reversed(word[1:]):
+        pattern = f"({ch}{pattern})?"
+    return word[0] + pattern
+
+
+MANAGED_FLAG_PATTERN = "^--(" + "|".join(_prefixes(f) for f in MANAGED_TRITON_FLAGS) + ")(=|$)"
 
 
 def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
@@ -216,10 +235,8 @@ class RuntimeSpec(Base):
         description="Extra tritonserver flags. Flags the operator manages are rejected.",
         json_schema_extra=validations(
             cel(
-                "self.all(a, !a.matches('^--("
-                + "|".join(MANAGED_TRITON_FLAGS)
-                + ")(=|$)'))",
-                "spec.runtime.args must not set flags the operator manages: "
+                f"self.all(a, !a.matches('{MANAGED_FLAG_PATTERN}'))",
+                "spec.runtime.args must not set (or abbreviate) flags the operator manages: "
                 + ", ".join("--" + f for f in MANAGED_TRITON_FLAGS),
             )
         ),
