@@ -49,6 +49,8 @@ class FakeKube:
         self.writes: list[tuple[str, str]] = []
         self.events: list[Event] = []
         self.reject: dict[str, ApiError] = {}
+        self.status_patches: list[dict[str, Any]] = []
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = itertools.count(1)
 
     # reads
@@ -90,11 +92,21 @@ class FakeKube:
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:
             del self.objects[ref]
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of status, applied as the API server does: null removes a key."""
+        key = (namespace, name)
         self.writes.append(("status", f"{namespace}/{name}"))
-        self.last_status = copy.deepcopy(status)
-        if (namespace, name) in self.isvcs:
-            self.isvcs[(namespace, name)]["status"] = copy.deepcopy(status)
+        self.status_patches.append(copy.deepcopy(patch))
+        merged = dict(self.statuses.get(key) or (self.isvcs.get(key) or {}).get("status") or {})
+        for field, value in patch.items():
+            if value is None:
+                merged.pop(field, None)
+            else:
+                merged[field] = copy.deepcopy(value)
+        self.statuses[key] = merged
+        self.last_status = copy.deepcopy(merged)
+        if key in self.isvcs:
+            self.isvcs[key]["status"] = copy.deepcopy(merged)
 
     def event(self, isvc: api.InferenceService, event: Event) -> None:
         self.events.append(event)

@@ -201,3 +201,19 @@ def test_invalid_spec_on_create_creates_nothing(fake_kube):
     assert fake_kube.objects == {}
     assert outcome.problem.reason == "InvalidSpec"
     assert "spec.resources.gpu.count" in outcome.problem.message
+
+
+def test_a_field_that_disappears_is_removed_from_status_and_the_next_pass_is_quiet(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    assert "url" in body["status"]
+    # The Deployment vanishes while a problem (missing claim) blocks re-creating it: no url now.
+    del fake_kube.objects[DEP]
+    del fake_kube.objects[SVC]
+    fake_kube.pvcs.clear()
+    run(fake_kube, body)
+    assert fake_kube.status_patches[-1]["url"] is None
+    assert "url" not in body["status"]
+    fake_kube.writes.clear()
+    run(fake_kube, body)
+    assert fake_kube.writes == []

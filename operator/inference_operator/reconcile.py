@@ -142,7 +142,7 @@ def reconcile(
     written = False
     if status.comparable(new_status) != old_status:
         try:
-            kube.patch_status(isvc.namespace, isvc.name, new_status)
+            kube.patch_status(isvc.namespace, isvc.name, status.merge_patch(old_status, new_status))
             written = True
         except ApiError as exc:
             if exc.status != 404:  # deleted meanwhile: nothing left to report on

@@ -244,6 +244,16 @@ def comparable(status: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch from old to new status: a key that is gone must be sent as null,
+    or the API server keeps it (and every later pass would find status changed and write again)."""
+    patch: dict[str, Any] = dict(new)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
 def events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
     """Events for condition transitions; an unchanged condition emits nothing."""
 
