@@ -217,3 +217,24 @@ def test_a_field_that_disappears_is_removed_from_status_and_the_next_pass_is_qui
     fake_kube.writes.clear()
     run(fake_kube, body)
     assert fake_kube.writes == []
+
+
+@pytest.mark.parametrize("code,reason,permanent", [(403, "ApplyFailed", False), (404, "ApplyFailed", False),
+                                                   (422, "ApplyRejected", True), (400, "ApplyRejected", True)])
+def test_only_invalid_objects_are_permanent_apply_problems(fake_kube, code, reason, permanent):
+    fake_kube.reject["Deployment"] = ApiError(code, "X", "no")
+    outcome = run(fake_kube, isvc_body())
+    assert outcome.problem.reason == reason and outcome.permanent is permanent
+    assert (outcome.retry_after is not None) is (not permanent)
+
+
+def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):
+    body = isvc_body(replicas=1)
+    run(fake_kube, body)
+    fake_kube.reject["PodDisruptionBudget"] = ApiError(403, "Forbidden", "denied by a webhook")
+    body["spec"]["model"]["storageUri"] = "pvc://models/v2"
+    body["spec"]["replicas"] = 2  # now a PDB is wanted, and refused
+    run(fake_kube, body)
+    assert ("apply", "Deployment/demo-predictor") in fake_kube.writes[-3:]
+    ready = cond(body, "Ready")
+    assert ready["reason"] == "ApplyFailed" and "keeps serving" not in ready["message"]

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 # Problems the user fixes in the spec: retrying before the spec changes cannot help.
 PERMANENT = {"InvalidSpec", "UnsupportedStorage", "UnsupportedSetting", "ApplyRejected", "InvalidQuantity"}
-# Problems outside the spec (another object, a missing claim): looked at again after a while.
-RETRY_AFTER = {"ChildConflict": 60.0, "StorageNotFound": 30.0}
+# Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook): looked at
+# again after a while.
+RETRY_AFTER = {"ChildConflict": 60.0, "StorageNotFound": 30.0, "ApplyFailed": 30.0}
+# What the API server says about an object that can never be valid as built from this spec.
+INVALID = {400, 422}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +115,14 @@ def reconcile(
                 except ApiError as exc:
                     if exc.transient:
                         raise
-                    # The API server refused what we built from the spec (e.g. a malformed affinity).
-                    problem = Problem("ApplyRejected", f"{ref} was rejected: {exc.message}")
+                    if exc.status in INVALID:
+                        # Refused as built from the spec (e.g. a malformed affinity): fix the spec.
+                        problem = Problem("ApplyRejected", f"{ref} was rejected: {exc.message}")
+                    else:
+                        # Forbidden (RBAC, a webhook, quota), a namespace being deleted, ...
+                        problem = Problem(
+                            "ApplyFailed", f"{ref} could not be applied ({exc.status} {exc.reason}): {exc.message}"
+                        )
                     break
                 applied.append(str(ref))
             if problem is None:
@@ -138,6 +147,7 @@ def reconcile(
         problem=problem,
         config=config,
         now=now(),
+        children_changed=bool(applied or deleted),
     )
     written = False
     if status.comparable(new_status) != old_status:

@@ -163,6 +163,7 @@ def compute(
     problem: Optional[Problem],
     config: OperatorConfig,
     now: str,
+    children_changed: bool = False,
 ) -> dict[str, Any]:
     """The status the InferenceService should have, as the JSON the API server stores."""
     generation = isvc.metadata.generation
@@ -172,7 +173,7 @@ def compute(
     rev = desired_revision or "?"
 
     if problem:
-        keep = " The previous revision keeps serving." if deployment is not None else ""
+        keep = " The previous revision keeps serving." if deployment is not None and not children_changed else ""
         ready = ("False", problem.reason, problem.message + keep)
         progressing = ("False", problem.reason, "The spec cannot be rolled out: " + problem.message)
     elif rollout is None:
