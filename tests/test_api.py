@@ -14,7 +14,7 @@ def test_defaults_fill_a_minimal_spec():
     assert spec.replicas == 1
     assert spec.resources.gpu.count == 1
     assert spec.resources.gpu.resource_name == "nvidia.com/gpu"
-    assert spec.resources.requests.cpu == "1" and spec.resources.requests.memory == "2Gi"
+    assert spec.resources.requests.cpu is None and spec.resources.limits.memory is None
     assert spec.resources.shared_memory_size == "1Gi"
     assert spec.rollout.max_surge == 0 and spec.rollout.max_unavailable == 1
     assert spec.runtime.startup_timeout_seconds == 1800
@@ -47,6 +47,9 @@ def test_models_are_frozen():
         {"replicas": -1},
         {"resources": {"gpu": {"count": 17}}},
         {"resources": {"sharedMemorySize": "lots"}},
+        {"resources": {"sharedMemorySize": "100m"}},
+        {"resources": {"requests": {"cpu": "1Gi"}}},
+        {"resources": {"limits": {"memory": "0"}}},
         {"runtime": {"startupTimeoutSeconds": 10}},
         {"model": {"name": "m"}},  # storageUri missing
         {"modelz": {}},  # unknown field

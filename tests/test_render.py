@@ -62,6 +62,19 @@ def test_gpu_pod_requests_gpus_tolerates_the_taint_and_pins_the_product():
     assert spec["serviceAccountName"] == "llm-reader"
 
 
+@pytest.mark.parametrize(
+    "resources,requests",
+    [
+        ({}, {"cpu": "1", "memory": "2Gi"}),
+        ({"limits": {"memory": "1Gi"}}, {"cpu": "1", "memory": "1Gi"}),
+        ({"limits": {"cpu": "4", "memory": "8Gi"}, "requests": {"cpu": "2"}}, {"cpu": "2", "memory": "8Gi"}),
+    ],
+)
+def test_unset_requests_take_the_limit_then_the_default(resources, requests):
+    res = triton(isvc_body(resources={"gpu": {"count": 0}, **resources}))["resources"]
+    assert res["requests"] == requests
+
+
 def test_mig_requests_the_mig_resource_only():
     res = triton(load_case("mig"))["resources"]
     assert res["limits"] == {"nvidia.com/mig-1g.10gb": 1}
@@ -94,8 +107,9 @@ def test_user_args_come_after_managed_flags():
     assert args[-1] == "--log-verbose=1"
 
 
-def test_response_cache_sets_the_server_cache_in_bytes():
-    args = triton(isvc_body(runtime={"responseCache": {"size": "512Mi"}}))["args"]
+def test_response_cache_sizes_the_server_cache_in_bytes():
+    # Rendered once the model's config can enable response_cache (see unsupported_settings).
+    args = render.triton_args(api.parse(isvc_body(runtime={"responseCache": {"size": "512Mi"}})))
     assert f"--cache-config=local,size={512 * 2**20}" in args
 
 
@@ -179,6 +193,7 @@ def test_children_carry_standard_labels_and_namespace():
         ({"model": {"name": "m", "storageUri": "https://host/m.tar.gz"}}, "UnsupportedStorage"),
         ({"model": {"name": "m", "storageUri": "pvc://models", "version": 2}}, "UnsupportedSetting"),
         ({"runtime": {"modelConfig": {"maxBatchSize": 8}}}, "UnsupportedSetting"),
+        ({"runtime": {"responseCache": {"size": "64Mi"}}}, "UnsupportedSetting"),
     ],
 )
 def test_specs_this_version_cannot_serve_raise_spec_error(spec, reason):

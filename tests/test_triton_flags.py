@@ -20,8 +20,7 @@ def known_flags():
 
 
 def rendered_flags(body):
-    deployment = render.render(api.parse(body), CONFIG)[0]
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = render.triton_args(api.parse(body))
     return [a[2:].split("=", 1)[0] for a in args if a.startswith("--")]
 
 

@@ -6,10 +6,11 @@ Validation that the API server can do lives here as schema constraints or CEL ru
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "serving.inference-operator.io"
@@ -24,12 +25,35 @@ CATEGORIES = ["inference"]
 # The longest child name is "<name>-predictor"; children are DNS-1035 labels (<= 63).
 MAX_NAME_LENGTH = 53
 
-# Kubernetes resource.Quantity, as the API server parses it.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# The quantities this API takes, narrower than resource.Quantity: positive, no exponents, bytes
+# never in milli-units. One regex serves pydantic and the CEL rule; messages say what is expected.
+BYTES_RE = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+CPU_RE = r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$"
+ZERO_RE = r"^0+(\.0+)?[A-Za-z]*$"
+BYTES_MESSAGE = "must be a positive byte quantity such as 512Mi or 16Gi"
+CPU_MESSAGE = "must be a positive CPU quantity such as 500m or 2"
+
+
+def _cel_regex(regex: str) -> str:
+    """A regex as a CEL single-quoted string literal's content."""
+    return regex.replace("\\", "\\\\")
+
+
+def _quantity_rule(regex: str) -> str:
+    return f"self.matches('{_cel_regex(regex)}') && !self.matches('{_cel_regex(ZERO_RE)}')"
+
+
+def _quantity_validator(regex: str, message: str):
+    def check(value: str) -> str:
+        if not re.match(regex, value) or re.match(ZERO_RE, value):
+            raise ValueError(f"{value!r} {message}")
+        return value
+
+    return AfterValidator(check)
+
+
+ByteQuantity = Annotated[str, _quantity_validator(BYTES_RE, BYTES_MESSAGE)]
+CPUQuantity = Annotated[str, _quantity_validator(CPU_RE, CPU_MESSAGE)]
 
 # Triton flags the operator sets or relies on; a user value would break probes, ports, the model
 # layout, scraping or graceful shutdown.
@@ -73,6 +97,23 @@ def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
 
 def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
+
+
+def byte_quantity(default: Optional[str] = None, description: Optional[str] = None) -> Any:
+    return Field(
+        default=default,
+        max_length=32,
+        description=description,
+        json_schema_extra=validations(cel(_quantity_rule(BYTES_RE), BYTES_MESSAGE)),
+    )
+
+
+def cpu_quantity() -> Any:
+    return Field(
+        default=None,
+        max_length=32,
+        json_schema_extra=validations(cel(_quantity_rule(CPU_RE), CPU_MESSAGE)),
+    )
 
 
 class Base(BaseModel):
@@ -133,7 +174,7 @@ class ModelSpec(Base):
             ),
             cel(
                 "!self.startsWith('pvc://') || "
-                "self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/].*)?$')",
+                "self.matches('^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?$')",
                 "a pvc:// storageUri is pvc://<claim-name>[/<path>], "
                 "with a lowercase DNS-1123 claim name",
             ),
@@ -190,6 +231,7 @@ class ModelConfigOverrides(Base):
             ),
             cel(
                 "!has(self.dynamicBatching) || !has(self.maxBatchSize) || "
+                "!has(self.dynamicBatching.preferredBatchSizes) || "
                 "self.dynamicBatching.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
                 "every dynamicBatching.preferredBatchSizes entry must be <= maxBatchSize",
             ),
@@ -207,12 +249,7 @@ class ModelConfigOverrides(Base):
 
 
 class ResponseCache(Base):
-    size: str = Field(
-        default="256Mi",
-        max_length=32,
-        pattern=QUANTITY_PATTERN,
-        description="Memory for Triton's local response cache.",
-    )
+    size: ByteQuantity = byte_quantity("256Mi", "Memory for Triton's local response cache.")
 
 
 class EnvVar(Base):
@@ -277,14 +314,14 @@ class GPUSpec(Base):
     resource_name: str = Field(
         default="nvidia.com/gpu",
         max_length=128,
-        description="The extended resource to request: nvidia.com/gpu, or a MIG profile such "
-        "as nvidia.com/mig-1g.10gb.",
+        description="The extended resource to request: nvidia.com/gpu, nvidia.com/gpu.shared, or a "
+        "MIG profile such as nvidia.com/mig-1g.10gb.",
         json_schema_extra=validations(
             cel(
-                "self == 'nvidia.com/gpu' || "
-                "self.matches('^nvidia\\\\.com/mig-[0-9]+g\\\\.[0-9]+gb(\\\\.[a-z0-9+]+)?$')",
-                "gpu.resourceName must be nvidia.com/gpu or a MIG resource such as "
-                "nvidia.com/mig-1g.10gb",
+                "self == 'nvidia.com/gpu' || self == 'nvidia.com/gpu.shared' || "
+                "self.matches('^nvidia\\\\.com/mig-[0-9]+g\\\\.[0-9]+gb(\\\\.[a-z0-9]+)?$')",
+                "gpu.resourceName must be nvidia.com/gpu, nvidia.com/gpu.shared (time-slicing) or "
+                "a MIG resource such as nvidia.com/mig-1g.10gb",
             )
         ),
     )
@@ -303,13 +340,10 @@ class GPUSpec(Base):
 
 
 class ComputeResources(Base):
-    cpu: Optional[str] = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
-    memory: Optional[str] = Field(default=None, max_length=32, pattern=QUANTITY_PATTERN)
+    """CPU and memory. Requests left unset take the limit if there is one, else 1 CPU and 2Gi."""
 
-
-class ComputeRequests(Base):
-    cpu: str = Field(default="1", max_length=32, pattern=QUANTITY_PATTERN)
-    memory: str = Field(default="2Gi", max_length=32, pattern=QUANTITY_PATTERN)
+    cpu: Optional[CPUQuantity] = cpu_quantity()
+    memory: Optional[ByteQuantity] = byte_quantity()
 
 
 class ResourcesSpec(Base):
@@ -331,18 +365,15 @@ class ResourcesSpec(Base):
     )
 
     gpu: GPUSpec = Field(default_factory=GPUSpec, json_schema_extra={"default": {}})
-    requests: ComputeRequests = Field(
-        default_factory=ComputeRequests, json_schema_extra={"default": {}}
+    requests: ComputeResources = Field(
+        default_factory=ComputeResources, json_schema_extra={"default": {}}
     )
     limits: ComputeResources = Field(
         default_factory=ComputeResources, json_schema_extra={"default": {}}
     )
-    shared_memory_size: str = Field(
-        default="1Gi",
-        max_length=32,
-        pattern=QUANTITY_PATTERN,
-        description="Size of /dev/shm (a memory emptyDir); Triton's python backend and "
-        "shared-memory clients need it.",
+    shared_memory_size: ByteQuantity = byte_quantity(
+        "1Gi",
+        "Size of /dev/shm (a memory emptyDir); Triton's python backend and shared-memory clients need it.",
     )
 
 

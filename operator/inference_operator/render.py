@@ -131,6 +131,9 @@ def unsupported_settings(spec: api.InferenceServiceSpec) -> list[str]:
         found.append("spec.model.version")
     if spec.runtime.model_config_overrides != api.ModelConfigOverrides():
         found.append("spec.runtime.modelConfig")
+    if spec.runtime.response_cache is not None:
+        # --cache-config only sizes the cache; the model's config must enable response_cache.
+        found.append("spec.runtime.responseCache")
     return found
 
 
@@ -158,9 +161,16 @@ def triton_args(isvc: api.InferenceService) -> list[str]:
     return args + list(spec.runtime.args)
 
 
+DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+
+
 def _resources(spec: api.InferenceServiceSpec) -> dict[str, Any]:
     r = spec.resources
-    requests = {"cpu": r.requests.cpu, "memory": r.requests.memory}
+    # As Kubernetes does: an unset request takes the limit; with no limit either, our default.
+    requests = {
+        "cpu": r.requests.cpu or r.limits.cpu or DEFAULT_REQUESTS["cpu"],
+        "memory": r.requests.memory or r.limits.memory or DEFAULT_REQUESTS["memory"],
+    }
     limits = {k: v for k, v in (("cpu", r.limits.cpu), ("memory", r.limits.memory)) if v}
     if r.gpu.count > 0:
         # Extended resources cannot be overcommitted: request and limit must be equal.
