@@ -153,41 +153,48 @@ def operator(kubectl: Kubectl, crd: None, tmp_path_factory: pytest.TempPathFacto
     op.stop()
 
 
-@pytest.fixture
-def namespace(kubectl: Kubectl, operator: Operator, request: pytest.FixtureRequest):
-    """A fresh namespace holding a bound PVC named `models` (a static hostPath PV)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
+def bound_claim(kubectl: Kubectl, namespace: str, claim: str) -> None:
+    """A PVC bound to a static hostPath PV (nothing is mounted: pods run under kwok)."""
     kubectl.apply(f"""
 apiVersion: v1
 kind: PersistentVolume
-metadata: {{name: {name}-models}}
+metadata:
+  name: {namespace}-{claim}
+  labels: {{e2e-namespace: {namespace}}}
 spec:
   capacity: {{storage: 10Gi}}
   accessModes: [ReadOnlyMany]
   persistentVolumeReclaimPolicy: Retain
   storageClassName: ""
-  hostPath: {{path: /srv/{name}/models}}
-  claimRef: {{namespace: {name}, name: models}}
+  hostPath: {{path: /srv/{namespace}/{claim}}}
+  claimRef: {{namespace: {namespace}, name: {claim}}}
 ---
 apiVersion: v1
 kind: PersistentVolumeClaim
-metadata: {{name: models, namespace: {name}}}
+metadata: {{name: {claim}, namespace: {namespace}}}
 spec:
   accessModes: [ReadOnlyMany]
   storageClassName: ""
-  volumeName: {name}-models
+  volumeName: {namespace}-{claim}
   resources: {{requests: {{storage: 10Gi}}}}
 """)
-    wait_for(lambda: kubectl.json("pvc", "models", "-n", name)["status"].get("phase") == "Bound",
-             "the models PVC to bind")
+    wait_for(lambda: kubectl.json("pvc", claim, "-n", namespace)["status"].get("phase") == "Bound",
+             f"the {claim} PVC to bind")
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, operator: Operator, request: pytest.FixtureRequest):
+    """A fresh namespace holding a bound PVC named `models` (a static hostPath PV)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    bound_claim(kubectl, name, "models")
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(kubectl("get", "all,infsvc,events", "-n", name, check=False).stdout)
         print(operator.log()[-5000:])
     kubectl("delete", "namespace", name, "--wait=false", check=False)
-    kubectl("delete", "pv", f"{name}-models", "--wait=false", check=False)
+    kubectl("delete", "pv", "-l", f"e2e-namespace={name}", "--wait=false", check=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .conftest import Kubectl, Operator, wait_for
+from .conftest import Kubectl, Operator, bound_claim, wait_for
 
 ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
 REVISION_LABEL = "serving.inference-operator.io/revision"
@@ -217,7 +217,7 @@ def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):
     assert "Unschedulable" in events
 
 
-def test_missing_claim_is_reported_and_nothing_is_created(kubectl, namespace):
+def test_missing_claim_is_reported_then_served_once_it_exists(kubectl, namespace, operator: Operator):
     ns = namespace
     kubectl.apply(manifest("resnet", ns, storage="pvc://no-such-claim/triton"))
     isvc = wait_for(
@@ -226,3 +226,17 @@ def test_missing_claim_is_reported_and_nothing_is_created(kubectl, namespace):
         "Ready=False/StorageNotFound")
     assert "no-such-claim" in condition(isvc, "Ready")["message"]
     assert kubectl.json("deployments", "-n", ns)["items"] == []
+    waiting_version = isvc["metadata"]["resourceVersion"]
+
+    # While it waits, the operator looks again without writing to the InferenceService.
+    time.sleep(handlers_retry_seconds() + 5)
+    assert kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"] == waiting_version
+
+    bound_claim(kubectl, ns, "no-such-claim")
+    wait_ready(kubectl, ns, "resnet", timeout=handlers_retry_seconds() * 3)
+
+
+def handlers_retry_seconds() -> int:
+    from inference_operator.handlers import RETRY_CHECK_SECONDS
+
+    return RETRY_CHECK_SECONDS

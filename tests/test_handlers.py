@@ -46,11 +46,20 @@ def test_spec_problem_is_permanent(fake_pass):
         call()
 
 
-def test_external_problem_retries_later(fake_pass):
+def test_external_problem_is_left_to_the_retry_timer(fake_pass):
+    # No TemporaryError: kopf would write its progress annotations on every retry.
     fake_pass["value"] = outcome(Problem("StorageNotFound", "no claim"))
-    with pytest.raises(kopf.TemporaryError) as err:
-        call()
-    assert err.value.delay == 30
+    assert call() is None
+
+
+@pytest.mark.parametrize("reason,retried", [("StorageNotFound", True), ("ChildConflict", True),
+                                            ("ApplyFailed", True), ("Available", False), ("InvalidSpec", False)])
+def test_retry_timer_only_acts_on_external_problems(monkeypatch, reason, retried):
+    calls = []
+    monkeypatch.setattr(handlers, "run_pass", lambda ns, name, trigger, wait=True: calls.append(trigger))
+    status = {"conditions": [{"type": "Ready", "status": "False", "reason": reason}]}
+    handlers.recheck_external_problem(namespace="ns", name="demo", status=status)
+    assert calls == (["retry"] if retried else [])
 
 
 def test_api_error_retries_soon(fake_pass):
@@ -65,6 +74,47 @@ def test_child_event_without_owner_label_is_ignored(fake_pass):
     handlers.child_changed(body={"metadata": {"labels": {}}}, namespace="ns")
 
 
+def test_transport_errors_become_transient_api_errors():
+    import kubernetes
+
+    from inference_operator.kube import RestKube
+
+    config = kubernetes.client.Configuration()
+    config.host = "http://127.0.0.1:9"  # discard port: nothing listens
+    with pytest.raises(ApiError) as err:
+        RestKube(kubernetes.client.ApiClient(config)).get_isvc("ns", "x")
+    assert err.value.status == 0 and err.value.transient
+
+
+def test_triggers_during_a_pass_coalesce_into_one_more_pass(monkeypatch):
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def slow_pass(namespace, name, trigger):
+        calls.append(trigger)
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        return outcome()
+
+    monkeypatch.setattr(handlers, "_one_pass", slow_pass)
+    first = threading.Thread(target=handlers.run_pass, args=("ns", "demo", "child", False))
+    first.start()
+    assert started.wait(10)
+    # Ten child events while the first pass runs: none blocks, one more pass is owed.
+    for _ in range(10):
+        assert handlers.run_pass("ns", "demo", "child", wait=False) is None
+    waiter = threading.Thread(target=handlers.run_pass, args=("ns", "demo", "update", True))
+    waiter.start()
+    release.set()
+    first.join(10)
+    waiter.join(10)
+    assert calls == ["child", "child", "update"]
+    assert handlers._keys == {}
+
+
 def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     monkeypatch.setattr(handlers, "kubernetes_login", lambda: None)
     settings = kopf.OperatorSettings()
@@ -74,6 +124,7 @@ def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     assert settings.persistence.diffbase_storage.prefix == "serving.inference-operator.io"
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.posting.enabled is False
+    assert len(list(settings.watching.label_selectors)) == 4
 
 
 def test_handlers_are_registered_with_kopf():

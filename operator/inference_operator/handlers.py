@@ -5,14 +5,14 @@ Handlers are plain ``def``s: kopf runs them in a thread pool, so the blocking cl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections import defaultdict
 from typing import Any, Optional
 
 import kopf
 
-from . import api, metrics, render
+from . import api, metrics, reconcile as reconcile_module, render
 from .config import OperatorConfig
 from .kube import ApiError, RestKube
 from .reconcile import Outcome, reconcile
@@ -20,18 +20,18 @@ from .reconcile import Outcome, reconcile
 log = logging.getLogger(__name__)
 
 TRANSIENT_RETRY_SECONDS = 10
+# Problems outside the spec (a missing claim, a name taken, RBAC) are looked at again this often.
+# A timer does it, not kopf's TemporaryError: each of those retries writes kopf's progress
+# annotations, and an unchanged InferenceService must see no writes.
+RETRY_CHECK_SECONDS = 30
+# A full pass now and then, in case a watch event was missed or a child pass failed.
+RESYNC_SECONDS = 600
 CHILD_LABELS = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
+CHILD_RESOURCES = (("apps", "v1", "deployments"), ("", "v1", "pods"), ("", "v1", "services"),
+                   ("policy", "v1", "poddisruptionbudgets"))
 
 _config = OperatorConfig.from_env()
 _kube: RestKube | None = None
-# Two triggers for one InferenceService (its own event and a child's) must not interleave.
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
-
-
-def _lock(key: tuple[str, str]) -> threading.Lock:
-    with _locks_guard:
-        return _locks[key]
 
 
 def kube() -> RestKube:
@@ -52,6 +52,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
+    # Only our children are streamed from the API server, not every pod of the cluster.
+    selector = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = selector
     # Events are ours alone (on transitions); kopf would post one per handler run.
     settings.posting.enabled = False
     settings.execution.max_workers = 8
@@ -67,14 +71,61 @@ def kubernetes_login() -> None:
         kubernetes.config.load_kube_config()
 
 
-def run_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
-    """One reconcile pass, serialized per InferenceService.
+# ---- one pass at a time per InferenceService, triggers coalesced ------------------------------
 
-    The body is read under the lock: a trigger that waited for it must see the status the
-    previous pass wrote, or it would write that status (and its Events) again.
+
+@dataclasses.dataclass
+class _Key:
+    running: bool = False
+    pending: bool = False
+    waiters: int = 0
+
+
+_keys: dict[tuple[str, str], _Key] = {}
+_cond = threading.Condition()
+
+
+def run_pass(namespace: str, name: str, trigger: str, wait: bool = True) -> Optional[Outcome]:
+    """Reconcile one InferenceService; passes for the same object never overlap.
+
+    A trigger that finds a pass running either waits for it (``wait``: the InferenceService's
+    own handlers, which need the outcome) or asks it to go round once more and returns at once
+    (child events and timers): a burst of pod events costs one or two passes, not one each, and
+    no worker thread sits blocked.
     """
-    with _lock((namespace, name)), metrics.RECONCILE_SECONDS.labels(trigger).time():
+    key = (namespace, name)
+    with _cond:
+        state = _keys.setdefault(key, _Key())
+        if state.running:
+            if not wait:
+                state.pending = True
+                return None
+            state.waiters += 1
+            while state.running:
+                _cond.wait()
+            state.waiters -= 1
+        state.running = True
+    try:
+        while True:
+            with _cond:
+                state.pending = False
+            outcome = _one_pass(namespace, name, trigger)
+            with _cond:
+                if not state.pending:
+                    return outcome
+    finally:
+        with _cond:
+            state.running = False
+            if not state.pending and not state.waiters:
+                _keys.pop(key, None)
+            _cond.notify_all()
+
+
+def _one_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
+    with metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
+            # Read here, inside the pass: a trigger that waited must see the status the previous
+            # pass wrote, or it would write that status (and its Events) again.
             body = kube().get_isvc(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return None  # gone, or going: garbage collection takes the children
@@ -88,6 +139,9 @@ def run_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
         return outcome
 
 
+# ---- triggers -------------------------------------------------------------------------------
+
+
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
@@ -96,13 +150,29 @@ def reconcile_inferenceservice(namespace: str, name: str, reason: str, **_: Any)
         outcome = run_pass(namespace, name, str(reason))
     except ApiError as exc:
         raise kopf.TemporaryError(str(exc), delay=TRANSIENT_RETRY_SECONDS) from exc
-    if outcome is None:
-        return
-    if outcome.permanent:
+    if outcome is not None and outcome.permanent:
+        # Status and a Warning Event already say why; kopf stops until the spec changes.
         raise kopf.PermanentError(outcome.problem.message)
-    if outcome.retry_after:
-        raise kopf.TemporaryError(outcome.problem.message, delay=outcome.retry_after)
     # Returning None keeps kopf from writing a handler result into status.
+
+
+def _retryable(status: Any) -> bool:
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == "Ready" and condition.get("reason") in reconcile_module.RETRY_AFTER:
+            return True
+    return False
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RETRY_CHECK_SECONDS)
+def recheck_external_problem(namespace: str, name: str, status: Any, **_: Any) -> None:
+    """A missing claim may be created, a conflicting object deleted: look again, quietly."""
+    if _retryable(status):
+        _nudge(namespace, name, "retry")
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def resync(namespace: str, name: str, **_: Any) -> None:
+    _nudge(namespace, name, "resync")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
@@ -112,10 +182,13 @@ def reconcile_inferenceservice(namespace: str, name: str, reason: str, **_: Any)
 def child_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
     """A child moved: recompute its InferenceService (status, or a re-create if it was deleted)."""
     owner = (body.get("metadata", {}).get("labels") or {}).get(render.ISVC_LABEL)
-    if not owner:
-        return
+    if owner:
+        _nudge(namespace, owner, "child")
+
+
+def _nudge(namespace: str, name: str, trigger: str) -> None:
     try:
-        run_pass(namespace, owner, "child")
+        run_pass(namespace, name, trigger, wait=False)
     except ApiError as exc:
-        # The InferenceService's own handler retries; a child event is only a nudge.
-        log.warning("child event for %s/%s: %s", namespace, owner, exc)
+        # Timers and the next event look again; a nudge never fails its handler.
+        log.warning("%s pass for %s/%s: %s", trigger, namespace, name, exc)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Protocol
 from urllib.parse import quote
 
 import kubernetes
+import urllib3
 
 from . import api
 from .children import Ref, ref_of
@@ -91,6 +92,9 @@ class RestKube:
             response = self.client.call_api(*params, _request_timeout=(10, 60))
         except kubernetes.client.exceptions.ApiException as exc:
             raise ApiError(exc.status or 0, str(exc.reason), str(exc)) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # Connection refused, reset, timed out: status 0, transient, retried like a 503.
+            raise ApiError(0, type(exc).__name__, str(exc)) from exc
         data = response.read()
         payload = json.loads(data) if data else None
         if response.status >= 300:
