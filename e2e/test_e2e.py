@@ -240,3 +240,20 @@ def handlers_retry_seconds() -> int:
     from inference_operator.handlers import RETRY_CHECK_SECONDS
 
     return RETRY_CHECK_SECONDS
+
+
+def test_changes_made_behind_the_operators_back_are_undone(kubectl, namespace):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    wait_ready(kubectl, ns, "resnet")
+    image = kubectl.json("deployment", "resnet-predictor", "-n", ns)["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    kubectl("scale", "deployment/resnet-predictor", "-n", ns, "--replicas=0")
+    kubectl("set", "image", "deployment/resnet-predictor", "-n", ns, "triton=someone/else:1")
+    restored = wait_for(
+        lambda: (d := kubectl.json("deployment", "resnet-predictor", "-n", ns))["spec"]["replicas"] == 2
+        and d["spec"]["template"]["spec"]["containers"][0]["image"] == image and d,
+        "the operator to restore replicas and image")
+    assert restored
+    isvc = wait_ready(kubectl, ns, "resnet")
+    assert isvc["status"]["readyReplicas"] == 2

@@ -89,3 +89,53 @@ def test_foreign_object_not_desired_is_left_alone():
                    "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "u"}}
     p = children.plan(isvc, desired, {children.ref_of(foreign_pdb): foreign_pdb})
     assert p.delete == [] and p.conflicts == []
+
+
+def _edit(obj, change):
+    edited = copy.deepcopy(obj)
+    change(edited)
+    return edited
+
+
+@pytest.mark.parametrize(
+    "kind,change,field",
+    [
+        ("Deployment", lambda d: d["spec"].update(replicas=0), "spec.replicas"),
+        ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="evil:1"),
+         "container triton image"),
+        ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0]["args"].append("--log-verbose=9"),
+         "container triton args"),
+        ("Deployment", lambda d: d["spec"]["template"]["metadata"]["labels"].pop(render.REVISION_LABEL),
+         "spec.template.metadata.labels"),
+        ("Service", lambda s: s["spec"]["ports"].pop(), "spec.ports"),
+        ("Service", lambda s: s["spec"]["selector"].update(extra="x"), "spec.selector"),
+        ("PodDisruptionBudget", lambda p: p["spec"].update(maxUnavailable=0), "spec.maxUnavailable"),
+    ],
+)
+def test_drift_in_fields_we_set_is_reapplied(kind, change, field):
+    isvc, desired = setup(replicas=2)
+    live = live_of(desired)
+    ref = next(r for r in live if r.kind.kind == kind)
+    live[ref] = _edit(live[ref], change)
+    assert field in children.drift(next(o for o in desired if o["kind"] == kind), live[ref])
+    p = children.plan(isvc, desired, live)
+    assert [children.ref_of(o) for o in p.apply] == [ref]
+
+
+def test_what_the_api_server_adds_is_not_drift():
+    isvc, desired = setup(replicas=2)
+    live = live_of(desired)
+    for ref, obj in live.items():
+        obj["metadata"].update(uid="u", resourceVersion="7", generation=3,
+                               annotations={**obj["metadata"]["annotations"], "deployment.kubernetes.io/revision": "4"})
+        obj["status"] = {"observedGeneration": 3}
+        if ref.kind.kind == "Service":
+            obj["spec"].update(clusterIP="10.96.0.10", clusterIPs=["10.96.0.10"], sessionAffinity="None",
+                               ipFamilies=["IPv4"], internalTrafficPolicy="Cluster")
+        if ref.kind.kind == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            pod.update(dnsPolicy="ClusterFirst", restartPolicy="Always", schedulerName="default-scheduler")
+            pod["containers"][0].update(terminationMessagePath="/dev/termination-log")
+            obj["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "abc"
+    p = children.plan(isvc, desired, live)
+    assert p.writes == 0

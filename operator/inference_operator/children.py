@@ -84,6 +84,52 @@ def spec_hash(obj: dict[str, Any]) -> Optional[str]:
     return (obj.get("metadata", {}).get("annotations") or {}).get(render.SPEC_HASH_ANNOTATION)
 
 
+def _get(obj: dict[str, Any], *path: str) -> Any:
+    for part in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def _containers(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in _get(obj, "spec", "template", "spec", "containers") or []}
+
+
+def _ports(obj: dict[str, Any]) -> list[tuple]:
+    return sorted((p.get("name"), p.get("port"), p.get("targetPort")) for p in _get(obj, "spec", "ports") or [])
+
+
+def drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """Fields someone changed behind our back (kubectl scale, set image, edit), by name.
+
+    Only fields the API server stores as sent are compared, so a default it fills in or a value
+    it normalizes never looks like drift (which would re-apply on every pass).
+    """
+    found = []
+    kind = desired["kind"]
+    if kind == "Deployment":
+        if "replicas" in desired["spec"] and _get(live, "spec", "replicas") != desired["spec"]["replicas"]:
+            found.append("spec.replicas")
+        live_containers = _containers(live)
+        for name, want in _containers(desired).items():
+            have = live_containers.get(name, {})
+            found += [f"container {name} {f}" for f in ("image", "command", "args") if have.get(f) != want.get(f)]
+        labels = _get(live, "spec", "template", "metadata", "labels") or {}
+        if not _get(desired, "spec", "template", "metadata", "labels").items() <= labels.items():
+            found.append("spec.template.metadata.labels")
+    elif kind == "Service":
+        if _get(live, "spec", "selector") != desired["spec"]["selector"]:
+            found.append("spec.selector")
+        if _ports(live) != _ports(desired):
+            found.append("spec.ports")
+    elif kind == "PodDisruptionBudget":
+        for path in (("spec", "maxUnavailable"), ("spec", "selector")):
+            if _get(live, *path) != _get(desired, *path):
+                found.append(".".join(path))
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class Conflict:
     ref: Ref
@@ -109,8 +155,9 @@ def plan(
 ) -> Plan:
     """Decide the writes that take the live children to the desired ones.
 
-    ``desired`` must be stamped. A child is written only when it is missing or its spec-hash
-    differs; a same-named object that another controller (or nobody) owns is never touched.
+    ``desired`` must be stamped. A child is written only when it is missing, its spec-hash
+    differs, or someone changed a field we set (drift); a same-named object that another
+    controller (or nobody) owns is never touched.
     """
     apply, delete, conflicts, unchanged = [], [], [], []
     wanted = {ref_of(obj): obj for obj in desired}
@@ -127,7 +174,7 @@ def plan(
                 )
             continue
         if ref in wanted:
-            if current is None or spec_hash(current) != spec_hash(wanted[ref]):
+            if current is None or spec_hash(current) != spec_hash(wanted[ref]) or drift(wanted[ref], current):
                 apply.append(wanted[ref])
             else:
                 unchanged.append(ref)
