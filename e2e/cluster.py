@@ -69,22 +69,35 @@ def _load_pids(state: pathlib.Path) -> dict[str, dict]:
         return {}
 
 
-def _alive(entry: dict) -> bool:
-    """True if the PID still runs the binary we started (a recycled PID is not ours)."""
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process (field 22 of /proc/PID/stat): with the PID, unique."""
     try:
-        exe = os.readlink(f"/proc/{entry['pid']}/exe")
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(entry: dict) -> bool:
+    """True if the PID is still the process we started: same start time and binary, not a zombie
+    (a recycled PID, or another process of the same binary, is not ours)."""
+    pid = entry["pid"]
+    if _start_time(pid) != entry.get("started"):
         return False
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False  # a zombie has no exe
     return os.path.realpath(exe) == os.path.realpath(entry["binary"])
 
 
 def _start(state: pathlib.Path, name: str, argv: list[str]) -> None:
-    log = open(state / "logs" / f"{name}.log", "ab")
-    proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    with open(state / "logs" / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     pids = _load_pids(state)
-    pids[name] = {"pid": proc.pid, "binary": argv[0]}
+    pids[name] = {"pid": proc.pid, "binary": argv[0], "started": _start_time(proc.pid)}
     _pids_file(state).write_text(json.dumps(pids, indent=2))
 
 
@@ -98,7 +111,10 @@ def _stop(entry: dict, name: str, grace: float = 10.0) -> None:
         time.sleep(0.1)
     if _alive(entry):
         os.kill(entry["pid"], signal.SIGKILL)
-    # Reap it if it is our child (it is not when `down` runs in another process).
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(entry):
+            time.sleep(0.1)
+    # Reap it if it is our child (it is not when `down` runs in another process; init reaps then).
     try:
         os.waitpid(entry["pid"], os.WNOHANG)
     except ChildProcessError:

@@ -48,8 +48,8 @@ def compute(dep=None, pods=(), problem=None, revision="rev1", previous=None, now
                           problem=problem, config=CONFIG, now=now)
 
 
-def conds(st):
-    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+def conds(st, types=("Ready", "Progressing", "Degraded")):
+    return {c["type"]: (c["status"], c["reason"]) for c in st["conditions"] if c["type"] in types}
 
 
 @pytest.mark.parametrize(
@@ -83,6 +83,11 @@ def conds(st):
         # init container cannot pull, during a rollout
         (deployment(ready=1, available=1, progressing="ReplicaSetUpdated"), [pod(init_waiting="ImagePullBackOff")], None,
          {"Ready": ("False", "ImagePullBackOff"), "Progressing": ("True", "RollingOut"), "Degraded": ("True", "ImagePullBackOff")}),
+        # a new pod waits for the GPU of an old one that is terminating: a normal rollout
+        (deployment(updated=1, ready=0, available=0, replicas=1, total=1, progressing="ReplicaSetUpdated"),
+         [pod("demo-predictor-new", scheduled="0/3 nodes: Insufficient nvidia.com/gpu"),
+          pod("demo-predictor-old", deleting=True)], None,
+         {"Ready": ("False", "RolloutInProgress"), "Progressing": ("True", "RollingOut"), "Degraded": ("False", "AsExpected")}),
         # a terminating pod's troubles do not count
         (deployment(), [pod(waiting="CrashLoopBackOff", deleting=True)], None,
          {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"), "Degraded": ("False", "AsExpected")}),
@@ -118,6 +123,23 @@ def test_conditions(dep, pods, problem, expect):
     assert st["observedGeneration"] == 4
 
 
+@pytest.mark.parametrize(
+    "dep,problem,reconciling,stalled",
+    [
+        (deployment(), None, ("False", "Reconciled"), ("False", "AsExpected")),
+        (deployment(updated=1, available=1, total=3, progressing="ReplicaSetUpdated"), None,
+         ("True", "RollingOut"), ("False", "AsExpected")),
+        (None, Problem("InvalidSpec", "bad"), ("False", "Reconciled"), ("True", "InvalidSpec")),
+        (deployment(updated=1, available=1, total=3, conditions=[
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "slow"}]),
+         None, ("False", "Reconciled"), ("True", "ProgressDeadlineExceeded")),
+    ],
+)
+def test_kstatus_conditions(dep, problem, reconciling, stalled):
+    st = compute(dep, [], problem)
+    assert conds(st, ("Reconciling", "Stalled")) == {"Reconciling": reconciling, "Stalled": stalled}
+
+
 def test_problem_message_says_the_previous_revision_keeps_serving():
     st = compute(deployment(), [], Problem("StorageNotFound", "claim x is missing"))
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
@@ -151,10 +173,10 @@ def test_revision_is_kept_until_the_new_one_is_rolled_out():
 def test_transition_time_moves_only_when_status_changes():
     first = compute(deployment(), now=NOW)
     same = compute(deployment(), previous=first, now=LATER)
-    assert [c["lastTransitionTime"] for c in same["conditions"]] == [NOW] * 3
+    assert [c["lastTransitionTime"] for c in same["conditions"]] == [NOW] * 5
     changed = compute(deployment(ready=1, available=1), previous=first, now=LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
-    assert times == {"Ready": LATER, "Progressing": NOW, "Degraded": NOW}
+    assert times == {"Ready": LATER, "Progressing": NOW, "Degraded": NOW, "Reconciling": NOW, "Stalled": NOW}
 
 
 def test_reason_change_keeps_transition_time():

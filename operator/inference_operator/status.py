@@ -1,6 +1,7 @@
 """Status, computed from the InferenceService and what is observed of its children. Pure.
 
-Three conditions, each with observedGeneration:
+Five conditions, each with observedGeneration. Reconciling and Stalled follow kstatus
+(Reconciling mirrors a Progressing rollout; Stalled is a problem a person must fix). The others:
 - Ready: the desired revision is fully rolled out and every replica is available.
 - Progressing: a rollout of the desired revision is under way (False once complete or stuck).
 - Degraded: something needs a human: a spec the operator cannot serve, pods that cannot be
@@ -16,7 +17,9 @@ from . import api, render
 from .config import OperatorConfig
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+# kstatus's pair (Flux, kpt, cli-utils): Reconciling = in progress, Stalled = failed.
+RECONCILING, STALLED = "Reconciling", "Stalled"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
 
 # Container waiting reasons that do not resolve by waiting.
 FAILING_WAIT_REASONS = {
@@ -60,12 +63,15 @@ def _cond(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
 
 def pod_problem(pods: list[dict[str, Any]]) -> Optional[Problem]:
     """The first reason a pod cannot serve that waiting will not fix, in a stable order."""
+    # A rollout without surge frees a GPU only when the old pod is gone: until then the new pod
+    # is Unschedulable by design, not in trouble.
+    freeing = any(p["metadata"].get("deletionTimestamp") for p in pods)
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         meta, st = pod["metadata"], pod.get("status") or {}
         if meta.get("deletionTimestamp"):
             continue
         sched = _cond(pod, "PodScheduled")
-        if sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable":
+        if sched and sched.get("status") == "False" and sched.get("reason") == "Unschedulable" and not freeing:
             return Problem(
                 "Unschedulable", _short(f"pod {meta['name']} cannot be scheduled: {sched.get('message', '')}")
             )
@@ -204,10 +210,16 @@ def compute(
     degraded_cond = (
         ("True", degraded.reason, degraded.message) if degraded else ("False", "AsExpected", "")
     )
+    reconciling = progressing if progressing[0] == "True" else ("False", "Reconciled", "")
+    stalled_by = problem or (
+        Problem("ProgressDeadlineExceeded", rollout.stuck) if rollout is not None and rollout.stuck else None
+    )
+    stalled = ("True", stalled_by.reason, stalled_by.message) if stalled_by else ("False", "AsExpected", "")
 
     old = {c.type: c for c in previous.conditions}
     conditions = []
-    for ctype, (status, reason, message) in zip(CONDITION_TYPES, (ready, progressing, degraded_cond)):
+    values = (ready, progressing, degraded_cond, reconciling, stalled)
+    for ctype, (status, reason, message) in zip(CONDITION_TYPES, values):
         before = old.get(ctype)
         since = before.last_transition_time if before and before.status.value == status else now
         conditions.append(
