@@ -111,11 +111,19 @@ def test_invalid_manifest_is_rejected_and_nothing_is_created(kubectl, namespace,
     assert kubectl.json("deployments", "-n", ns)["items"] == []
 
 
-def test_limits_below_requests_are_rejected_by_the_quantity_rule(kubectl, namespace):
-    text = manifest("bad", namespace).replace(
-        "requests: {cpu: 500m, memory: 1Gi}", "requests: {cpu: 500m, memory: 4Gi}\n    limits: {memory: 1Gi}")
+@pytest.mark.parametrize(
+    "resources,message",
+    [
+        ("requests: {cpu: 500m, memory: 4Gi}\n    limits: {memory: 1Gi}", "limits.memory must be >= resources.requests.memory"),
+        ("requests: {cpu: '2', memory: 1Gi}\n    limits: {cpu: 1500m}", "limits.cpu must be >= resources.requests.cpu"),
+    ],
+    ids=["memory", "cpu"],
+)
+def test_limits_below_requests_are_rejected_by_the_quantity_rules(kubectl, namespace, resources, message):
+    """These rules use the Kubernetes CEL quantity library, which only a real API server has."""
+    text = manifest("bad", namespace).replace("requests: {cpu: 500m, memory: 1Gi}", resources)
     result = kubectl.apply(text, check=False)
-    assert result.returncode != 0 and "limits.memory must be >= resources.requests.memory" in result.stderr
+    assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_name_too_long_is_rejected(kubectl, namespace):
