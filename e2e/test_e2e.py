@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from inference_operator.handlers import RETRY_CHECK_SECONDS
+
 from .conftest import Kubectl, Operator, bound_claim, wait_for
 
 ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
@@ -41,6 +43,16 @@ def condition(isvc: dict, ctype: str) -> dict:
 
 def pods_of(kubectl: Kubectl, ns: str, name: str) -> list[dict]:
     return kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}={name}")["items"]
+
+
+def wait_condition(kubectl: Kubectl, ns: str, name: str, ctype: str, reason: str, timeout: int = 120) -> dict:
+    """The InferenceService once its condition `ctype` has `reason`."""
+
+    def reached():
+        isvc = kubectl.json("infsvc", name, "-n", ns)
+        return isvc if condition(isvc, ctype).get("reason") == reason else None
+
+    return wait_for(reached, f"{ctype} reason {reason}", timeout=timeout)
 
 
 def wait_ready(kubectl: Kubectl, ns: str, name: str, timeout: int = 120) -> dict:
@@ -213,10 +225,7 @@ def settled(snapshot, quiet: float = 3.0, timeout: float = 60.0):
 def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):
     ns = namespace
     kubectl.apply(manifest("resnet", ns, gpu="count: 1, product: NVIDIA-B200"))
-    isvc = wait_for(
-        lambda: condition(i := kubectl.json("infsvc", "resnet", "-n", ns), "Degraded").get("reason") == "Unschedulable"
-        and i,
-        "Degraded=Unschedulable")
+    isvc = wait_condition(kubectl, ns, "resnet", "Degraded", "Unschedulable")
     assert condition(isvc, "Degraded")["status"] == "True"
     ready = condition(isvc, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "Unschedulable"
@@ -228,26 +237,17 @@ def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):
 def test_missing_claim_is_reported_then_served_once_it_exists(kubectl, namespace, operator: Operator):
     ns = namespace
     kubectl.apply(manifest("resnet", ns, storage="pvc://no-such-claim/triton"))
-    isvc = wait_for(
-        lambda: condition(i := kubectl.json("infsvc", "resnet", "-n", ns), "Ready").get("reason") == "StorageNotFound"
-        and i,
-        "Ready=False/StorageNotFound")
+    isvc = wait_condition(kubectl, ns, "resnet", "Ready", "StorageNotFound")
     assert "no-such-claim" in condition(isvc, "Ready")["message"]
     assert kubectl.json("deployments", "-n", ns)["items"] == []
     waiting_version = isvc["metadata"]["resourceVersion"]
 
     # While it waits, the operator looks again without writing to the InferenceService.
-    time.sleep(handlers_retry_seconds() + 5)
+    time.sleep(RETRY_CHECK_SECONDS + 5)
     assert kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"] == waiting_version
 
     bound_claim(kubectl, ns, "no-such-claim")
-    wait_ready(kubectl, ns, "resnet", timeout=handlers_retry_seconds() * 3)
-
-
-def handlers_retry_seconds() -> int:
-    from inference_operator.handlers import RETRY_CHECK_SECONDS
-
-    return RETRY_CHECK_SECONDS
+    wait_ready(kubectl, ns, "resnet", timeout=RETRY_CHECK_SECONDS * 3)
 
 
 def test_changes_made_behind_the_operators_back_are_undone(kubectl, namespace):
