@@ -5,7 +5,6 @@ import pathlib
 
 import cel
 import pytest
-import yaml
 
 from inference_operator import api, crd
 

@@ -9,7 +9,7 @@ from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
 from inference_operator.reconcile import reconcile
 
-from .conftest import CONFIG, FakeKube, isvc_body
+from .conftest import CONFIG, isvc_body
 
 DEP = Ref(DEPLOYMENT, "ns", "demo-predictor")
 SVC = Ref(SERVICE, "ns", "demo")

@@ -6,7 +6,7 @@ import pytest
 
 from inference_operator import api, render
 
-from .conftest import CONFIG, isvc_body, load_case
+from .conftest import isvc_body, load_case
 from .triton import require_triton, run_triton
 
 
