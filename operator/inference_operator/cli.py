@@ -47,6 +47,32 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    import pathlib
+
+    from . import storage
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s fetch-model: %(message)s")
+    overrides = args.config_overrides or ""
+    try:
+        storage.fetch(
+            args.uri, pathlib.Path(args.repository), args.model, fmt=args.format, checksum=args.checksum,
+            config_overrides=overrides, endpoint=args.endpoint, region=args.region, retries=args.retries,
+        )
+    except storage.FetchError as exc:
+        line = f"{exc.reason}: {exc.message}"
+        print(f"fetch-model failed: {line}", file=sys.stderr)
+        if args.termination_log:
+            # Kubernetes shows this file as the container's termination message: status quotes it.
+            try:
+                with open(args.termination_log, "w", encoding="utf-8") as f:
+                    f.write(line[:4000])
+            except OSError:
+                pass
+        return 1
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -78,6 +104,19 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="print the children of InferenceServices, without a cluster")
     r.add_argument("-f", "--filename", required=True, help="a YAML file of InferenceServices, or -")
     r.set_defaults(func=_cmd_render)
+
+    f = sub.add_parser("fetch-model", help="fetch a model into a Triton model repository (init container)")
+    f.add_argument("--uri", required=True, help="s3://, gs://, https:// or http:// source")
+    f.add_argument("--repository", required=True, help="the model repository root to write into")
+    f.add_argument("--model", required=True, help="the Triton model name (directory)")
+    f.add_argument("--format", choices=[m.value for m in api.ModelFormat], help="for generated config.pbtxt")
+    f.add_argument("--checksum", help="sha256:<hex> of a single file or archive")
+    f.add_argument("--config-overrides", help="config.pbtxt fields that replace the model's own")
+    f.add_argument("--endpoint", help="S3-compatible endpoint URL (also AWS_ENDPOINT_URL)")
+    f.add_argument("--region", help="S3 region (also AWS_REGION)")
+    f.add_argument("--retries", type=int, default=5, help="retries of transient errors, with backoff")
+    f.add_argument("--termination-log", default=None, help="write the failure reason here (one line)")
+    f.set_defaults(func=_cmd_fetch_model)
 
     run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster")
     run.add_argument(

@@ -1,0 +1,393 @@
+"""Fetches a model into a Triton model repository, from S3, GCS or HTTP(S), safely.
+
+The result is ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/<version>/...``. Everything is
+downloaded and laid out in a temporary directory beside the target and renamed into place only
+when complete, so an interrupted or failed fetch never leaves a repository Triton would load.
+Downloads stream to disk in fixed-size chunks: memory stays flat whatever the model's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import pathlib
+import random
+import shutil
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from typing import Callable, Iterator, Optional
+
+from . import model_config
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # 1 MiB
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+COMPLETE_MARKER = ".inference-operator-complete"
+
+
+class FetchError(Exception):
+    """A failure with a CamelCase reason and a one-line message, for logs and status."""
+
+    def __init__(self, reason: str, message: str, transient: bool = False) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.transient = transient
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    scheme: str  # s3 | gs | https | http
+    bucket: str = ""
+    key: str = ""  # object key or prefix, no leading slash
+    url: str = ""
+
+    @property
+    def name(self) -> str:
+        """The last path segment (a file name, for single-object sources)."""
+        path = urllib.parse.urlparse(self.url).path if self.url else self.key
+        return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def parse_uri(uri: str) -> Location:
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        raise FetchError("InvalidStorageUri", f"{uri!r} has no scheme")
+    if scheme in ("s3", "gs"):
+        bucket, _, key = rest.partition("/")
+        if not bucket:
+            raise FetchError("InvalidStorageUri", f"{uri!r} has no bucket")
+        return Location(scheme, bucket=bucket, key=key.strip("/"))
+    if scheme in ("http", "https"):
+        return Location(scheme, url=uri)
+    raise FetchError("InvalidStorageUri", f"{scheme}:// cannot be fetched (pvc:// is mounted, not fetched)")
+
+
+# ---- a download that streams, hashes, retries and reports progress ---------------------------
+
+
+@dataclasses.dataclass
+class Progress:
+    total: Optional[int]
+    label: str
+    report: Callable[[str], None]
+    done: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    last: float = 0.0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= 5 or (self.total and self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-6) / 2**20
+            size = f" of {self.total / 2**20:.1f} MiB" if self.total else ""
+            self.report(f"{self.label}: {self.done / 2**20:.1f} MiB{size} ({rate:.1f} MiB/s)")
+
+
+def _write_stream(chunks: Iterator[bytes], target: pathlib.Path, progress: Progress) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+            progress.add(len(chunk))
+
+
+def with_retries(what: str, attempt: Callable[[], None], retries: int, report: Callable[[str], None],
+                 base_delay: float = 1.0) -> None:
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except FetchError as exc:
+            if not exc.transient or n == retries:
+                raise
+            delay = min(base_delay * 2**n, 30) * (0.5 + random.random() / 2)
+            report(f"{what}: {exc.message}; retry {n + 1}/{retries} in {delay:.1f}s")
+            time.sleep(delay)
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+
+def _safe_relative(root: pathlib.Path, relative: str) -> pathlib.Path:
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise FetchError("UnsafePath", f"{relative!r} would be written outside the model directory")
+    return target
+
+
+def _fetch_http(loc: Location, dest: pathlib.Path, report, retries: int) -> pathlib.Path:
+    target = dest / (loc.name or "download")
+
+    def attempt() -> None:
+        request = urllib.request.Request(loc.url, headers={"User-Agent": "inference-operator"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                length = response.headers.get("Content-Length")
+                progress = Progress(int(length) if length else None, f"GET {loc.url}", report)
+                _write_stream(iter(lambda: response.read(CHUNK), b""), target, progress)
+                if length and target.stat().st_size != int(length):
+                    raise FetchError("IncompleteDownload", f"got {target.stat().st_size} of {length} bytes",
+                                     transient=True)
+        except urllib.error.HTTPError as exc:
+            reason = {401: "AccessDenied", 403: "AccessDenied", 404: "ModelNotFound"}.get(exc.code, "HTTPError")
+            raise FetchError(reason, f"{loc.url}: HTTP {exc.code} {exc.reason}", transient=exc.code >= 500 or
+                             exc.code == 429) from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise FetchError("ConnectionFailed", f"{loc.url}: {getattr(exc, 'reason', exc)}",
+                             transient=True) from exc
+
+    with_retries(f"GET {loc.url}", attempt, retries, report)
+    return target
+
+
+def _s3_error(exc: Exception, loc: Location) -> FetchError:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    where = f"s3://{loc.bucket}/{loc.key}"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in ("NoSuchBucket",):
+            return FetchError("NoSuchBucket", f"bucket {loc.bucket} does not exist")
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"):
+            return FetchError("AccessDenied", f"{where}: {code}: check the credentials Secret or the pod identity")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return FetchError("ModelNotFound", f"{where} does not exist")
+        transient = status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout")
+        return FetchError("StorageError", f"{where}: {code or status}: {exc}", transient=transient)
+    if isinstance(exc, EndpointConnectionError):
+        return FetchError("ConnectionFailed", str(exc), transient=True)
+    return FetchError("StorageError", f"{where}: {exc}", transient=True)
+
+
+def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint: Optional[str],
+              region: Optional[str]) -> pathlib.Path:
+    import boto3
+    import botocore.config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = boto3.client(
+        "s3", endpoint_url=endpoint or None, region_name=region or None,
+        # Our retries report progress and reasons; botocore's own stay few and quick.
+        config=botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10,
+                                      read_timeout=60),
+    )
+    keys: list[tuple[str, int]] = []
+
+    def listing() -> None:
+        keys.clear()
+        try:
+            paginator = client.get_paginator("list_objects_v2")
+            prefix = loc.key + "/" if loc.key else ""
+            for page in paginator.paginate(Bucket=loc.bucket, Prefix=prefix):
+                keys.extend((o["Key"], o["Size"]) for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+            if not keys and loc.key:  # the URI names one object (a file or an archive)
+                head = client.head_object(Bucket=loc.bucket, Key=loc.key)
+                keys.append((loc.key, head["ContentLength"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_error(exc, loc) from exc
+
+    with_retries(f"list s3://{loc.bucket}/{loc.key}", listing, retries, report)
+    if not keys:
+        raise FetchError("ModelNotFound", f"nothing under s3://{loc.bucket}/{loc.key}")
+    single = len(keys) == 1 and keys[0][0] == loc.key
+    root = dest / "objects"
+    for key, size in keys:
+        relative = loc.name if single else key[len(loc.key):].lstrip("/")
+        target = _safe_relative(root, relative)
+
+        def attempt(key: str = key, size: int = size, target: pathlib.Path = target) -> None:
+            try:
+                body = client.get_object(Bucket=loc.bucket, Key=key)["Body"]
+                _write_stream(body.iter_chunks(CHUNK), target, Progress(size, f"s3://{loc.bucket}/{key}", report))
+            except (ClientError, BotoCoreError) as exc:
+                raise _s3_error(exc, loc) from exc
+            if target.stat().st_size != size:
+                raise FetchError("IncompleteDownload", f"{key}: got {target.stat().st_size} of {size} bytes",
+                                 transient=True)
+
+        with_retries(f"s3://{loc.bucket}/{key}", attempt, retries, report)
+    return root / loc.name if single else root
+
+
+def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int) -> pathlib.Path:
+    from google.api_core import exceptions as gexc
+    from google.auth.exceptions import GoogleAuthError
+    from google.cloud import storage as gcs
+
+    where = f"gs://{loc.bucket}/{loc.key}"
+
+    def error(exc: Exception) -> FetchError:
+        if isinstance(exc, gexc.NotFound):
+            return FetchError("ModelNotFound" if loc.key else "NoSuchBucket", f"{where}: {exc.message}")
+        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized, GoogleAuthError)):
+            return FetchError("AccessDenied", f"{where}: check the credentials Secret or workload identity")
+        return FetchError("StorageError", f"{where}: {exc}", transient=isinstance(exc, gexc.ServerError))
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        client = gcs.Client.create_anonymous_client()
+    else:
+        client = gcs.Client()
+    blobs: list = []
+
+    def listing() -> None:
+        blobs.clear()
+        try:
+            bucket = client.bucket(loc.bucket)
+            prefix = loc.key + "/" if loc.key else ""
+            blobs.extend(b for b in client.list_blobs(bucket, prefix=prefix) if not b.name.endswith("/"))
+            if not blobs and loc.key:
+                blob = bucket.get_blob(loc.key)
+                if blob is not None:
+                    blobs.append(blob)
+        except (gexc.GoogleAPIError, GoogleAuthError) as exc:
+            raise error(exc) from exc
+
+    with_retries(f"list {where}", listing, retries, report)
+    if not blobs:
+        raise FetchError("ModelNotFound", f"nothing under {where}")
+    single = len(blobs) == 1 and blobs[0].name == loc.key
+    root = dest / "objects"
+    for blob in blobs:
+        relative = loc.name if single else blob.name[len(loc.key):].lstrip("/")
+        target = _safe_relative(root, relative)
+
+        def attempt(blob=blob, target=target) -> None:
+            try:
+                with blob.open("rb", chunk_size=CHUNK) as stream:
+                    _write_stream(iter(lambda: stream.read(CHUNK), b""), target,
+                                  Progress(blob.size, f"gs://{loc.bucket}/{blob.name}", report))
+            except (gexc.GoogleAPIError, GoogleAuthError) as exc:
+                raise error(exc) from exc
+
+        with_retries(f"gs://{loc.bucket}/{blob.name}", attempt, retries, report)
+    return root / loc.name if single else root
+
+
+# ---- layout ----------------------------------------------------------------------------------
+
+
+def sha256_of(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unpack(archive: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
+    into.mkdir(parents=True)
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                for member in z.namelist():
+                    _safe_relative(into, member)
+                z.extractall(into)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(into, filter="data")  # refuses absolute paths, '..', device files, escaping links
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+        raise FetchError("BadArchive", f"{archive.name}: {exc}") from exc
+    archive.unlink()
+    return into
+
+
+def _is_version_dir(p: pathlib.Path) -> bool:
+    return p.is_dir() and p.name.isdigit()
+
+
+def _model_dir(found: pathlib.Path, model: str, fmt: Optional[str], work: pathlib.Path) -> pathlib.Path:
+    """Where the model directory is in what was fetched: a repository root holding <model>/, the
+    model directory itself, or a single model file (placed as <model>/1/<default name>)."""
+    if found.is_file():
+        filename = model_config.DEFAULT_FILENAMES.get(fmt or "")
+        if not filename:
+            raise FetchError("NotAModelRepository",
+                             f"a single file ({found.name}) needs spec.model.format to be placed in a repository")
+        target = work / "single" / model / "1" / filename
+        target.parent.mkdir(parents=True)
+        found.rename(target)
+        return target.parents[1]
+    entries = [p for p in found.iterdir() if not p.name.startswith(".")]
+    if (found / model).is_dir():
+        return found / model
+    if (found / "config.pbtxt").exists() or any(_is_version_dir(p) for p in entries):
+        return found
+    if len(entries) == 1 and entries[0].is_dir():  # an archive with one top-level folder
+        return _model_dir(entries[0], model, fmt, work)
+    names = ", ".join(sorted(p.name for p in entries)[:5]) or "nothing"
+    raise FetchError("NotAModelRepository",
+                     f"expected {model}/ (a repository), config.pbtxt or version directories; found {names}")
+
+
+def fetch(
+    uri: str,
+    repository: pathlib.Path,
+    model: str,
+    *,
+    fmt: Optional[str] = None,
+    checksum: Optional[str] = None,
+    config_overrides: str = "",
+    endpoint: Optional[str] = None,
+    region: Optional[str] = None,
+    retries: int = 5,
+    report: Callable[[str], None] = log.info,
+) -> pathlib.Path:
+    """Fetch ``uri`` into ``repository/model``; returns that directory. Raises FetchError."""
+    loc = parse_uri(uri)
+    repository.mkdir(parents=True, exist_ok=True)
+    final = repository / model
+    marker = f"{uri}\n{checksum or ''}\n{config_overrides}\n"
+    if (final / COMPLETE_MARKER).exists() and (final / COMPLETE_MARKER).read_text() == marker:
+        report(f"{final} is already complete: nothing to fetch")
+        return final
+    # Beside the target (same filesystem: the final rename is atomic), hidden from Triton.
+    work = repository / f".fetch-{model}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        if loc.scheme == "s3":
+            found = _fetch_s3(loc, work / "download", report, retries, endpoint, region)
+        elif loc.scheme == "gs":
+            found = _fetch_gs(loc, work / "download", report, retries)
+        else:
+            found = _fetch_http(loc, work / "download", report, retries)
+        if checksum:
+            if not found.is_file():
+                raise FetchError("ChecksumNotApplicable", "a checksum needs a single file or archive, not a prefix")
+            algorithm, _, expected = checksum.partition(":")
+            actual = sha256_of(found)
+            if algorithm != "sha256" or actual != expected.lower():
+                raise FetchError("ChecksumMismatch", f"{found.name}: sha256 is {actual}, expected {expected}")
+        if found.is_file() and found.name.lower().endswith(ARCHIVE_SUFFIXES):
+            found = _unpack(found, work / "unpacked")
+        model_dir = _model_dir(found, model, fmt, work)
+        versions = [p for p in model_dir.iterdir() if _is_version_dir(p)]
+        if not versions and fmt != "ensemble":
+            raise FetchError("NotAModelRepository", f"{model}/ has no numeric version directory (e.g. {model}/1/)")
+        config = model_dir / "config.pbtxt"
+        existing = config.read_text() if config.exists() else None
+        try:
+            config.write_text(model_config.build(model, fmt, existing, config_overrides))
+        except model_config.ConfigError as exc:
+            raise FetchError(exc.reason, exc.message) from exc
+        (model_dir / COMPLETE_MARKER).write_text(marker)
+        if final.exists():
+            stale = repository / f".stale-{model}-{uuid.uuid4().hex[:8]}"
+            final.rename(stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        model_dir.rename(final)
+        size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+        report(f"{model} is ready in {final}: {len(versions)} version(s), {size / 2**20:.1f} MiB")
+        return final
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

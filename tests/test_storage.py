@@ -1,0 +1,265 @@
+"""Model fetching against real servers on loopback: moto (S3), gcp-storage-emulator (GCS), HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pathlib
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import pytest
+
+from inference_operator import storage
+
+from .servers import gcs_emulator, http_server, moto_server
+
+CONFIG = 'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
+MODEL_BYTES = b"\x08\x07fake-onnx-model" * 1000
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch):
+    # Credentials the way a referenced Secret provides them: environment variables.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def model_files(prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}config.pbtxt": CONFIG.encode(), f"{prefix}1/model.onnx": MODEL_BYTES}
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def assert_served_layout(repo: pathlib.Path, model: str = "m") -> None:
+    assert (repo / model / "1" / "model.onnx").read_bytes() == MODEL_BYTES
+    config = (repo / model / "config.pbtxt").read_text()
+    assert config.startswith(f'name: "{model}"\n')
+    assert_clean(repo, model)
+
+
+def assert_clean(repo: pathlib.Path, model: str = "m") -> None:
+    leftovers = [p.name for p in repo.iterdir() if p.name.startswith(".")] if repo.exists() else []
+    assert leftovers == [], f"temporary directories left behind: {leftovers}"
+
+
+def fetch(uri, repo, **kw):
+    kw.setdefault("retries", 1)
+    return storage.fetch(uri, repo, kw.pop("model", "m"), **kw)
+
+
+# ---- S3 ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3():
+    import boto3
+
+    with moto_server() as url:
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client.create_bucket(Bucket="models")
+        objects = {
+            **{f"team/repo/m/{k}": v for k, v in model_files().items()},
+            "team/repo/other/1/model.onnx": b"another model",
+            **{f"deep/a/b/c/{k}": v for k, v in model_files().items()},
+            "archives/m.tar.gz": tar_gz(model_files("m/")),
+            "junk/readme.txt": b"not a model",
+        }
+        for key, data in objects.items():
+            client.put_object(Bucket="models", Key=key, Body=data)
+        yield url
+
+
+@pytest.mark.parametrize("uri", ["s3://models/team/repo", "s3://models/team/repo/m", "s3://models/deep/a/b/c",
+                                 "s3://models/archives/m.tar.gz"],
+                         ids=["repository", "model-dir", "nested-prefix", "archive"])
+def test_s3_layouts(s3, tmp_path, uri):
+    fetch(uri, tmp_path / "repo", endpoint=s3)
+    assert_served_layout(tmp_path / "repo")
+    assert not (tmp_path / "repo" / "other").exists()  # only the model asked for
+
+
+def test_s3_checksum_ok_and_mismatch_leaves_nothing(s3, tmp_path):
+    # gzip embeds a timestamp: hash what the bucket holds instead of rebuilding the archive.
+    import boto3
+
+    body = boto3.client("s3", endpoint_url=s3).get_object(Bucket="models", Key="archives/m.tar.gz")["Body"].read()
+    digest = hashlib.sha256(body).hexdigest()
+    fetch("s3://models/archives/m.tar.gz", tmp_path / "ok", endpoint=s3, checksum=f"sha256:{digest}")
+    assert_served_layout(tmp_path / "ok")
+    with pytest.raises(storage.FetchError) as err:
+        fetch("s3://models/archives/m.tar.gz", tmp_path / "bad", endpoint=s3, checksum="sha256:" + "0" * 64)
+    assert err.value.reason == "ChecksumMismatch"
+    assert not (tmp_path / "bad" / "m").exists()
+    assert_clean(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("uri,reason", [("s3://no-such-bucket/x", "NoSuchBucket"),
+                                        ("s3://models/nothing/here", "ModelNotFound"),
+                                        ("s3://models/junk", "NotAModelRepository")])
+def test_s3_errors(s3, tmp_path, uri, reason):
+    with pytest.raises(storage.FetchError) as err:
+        fetch(uri, tmp_path / "repo", endpoint=s3)
+    assert err.value.reason == reason
+    assert not (tmp_path / "repo" / "m").exists()
+    assert_clean(tmp_path / "repo")
+
+
+def test_s3_wrong_credentials(tmp_path):
+    with moto_server(auth=True) as url:
+        with pytest.raises(storage.FetchError) as err:
+            fetch("s3://models/team/repo", tmp_path / "repo", endpoint=url)
+    assert err.value.reason == "AccessDenied" and "credentials" in err.value.message
+
+
+# ---- HTTP ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    root = tmp_path_factory.mktemp("web")
+    (root / "model.onnx").write_bytes(MODEL_BYTES)
+    (root / "m.tar.gz").write_bytes(tar_gz(model_files("m/")))
+    (root / "m.zip").write_bytes(zip_bytes(model_files("export-2026/")))
+    (root / "evil.tar.gz").write_bytes(tar_gz({"../../escape.txt": b"x", "m/config.pbtxt": CONFIG.encode()}))
+    (root / "junk.tar.gz").write_bytes(tar_gz({"notes/readme.md": b"x", "data.csv": b"1,2"}))
+    (root / "big.bin").write_bytes(b"0" * (4 << 20))
+    with http_server(root, truncate=("big.bin",)) as url:
+        yield url
+
+
+def test_http_single_file_gets_a_generated_config(web, tmp_path):
+    fetch(f"{web}/model.onnx", tmp_path / "repo", fmt="onnx")
+    assert (tmp_path / "repo" / "m" / "1" / "model.onnx").read_bytes() == MODEL_BYTES
+    assert (tmp_path / "repo" / "m" / "config.pbtxt").read_text() == (
+        'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 0\n')
+    with pytest.raises(storage.FetchError) as err:
+        fetch(f"{web}/model.onnx", tmp_path / "nofmt")
+    assert err.value.reason == "NotAModelRepository" and "spec.model.format" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["m.tar.gz", "m.zip"])
+def test_http_archives(web, tmp_path, name):
+    fetch(f"{web}/{name}", tmp_path / "repo")
+    assert_served_layout(tmp_path / "repo")
+
+
+@pytest.mark.parametrize("name,reason", [("evil.tar.gz", "BadArchive"), ("junk.tar.gz", "NotAModelRepository"),
+                                         ("missing.tar.gz", "ModelNotFound")])
+def test_http_refusals(web, tmp_path, name, reason):
+    with pytest.raises(storage.FetchError) as err:
+        fetch(f"{web}/{name}", tmp_path / "repo")
+    assert err.value.reason == reason
+    assert not (tmp_path / "repo" / "m").exists() and not (tmp_path / "escape.txt").exists()
+    assert_clean(tmp_path / "repo")
+
+
+def test_interrupted_download_is_retried_then_fails_leaving_nothing(web, tmp_path):
+    lines = []
+    with pytest.raises(storage.FetchError) as err:
+        storage.fetch(f"{web}/big.bin", tmp_path / "repo", "m", fmt="onnx", retries=2, report=lines.append)
+    assert err.value.reason in ("IncompleteDownload", "ConnectionFailed")
+    assert sum("retry" in line for line in lines) == 2
+    assert not (tmp_path / "repo" / "m").exists()
+    assert_clean(tmp_path / "repo")
+
+
+def test_overrides_merge_and_a_rerun_is_a_no_op(web, tmp_path):
+    repo = tmp_path / "repo"
+    extra = "max_batch_size: 8\ndynamic_batching {\n  max_queue_delay_microseconds: 100\n}\n"
+    fetch(f"{web}/m.tar.gz", repo, config_overrides=extra)
+    config = (repo / "m" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in config and "max_batch_size: 4" not in config and "dynamic_batching" in config
+    lines = []
+    storage.fetch(f"{web}/m.tar.gz", repo, "m", config_overrides=extra, report=lines.append)
+    assert any("nothing to fetch" in line for line in lines)
+    # Another source replaces the model whole.
+    fetch(f"{web}/model.onnx", repo, fmt="onnx")
+    assert "backend: \"onnxruntime\"\nmax_batch_size: 0" in (repo / "m" / "config.pbtxt").read_text()
+    assert_clean(repo)
+
+
+# ---- GCS -----------------------------------------------------------------------------------------
+
+
+def test_gcs_repository_prefix(tmp_path, monkeypatch):
+    from google.cloud import storage as gcs
+
+    with gcs_emulator() as url:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
+        client = gcs.Client.create_anonymous_client()
+        bucket = client.create_bucket("models")
+        for key, data in model_files("prod/triton/m/").items():
+            bucket.blob(key).upload_from_string(data)
+        fetch("gs://models/prod/triton", tmp_path / "repo")
+        assert_served_layout(tmp_path / "repo")
+        with pytest.raises(storage.FetchError) as err:
+            fetch("gs://models/prod/none", tmp_path / "missing")
+        assert err.value.reason == "ModelNotFound"
+
+
+# ---- the command an init container runs --------------------------------------------------------------
+
+
+def test_cli_failure_is_one_line_and_lands_in_the_termination_log(web, tmp_path):
+    log = tmp_path / "termination-log"
+    result = subprocess.run(
+        [sys.executable, "-m", "inference_operator.cli", "fetch-model", "--uri", f"{web}/missing.tar.gz",
+         "--repository", str(tmp_path / "repo"), "--model", "m", "--retries", "0", "--termination-log", str(log)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    failure = [line for line in result.stderr.splitlines() if line.startswith("fetch-model failed")]
+    assert failure == [f"fetch-model failed: {log.read_text()}"]
+    assert log.read_text().startswith("ModelNotFound: ") and "\n" not in log.read_text()
+
+
+def test_a_1gb_artifact_streams_with_bounded_memory(tmp_path):
+    """The real CLI in a child process; its peak RSS must stay far below the artifact's size."""
+    web = tmp_path / "web"
+    web.mkdir()
+    artifact = web / "big.onnx"
+    with open(artifact, "wb") as f:  # 1 GiB, written in chunks (sparse files would be too easy on disk)
+        block = hashlib.sha256(b"seed").digest() * (1 << 15)  # 1 MiB
+        for _ in range(1024):
+            f.write(block)
+    digest = storage.sha256_of(artifact)
+    probe = (
+        "import resource, subprocess, sys; "
+        "rc = subprocess.call(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+    )
+    with http_server(web) as url:
+        result = subprocess.run(
+            [sys.executable, "-c", probe, sys.executable, "-m", "inference_operator.cli", "fetch-model",
+             "--uri", f"{url}/big.onnx", "--repository", str(tmp_path / "repo"), "--model", "m",
+             "--format", "onnx", "--checksum", f"sha256:{digest}"],
+            capture_output=True, text=True, timeout=600,
+        )
+    assert result.returncode == 0, result.stderr[-2000:]
+    peak_mib = int(result.stdout.strip().splitlines()[-1]) / 1024
+    assert (tmp_path / "repo" / "m" / "1" / "model.onnx").stat().st_size == 1 << 30
+    print(f"peak RSS of fetch-model for a 1 GiB artifact: {peak_mib:.0f} MiB")
+    assert peak_mib < 256, f"peak RSS {peak_mib:.0f} MiB"
