@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 
@@ -265,3 +266,36 @@ def test_changes_made_behind_the_operators_back_are_undone(kubectl, namespace):
     assert restored
     isvc = wait_ready(kubectl, ns, "resnet")
     assert isvc["status"]["readyReplicas"] == 2
+
+
+def test_a_model_in_s3_is_fetched_by_an_init_container(kubectl, namespace):
+    ns = namespace
+    kubectl("create", "secret", "generic", "s3-credentials", "-n", ns,
+            "--from-literal=AWS_ACCESS_KEY_ID=id", "--from-literal=AWS_SECRET_ACCESS_KEY=secret")
+    kubectl.apply(manifest("bert", ns, storage="s3://models/nlp/bert.tar.gz", extra="""\
+        runtime:
+          modelConfig: {maxBatchSize: 8}
+        """).replace("    storageUri: s3://models/nlp/bert.tar.gz", """    storageUri: s3://models/nlp/bert.tar.gz
+    format: onnx
+    storage: {secretName: s3-credentials, endpoint: 'http://minio.storage:9000'}"""))
+    wait_ready(kubectl, ns, "bert")
+    pod_spec = kubectl.json("deployment", "bert-predictor", "-n", ns)["spec"]["template"]["spec"]
+    (init,) = pod_spec["initContainers"]
+    assert init["name"] == "storage-initializer" and init["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert "--uri=s3://models/nlp/bert.tar.gz" in init["args"]
+    assert any(a.startswith("--config-overrides=max_batch_size: 8") for a in init["args"])
+
+    # The kubelet reports the fetch failed (kwok plays the kubelet here, so we speak for it).
+    pod = pods_of(kubectl, ns, "bert")[0]["metadata"]["name"]
+    failed = {"status": {
+        "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+        "initContainerStatuses": [{
+            "name": "storage-initializer", "image": "inference-operator:0.1.0", "imageID": "", "ready": False,
+            "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                         "message": "NoSuchBucket: bucket models does not exist"}}}]}}
+    kubectl("patch", "pod", pod, "-n", ns, "--subresource=status", "--type=strategic", "-p", json.dumps(failed))
+    isvc = wait_condition(kubectl, ns, "bert", "Degraded", "NoSuchBucket")
+    assert "bucket models does not exist" in condition(isvc, "Degraded")["message"]
+    events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService").stdout
+    assert "NoSuchBucket" in events

@@ -42,10 +42,10 @@ def test_render_explains_an_invalid_spec():
     assert "iris is invalid" in result.stderr and "replicas" in result.stderr
 
 
-def test_render_explains_an_unsupported_scheme():
-    text = (CASES / "cpu.yaml").read_text().replace("pvc://small-models/sklearn", "s3://bucket/models")
+def test_render_explains_a_setting_a_claim_cannot_take():
+    text = (CASES / "cpu.yaml").read_text().replace("format: python", "format: python\n    version: 2")
     result = cli("render", "-f", "-", stdin=text)
-    assert result.returncode == 1 and "UnsupportedStorage" in result.stderr
+    assert result.returncode == 1 and "UnsupportedSetting" in result.stderr and "pvc://" in result.stderr
 
 
 def test_run_help():

@@ -137,7 +137,7 @@ def test_conflict_writes_no_child_and_reports(fake_kube):
     "change,reason,permanent",
     [
         (lambda b: b["spec"].update(replicas=-3), "InvalidSpec", True),
-        (lambda b: b["spec"]["model"].update(storageUri="s3://bucket/m"), "UnsupportedStorage", True),
+        (lambda b: b["spec"].update(runtime={"modelConfig": {"maxBatchSize": 8}}), "UnsupportedSetting", True),
         (lambda b: b["spec"]["model"].update(storageUri="pvc://missing/m"), "StorageNotFound", False),
     ],
 )
@@ -238,3 +238,12 @@ def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):
     assert ("apply", "Deployment/demo-predictor") in fake_kube.writes[-3:]
     ready = cond(body, "Ready")
     assert ready["reason"] == "ApplyFailed" and "keeps serving" not in ready["message"]
+
+
+def test_a_remote_model_needs_no_claim_and_gets_an_init_container(fake_kube):
+    fake_kube.pvcs.clear()
+    body = isvc_body(model={"name": "m", "storageUri": "s3://bucket/m", "storage": {"secretName": "creds"}})
+    outcome = run(fake_kube, body)
+    assert outcome.problem is None
+    init = fake_kube.objects[DEP]["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["storage-initializer"]

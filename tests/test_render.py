@@ -13,7 +13,7 @@ from inference_operator import api, render
 from .conftest import CONFIG, HERE, isvc_body, load_case
 
 GOLDEN = HERE / "golden"
-CASES = ["gpu", "mig", "multi-gpu", "cpu"]
+CASES = ["gpu", "mig", "multi-gpu", "cpu", "s3"]
 
 
 def children(body):
@@ -189,14 +189,12 @@ def test_children_carry_standard_labels_and_namespace():
 @pytest.mark.parametrize(
     "spec,reason",
     [
-        ({"model": {"name": "m", "storageUri": "s3://bucket/models"}}, "UnsupportedStorage"),
-        ({"model": {"name": "m", "storageUri": "https://host/m.tar.gz"}}, "UnsupportedStorage"),
         ({"model": {"name": "m", "storageUri": "pvc://models", "version": 2}}, "UnsupportedSetting"),
         ({"runtime": {"modelConfig": {"maxBatchSize": 8}}}, "UnsupportedSetting"),
         ({"runtime": {"responseCache": {"size": "64Mi"}}}, "UnsupportedSetting"),
     ],
 )
-def test_specs_this_version_cannot_serve_raise_spec_error(spec, reason):
+def test_settings_a_mounted_claim_cannot_take_raise_spec_error(spec, reason):
     with pytest.raises(render.SpecError) as err:
         children(isvc_body(**spec))
     assert err.value.reason == reason
@@ -213,3 +211,57 @@ def test_quantity_bytes(quantity, expected):
 def test_quantity_bytes_rejects_cpu_style_units():
     with pytest.raises(render.SpecError):
         render.quantity_bytes("100m")
+
+
+def init_containers(body):
+    return pod_spec(body).get("initContainers", [])
+
+
+def test_a_claim_is_mounted_not_fetched():
+    assert init_containers(isvc_body()) == []
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/team/repo", "gs://bucket/repo", "https://host/m.tar.gz"])
+def test_remote_storage_is_fetched_by_an_init_container_into_an_empty_dir(uri):
+    spec = pod_spec(isvc_body(model={"name": "m", "storageUri": uri}))
+    (init,) = spec["initContainers"]
+    assert init["name"] == "storage-initializer" and init["image"] == CONFIG.operator_image
+    assert init["args"][:5] == ["fetch-model", f"--uri={uri}", "--repository=/mnt/models", "--model=m",
+                                "--termination-log=/dev/termination-log"]
+    assert init["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert init["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["model-repository"] == {"name": "model-repository", "emptyDir": {}}
+    assert init["volumeMounts"] == [{"name": "model-repository", "mountPath": "/mnt/models"}]
+    triton_mount = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}["model-repository"]
+    assert triton_mount == {"name": "model-repository", "mountPath": "/mnt/models", "readOnly": True}
+
+
+def test_s3_credentials_come_from_the_secret_never_inline():
+    body = isvc_body(model={"name": "m", "storageUri": "s3://b/m", "checksum": "sha256:" + "a" * 64,
+                            "storage": {"secretName": "s3-creds", "endpoint": "http://minio:9000", "region": "eu-1"}})
+    (init,) = init_containers(body)
+    assert init["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "--endpoint=http://minio:9000" in init["args"] and "--region=eu-1" in init["args"]
+    assert f"--checksum=sha256:{'a' * 64}" in init["args"]
+    assert not any("SECRET" in str(e) for e in init["env"])
+
+
+def test_gcs_key_is_a_mounted_secret_file():
+    body = isvc_body(model={"name": "m", "storageUri": "gs://b/m", "storage": {"secretName": "gcs-key"}})
+    spec = pod_spec(body)
+    (init,) = spec["initContainers"]
+    assert {"name": "GOOGLE_APPLICATION_CREDENTIALS",
+            "value": "/var/run/secrets/inference-operator/storage/key.json"} in init["env"]
+    assert {"name": "storage-credentials", "secret": {"secretName": "gcs-key"}} in spec["volumes"]
+    assert "envFrom" not in init
+
+
+def test_settings_travel_to_the_fetcher_as_config_overrides():
+    body = isvc_body(model={"name": "m", "storageUri": "s3://b/m", "version": 3, "format": "onnx"},
+                     runtime={"modelConfig": {"maxBatchSize": 8}, "responseCache": {"size": "64Mi"}})
+    (init,) = init_containers(body)
+    (overrides,) = [a for a in init["args"] if a.startswith("--config-overrides=")]
+    assert "max_batch_size: 8" in overrides and "versions: [ 3 ]" in overrides and "response_cache" in overrides
+    assert "--format=onnx" in init["args"]
+    assert f"--cache-config=local,size={64 * 2**20}" in triton(body)["args"]

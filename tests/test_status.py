@@ -25,8 +25,15 @@ def deployment(replicas=2, updated=2, ready=2, available=2, total=None, revision
     }
 
 
-def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False):
+def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False, fetch=None):
     p = {"metadata": {"name": name}, "status": {"conditions": []}}
+    if fetch is not None:
+        state, message = fetch
+        terminated = {"exitCode": 1, "reason": "Error", "message": message}
+        p["status"]["initContainerStatuses"] = [
+            {"name": "storage-initializer", "state": {"terminated": terminated}} if state == "terminated" else
+            {"name": "storage-initializer", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": terminated}}]
     if deleting:
         p["metadata"]["deletionTimestamp"] = NOW
     if scheduled:
@@ -138,6 +145,26 @@ def test_conditions(dep, pods, problem, expect):
 def test_kstatus_conditions(dep, problem, reconciling, stalled):
     st = compute(dep, [], problem)
     assert conds(st, ("Reconciling", "Stalled")) == {"Reconciling": reconciling, "Stalled": stalled}
+
+
+@pytest.mark.parametrize(
+    "fetch,reason,text",
+    [
+        (("terminated", "NoSuchBucket: bucket models does not exist"), "NoSuchBucket", "bucket models does not exist"),
+        (("crashloop", "AccessDenied: s3://m/x: InvalidAccessKeyId: check the credentials Secret"), "AccessDenied",
+         "check the credentials Secret"),
+        (("terminated", "2026-11-23 fetch-model: GET x\nfetch-model failed: ChecksumMismatch: m.tgz: sha256 is 1"),
+         "ChecksumMismatch", "sha256 is 1"),
+        (("terminated", "Traceback (most recent call last):\nMemoryError"), "ModelFetchFailed", "MemoryError"),
+    ],
+    ids=["message", "crash-loop", "log-fallback", "unexpected"],
+)
+def test_a_failed_model_fetch_is_reported_with_its_reason(fetch, reason, text):
+    st = compute(deployment(ready=0, available=0, progressing="ReplicaSetUpdated"), [pod(fetch=fetch)])
+    degraded = next(c for c in st["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == reason
+    assert text in degraded["message"] and "could not be fetched" in degraded["message"]
+    assert conds(st)["Ready"] == ("False", reason)
 
 
 def test_problem_message_says_the_previous_revision_keeps_serving():

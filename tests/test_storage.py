@@ -263,3 +263,31 @@ def test_a_1gb_artifact_streams_with_bounded_memory(tmp_path):
     assert (tmp_path / "repo" / "m" / "1" / "model.onnx").stat().st_size == 1 << 30
     print(f"peak RSS of fetch-model for a 1 GiB artifact: {peak_mib:.0f} MiB")
     assert peak_mib < 256, f"peak RSS {peak_mib:.0f} MiB"
+
+
+def test_the_rendered_init_container_fetches_for_real(s3, tmp_path):
+    """Render an s3:// InferenceService, then run its storage-initializer's exact command and env."""
+    import os
+
+    from inference_operator import api, render
+    from inference_operator.config import OperatorConfig
+
+    from .conftest import isvc_body
+
+    body = isvc_body(model={"name": "m", "storageUri": "s3://models/archives/m.tar.gz",
+                            "storage": {"secretName": "creds", "endpoint": s3, "region": "us-east-1"}},
+                     runtime={"modelConfig": {"maxBatchSize": 8}})
+    deployment = render.render(api.parse(body), OperatorConfig())[0]
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    repo, log = tmp_path / "mnt-models", tmp_path / "termination-log"
+    args = [a.replace("=/mnt/models", f"={repo}").replace("=/dev/termination-log", f"={log}") for a in init["args"]]
+    env = {**os.environ, **{e["name"]: e["value"] for e in init["env"]}}
+    # What envFrom would inject from the Secret named in the spec.
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    result = subprocess.run([sys.executable, "-m", "inference_operator.cli", *args], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (repo / "m" / "1" / "model.onnx").read_bytes() == MODEL_BYTES
+    config = (repo / "m" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in config and "max_batch_size: 4" not in config
+    assert not log.exists()

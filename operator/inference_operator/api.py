@@ -141,8 +141,48 @@ class ModelFormat(str, Enum):
     ensemble = "ensemble"
 
 
+class StorageSpec(Base):
+    """How to reach an object store. Credentials come from a Secret or the pod's identity, never inline."""
+
+    secret_name: Optional[str] = Field(
+        default=None,
+        max_length=253,
+        description="A Secret in the InferenceService's namespace. s3://: its keys become the "
+        "fetcher's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). "
+        "gs://: it holds a service-account key file under the key `key.json`. Unset: the pod's "
+        "identity (IRSA, workload identity) or anonymous access.",
+    )
+    endpoint: Optional[str] = Field(
+        default=None,
+        max_length=512,
+        description="An S3-compatible endpoint (MinIO, Ceph, ...), e.g. https://minio.storage:9000.",
+        json_schema_extra=validations(
+            cel("self.matches('^https?://[^/]+')", "storage.endpoint must be an http:// or https:// URL")
+        ),
+    )
+    region: Optional[str] = Field(default=None, max_length=64)
+
+
 class ModelSpec(Base):
     """What Triton serves: one model, from a Triton model repository."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.storage) || (!has(self.storage.endpoint) && !has(self.storage.region)) || "
+                "self.storageUri.startsWith('s3://')",
+                "storage.endpoint and storage.region apply to s3:// only",
+            ),
+            cel(
+                "!has(self.storage) || !has(self.storage.secretName) || !self.storageUri.startsWith('pvc://')",
+                "storage.secretName does not apply to pvc:// (the claim is mounted)",
+            ),
+            cel(
+                "!has(self.checksum) || !self.storageUri.startsWith('pvc://')",
+                "checksum applies to a downloaded file or archive, not to pvc://",
+            ),
+        )
+    )
 
     name: str = Field(
         min_length=1,
@@ -198,9 +238,18 @@ class ModelSpec(Base):
     )
     format: Optional[ModelFormat] = Field(
         default=None,
-        description="The model's format (Triton platform/backend). Unset: taken from the "
-        "model's config.pbtxt.",
+        description="The model's format (Triton platform/backend): used when a config.pbtxt is "
+        "generated, and to place a single downloaded file. Unset: the model's own config.pbtxt.",
     )
+    checksum: Optional[str] = Field(
+        default=None,
+        max_length=71,
+        description="sha256:<hex> of the downloaded file or archive; a mismatch fails the fetch.",
+        json_schema_extra=validations(
+            cel("self.matches('^sha256:[0-9a-f]{64}$')", "checksum must be sha256: followed by 64 hex digits")
+        ),
+    )
+    storage: Optional[StorageSpec] = None
 
 
 class DynamicBatching(Base):

@@ -69,8 +69,11 @@ def _parse(body: Mapping[str, Any]) -> tuple[api.InferenceService, Optional[Prob
 
 
 def _check_storage(isvc: api.InferenceService, kube: Kube) -> Optional[Problem]:
+    """A claim must exist before pods are made to wait on it. Remote stores are checked by the
+    storage initializer, whose failure reaches status from the pod (a Secret it names, too:
+    reading Secrets is a permission the operator does not take)."""
     source = render.storage_source(isvc.spec.model.storage_uri)
-    if kube.get_pvc(isvc.namespace, source.claim) is None:
+    if isinstance(source, render.PVCSource) and kube.get_pvc(isvc.namespace, source.claim) is None:
         return Problem(
             "StorageNotFound",
             f"PersistentVolumeClaim {source.claim} (from spec.model.storageUri) does not exist "

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from . import api
+from . import api, model_config
 from .config import OperatorConfig
 
 LABEL_PREFIX = api.GROUP
@@ -106,26 +106,33 @@ def quantity_bytes(quantity: str) -> int:
 # ---- storage -------------------------------------------------------------------------------
 
 
+STORAGE_INITIALIZER = "storage-initializer"
+GCS_KEY_MOUNT = "/var/run/secrets/inference-operator/storage"
+
+
 @dataclasses.dataclass(frozen=True)
 class PVCSource:
     claim: str
     path: str  # "" for the claim's root
 
 
-def storage_source(storage_uri: str) -> PVCSource:
+@dataclasses.dataclass(frozen=True)
+class RemoteSource:
+    scheme: str  # s3 | gs | https | http: fetched by the storage initializer
+
+
+def storage_source(storage_uri: str) -> PVCSource | RemoteSource:
     scheme, _, rest = storage_uri.partition("://")
     if scheme == "pvc":
         claim, _, path = rest.partition("/")
         return PVCSource(claim=claim, path=path.strip("/"))
-    raise SpecError(
-        "UnsupportedStorage",
-        f"spec.model.storageUri uses {scheme}://, which needs the model storage initializer; "
-        "this operator version serves pvc:// model repositories only",
-    )
+    return RemoteSource(scheme)
 
 
 def unsupported_settings(spec: api.InferenceServiceSpec) -> list[str]:
-    """Settings the API accepts whose effect needs a generated config.pbtxt (model storage work)."""
+    """Settings whose effect needs a generated config.pbtxt, which a read-only claim cannot take."""
+    if isinstance(storage_source(spec.model.storage_uri), RemoteSource):
+        return []
     found = []
     if spec.model.version is not None:
         found.append("spec.model.version")
@@ -197,20 +204,66 @@ def _node_selector(spec: api.InferenceServiceSpec) -> dict[str, str]:
     return result
 
 
-def _storage(spec: api.InferenceServiceSpec) -> tuple[list[dict], list[dict]]:
+RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _storage_initializer(spec: api.InferenceServiceSpec, config: OperatorConfig, scheme: str) -> tuple[dict, list]:
+    """The init container that fetches the model into the pod's repository volume."""
+    model = spec.model
+    args = ["fetch-model", f"--uri={model.storage_uri}", f"--repository={MODEL_MOUNT}",
+            f"--model={model.name}", "--termination-log=/dev/termination-log"]
+    if model.format:
+        args.append(f"--format={model.format.value}")
+    if model.checksum:
+        args.append(f"--checksum={model.checksum}")
+    overrides = model_config.overrides(spec)
+    if overrides:
+        args.append(f"--config-overrides={overrides}")
+    storage = model.storage or api.StorageSpec()
+    if storage.endpoint:
+        args.append(f"--endpoint={storage.endpoint}")
+    if storage.region:
+        args.append(f"--region={storage.region}")
+    container: dict[str, Any] = {
+        "name": STORAGE_INITIALIZER,
+        "image": config.operator_image,
+        "imagePullPolicy": "IfNotPresent",
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": RESTRICTED,
+        # The fetcher writes its one-line reason there; status quotes it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "model-repository", "mountPath": MODEL_MOUNT}],
+    }
+    volumes: list[dict] = []
+    if storage.secret_name and scheme == "gs":
+        volumes.append({"name": "storage-credentials", "secret": {"secretName": storage.secret_name}})
+        container["volumeMounts"].append({"name": "storage-credentials", "mountPath": GCS_KEY_MOUNT, "readOnly": True})
+        container["env"].append({"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{GCS_KEY_MOUNT}/key.json"})
+    elif storage.secret_name:
+        container["envFrom"] = [{"secretRef": {"name": storage.secret_name}}]
+    return container, volumes
+
+
+def _storage(spec: api.InferenceServiceSpec, config: OperatorConfig) -> tuple[list[dict], list[dict], list[dict]]:
+    """Volumes, Triton's mounts and init containers: a claim is mounted; anything else is fetched."""
     source = storage_source(spec.model.storage_uri)
-    volumes = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory_size}},
-        {
-            "name": "model-repository",
-            "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True},
-        },
-    ]
+    volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory_size}}]
     repo_mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT, "readOnly": True}
-    if source.path:
-        repo_mount["subPath"] = source.path
+    init: list[dict] = []
+    if isinstance(source, PVCSource):
+        volumes.append({"name": "model-repository",
+                        "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        if source.path:
+            repo_mount["subPath"] = source.path
+    else:
+        volumes.append({"name": "model-repository", "emptyDir": {}})
+        container, extra = _storage_initializer(spec, config, source.scheme)
+        init.append(container)
+        volumes += extra
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, repo_mount]
-    return volumes, mounts
+    return volumes, mounts, init
 
 
 @functools.lru_cache(maxsize=1)
@@ -241,7 +294,7 @@ def content_hash(obj: Any, length: int = 10) -> str:
 
 def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any]:
     spec = isvc.spec
-    volumes, mounts = _storage(spec)
+    volumes, mounts, init_containers = _storage(spec, config)
     startup_timeout = spec.runtime.startup_timeout_seconds
     return {
         "names": names(isvc.name),
@@ -272,6 +325,8 @@ def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any
         "resources": _resources(spec),
         "volume_mounts": mounts,
         "volumes": volumes,
+        "init_containers": init_containers,
+        "restricted": RESTRICTED,
     }
 
 
@@ -301,8 +356,8 @@ def render(isvc: api.InferenceService, config: OperatorConfig) -> list[dict[str,
     if unsupported:
         raise SpecError(
             "UnsupportedSetting",
-            f"{', '.join(unsupported)} need(s) a generated config.pbtxt, which comes with the "
-            "model storage initializer; this operator version cannot apply them yet",
+            f"{', '.join(unsupported)} need(s) a generated config.pbtxt, which a pvc:// repository "
+            "(mounted read-only) cannot take; fetch the model from s3://, gs:// or https:// instead",
         )
     ctx = context(isvc, config)
     children = [render_deployment(isvc, config, ctx), _render_template("service.yaml.j2", ctx)]

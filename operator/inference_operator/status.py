@@ -11,6 +11,7 @@ Five conditions, each with observedGeneration. Reconciling and Stalled follow ks
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Optional
 
 from . import api, render
@@ -61,6 +62,30 @@ def _cond(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
     return None
 
 
+_REASON_LINE = re.compile(r"^([A-Z][A-Za-z]+): (.+)$")
+
+
+def fetch_failure(text: str) -> tuple[str, str]:
+    """(reason, message) from the storage initializer's termination message: its one line, or,
+    when Kubernetes fell back to the log, the last 'fetch-model failed:' line of it."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    marked = [line.split("fetch-model failed: ", 1)[1] for line in lines if "fetch-model failed: " in line]
+    line = marked[-1] if marked else (lines[-1] if lines else "")
+    m = _REASON_LINE.match(line)
+    return (m.group(1), m.group(2)) if m else ("ModelFetchFailed", line or "the storage initializer failed")
+
+
+def _storage_initializer_failure(pod: dict[str, Any]) -> Optional[Problem]:
+    for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if cs.get("name") != render.STORAGE_INITIALIZER:
+            continue
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            reason, message = fetch_failure(term.get("message") or term.get("reason") or "")
+            return Problem(reason, _short(f"pod {pod['metadata']['name']}: the model could not be fetched: {message}"))
+    return None
+
+
 def pod_problem(pods: list[dict[str, Any]]) -> Optional[Problem]:
     """The first reason a pod cannot serve that waiting will not fix, in a stable order."""
     # A rollout without surge frees a GPU only when the old pod is gone: until then the new pod
@@ -75,6 +100,9 @@ def pod_problem(pods: list[dict[str, Any]]) -> Optional[Problem]:
             return Problem(
                 "Unschedulable", _short(f"pod {meta['name']} cannot be scheduled: {sched.get('message', '')}")
             )
+        fetch = _storage_initializer_failure(pod)
+        if fetch:
+            return fetch
         statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
         for cs in statuses:
             waiting = (cs.get("state") or {}).get("waiting") or {}
