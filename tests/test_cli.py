@@ -42,10 +42,13 @@ def test_render_explains_an_invalid_spec():
     assert "iris is invalid" in result.stderr and "replicas" in result.stderr
 
 
-def test_render_explains_a_setting_a_claim_cannot_take():
+def test_render_a_claim_with_a_version_composes_the_repository():
     text = (CASES / "cpu.yaml").read_text().replace("format: python", "format: python\n    version: 2")
     result = cli("render", "-f", "-", stdin=text)
-    assert result.returncode == 1 and "UnsupportedSetting" in result.stderr and "pvc://" in result.stderr
+    assert result.returncode == 0, result.stderr
+    deployment = next(yaml.safe_load_all(result.stdout))
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert "--uri=file:///mnt/source" in init["args"]
 
 
 def test_run_help():

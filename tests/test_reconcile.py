@@ -137,7 +137,6 @@ def test_conflict_writes_no_child_and_reports(fake_kube):
     "change,reason,permanent",
     [
         (lambda b: b["spec"].update(replicas=-3), "InvalidSpec", True),
-        (lambda b: b["spec"].update(runtime={"modelConfig": {"maxBatchSize": 8}}), "UnsupportedSetting", True),
         (lambda b: b["spec"]["model"].update(storageUri="pvc://missing/m"), "StorageNotFound", False),
     ],
 )

@@ -187,17 +187,25 @@ def test_children_carry_standard_labels_and_namespace():
 
 
 @pytest.mark.parametrize(
-    "spec,reason",
+    "spec",
     [
-        ({"model": {"name": "m", "storageUri": "pvc://models", "version": 2}}, "UnsupportedSetting"),
-        ({"runtime": {"modelConfig": {"maxBatchSize": 8}}}, "UnsupportedSetting"),
-        ({"runtime": {"responseCache": {"size": "64Mi"}}}, "UnsupportedSetting"),
+        {"model": {"name": "m", "storageUri": "pvc://models/a/b", "version": 2}},
+        {"model": {"name": "m", "storageUri": "pvc://models/a/b"}, "runtime": {"modelConfig": {"maxBatchSize": 8}}},
+        {"model": {"name": "m", "storageUri": "pvc://models/a/b"}, "runtime": {"responseCache": {"size": "64Mi"}}},
     ],
+    ids=["version", "model-config", "response-cache"],
 )
-def test_settings_a_mounted_claim_cannot_take_raise_spec_error(spec, reason):
-    with pytest.raises(render.SpecError) as err:
-        children(isvc_body(**spec))
-    assert err.value.reason == reason
+def test_a_claim_needing_a_generated_config_is_linked_into_an_empty_dir(spec):
+    pod = pod_spec(isvc_body(**spec))
+    (init,) = pod["initContainers"]
+    assert "--uri=file:///mnt/source" in init["args"]
+    assert any(a.startswith("--config-overrides=") for a in init["args"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model-repository"] == {"name": "model-repository", "emptyDir": {}}
+    assert volumes["model-source"]["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    source = {"name": "model-source", "mountPath": "/mnt/source", "readOnly": True, "subPath": "a/b"}
+    assert source in init["volumeMounts"]
+    assert source in pod["containers"][0]["volumeMounts"]  # the links resolve in Triton too
 
 
 @pytest.mark.parametrize(

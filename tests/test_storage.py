@@ -291,3 +291,25 @@ def test_the_rendered_init_container_fetches_for_real(s3, tmp_path):
     config = (repo / "m" / "config.pbtxt").read_text()
     assert "max_batch_size: 8" in config and "max_batch_size: 4" not in config
     assert not log.exists()
+
+
+def test_a_mounted_repository_is_linked_not_copied(tmp_path):
+    source = tmp_path / "claim"
+    for name, data in model_files("triton/m/").items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    for p in sorted(source.rglob("*"), reverse=True):
+        p.chmod(0o555 if p.is_dir() else 0o444)  # a read-only mount
+    source.chmod(0o555)
+    repo = tmp_path / "repo"
+    try:
+        fetch(f"file://{source}/triton", repo, config_overrides="max_batch_size: 8\n")
+    finally:
+        for p in [source, *source.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    version = repo / "m" / "1"
+    assert version.is_symlink() and version.resolve() == (source / "triton" / "m" / "1").resolve()
+    assert (version / "model.onnx").read_bytes() == MODEL_BYTES
+    assert "max_batch_size: 8" in (repo / "m" / "config.pbtxt").read_text()
+    assert (source / "triton" / "m" / "config.pbtxt").read_text() == CONFIG  # the claim is untouched
+    assert_clean(repo)

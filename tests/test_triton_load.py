@@ -63,3 +63,22 @@ def test_fetched_model_loads_in_tritonserver_with_the_overrides(tmp_path):
         assert out["shape"] == [2, 4] and out["data"] == [2, 4, 6, 8, 10, 12, 14, 16]
     finally:
         server.stop()
+
+
+def test_a_linked_claim_repository_loads_in_tritonserver(tmp_path):
+    """pvc:// with overrides: the version directory is a link into the (read-only) claim."""
+    home = require_triton()
+    claim = tmp_path / "claim" / "repo" / "doubler"
+    (claim / "1").mkdir(parents=True)
+    (claim / "config.pbtxt").write_text(CONFIG)
+    (claim / "1" / "model.py").write_bytes(MODEL_PY)
+    storage.fetch(f"file://{tmp_path / 'claim' / 'repo'}", tmp_path / "repo", "doubler",
+                  config_overrides="max_batch_size: 2\n")
+    assert (tmp_path / "repo" / "doubler" / "1").is_symlink()
+    server = TritonServer(home, tmp_path / "repo", python_backend_dir(tmp_path, home), "doubler")
+    try:
+        server.wait_ready("/v2/models/doubler/ready")
+        with urllib.request.urlopen(server.url("/v2/models/doubler/config")) as r:
+            assert json.load(r)["max_batch_size"] == 2
+    finally:
+        server.stop()

@@ -135,7 +135,7 @@ def _one_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
             log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
             raise
         metrics.RECONCILES.labels(trigger, "problem" if outcome.problem else "ok").inc()
-        metrics.WRITES.inc(outcome.writes)
+        metrics.WRITES.labels(namespace).inc(outcome.writes)
         return outcome
 
 

@@ -17,7 +17,8 @@ RECONCILE_SECONDS = Histogram(
 )
 WRITES = Counter(
     "inference_operator_writes_total",
-    "Write requests sent to the API server by reconcile passes (children and status).",
+    "Write requests sent to the API server by reconcile passes (children and status), by namespace.",
+    ["namespace"],
 )
 
 

@@ -19,7 +19,7 @@ from .status import Event, Problem
 log = logging.getLogger(__name__)
 
 # Problems the user fixes in the spec: retrying before the spec changes cannot help.
-PERMANENT = {"InvalidSpec", "UnsupportedStorage", "UnsupportedSetting", "ApplyRejected", "InvalidQuantity"}
+PERMANENT = {"InvalidSpec", "ApplyRejected", "InvalidQuantity"}
 # Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook): looked at
 # again after a while.
 RETRY_AFTER = {"ChildConflict": 60.0, "StorageNotFound": 30.0, "ApplyFailed": 30.0}

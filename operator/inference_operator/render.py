@@ -107,6 +107,9 @@ def quantity_bytes(quantity: str) -> int:
 
 
 STORAGE_INITIALIZER = "storage-initializer"
+# A claim whose model needs a generated config.pbtxt is mounted here, read-only, and linked into
+# MODEL_MOUNT by the storage initializer (same path in both containers, so the links resolve).
+SOURCE_MOUNT = "/mnt/source"
 GCS_KEY_MOUNT = "/var/run/secrets/inference-operator/storage"
 
 
@@ -129,19 +132,9 @@ def storage_source(storage_uri: str) -> PVCSource | RemoteSource:
     return RemoteSource(scheme)
 
 
-def unsupported_settings(spec: api.InferenceServiceSpec) -> list[str]:
-    """Settings whose effect needs a generated config.pbtxt, which a read-only claim cannot take."""
-    if isinstance(storage_source(spec.model.storage_uri), RemoteSource):
-        return []
-    found = []
-    if spec.model.version is not None:
-        found.append("spec.model.version")
-    if spec.runtime.model_config_overrides != api.ModelConfigOverrides():
-        found.append("spec.runtime.modelConfig")
-    if spec.runtime.response_cache is not None:
-        # --cache-config only sizes the cache; the model's config must enable response_cache.
-        found.append("spec.runtime.responseCache")
-    return found
+def needs_generated_config(spec: api.InferenceServiceSpec) -> bool:
+    """Settings that live in config.pbtxt (a mounted claim is then composed, not mounted as is)."""
+    return bool(model_config.overrides(spec))
 
 
 # ---- the predictor -------------------------------------------------------------------------
@@ -207,10 +200,12 @@ def _node_selector(spec: api.InferenceServiceSpec) -> dict[str, str]:
 RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _storage_initializer(spec: api.InferenceServiceSpec, config: OperatorConfig, scheme: str) -> tuple[dict, list]:
-    """The init container that fetches the model into the pod's repository volume."""
+def _storage_initializer(
+    spec: api.InferenceServiceSpec, config: OperatorConfig, scheme: str, uri: str
+) -> tuple[dict, list]:
+    """The init container that fetches (or, from a claim, links) the model into the pod's repository."""
     model = spec.model
-    args = ["fetch-model", f"--uri={model.storage_uri}", f"--repository={MODEL_MOUNT}",
+    args = ["fetch-model", f"--uri={uri}", f"--repository={MODEL_MOUNT}",
             f"--model={model.name}", "--termination-log=/dev/termination-log"]
     if model.format:
         args.append(f"--format={model.format.value}")
@@ -251,18 +246,27 @@ def _storage(spec: api.InferenceServiceSpec, config: OperatorConfig) -> tuple[li
     source = storage_source(spec.model.storage_uri)
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shared_memory_size}}]
     repo_mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT, "readOnly": True}
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, repo_mount]
     init: list[dict] = []
-    if isinstance(source, PVCSource):
+    if isinstance(source, PVCSource) and not needs_generated_config(spec):
         volumes.append({"name": "model-repository",
                         "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
         if source.path:
             repo_mount["subPath"] = source.path
+        return volumes, mounts, init
+    volumes.append({"name": "model-repository", "emptyDir": {}})
+    if isinstance(source, PVCSource):
+        source_mount: dict[str, Any] = {"name": "model-source", "mountPath": SOURCE_MOUNT, "readOnly": True}
+        if source.path:
+            source_mount["subPath"] = source.path
+        volumes.append({"name": "model-source", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+        container, extra = _storage_initializer(spec, config, "file", f"file://{SOURCE_MOUNT}")
+        container["volumeMounts"].append(source_mount)
+        mounts.append(source_mount)
     else:
-        volumes.append({"name": "model-repository", "emptyDir": {}})
-        container, extra = _storage_initializer(spec, config, source.scheme)
-        init.append(container)
-        volumes += extra
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, repo_mount]
+        container, extra = _storage_initializer(spec, config, source.scheme, spec.model.storage_uri)
+    init.append(container)
+    volumes += extra
     return volumes, mounts, init
 
 
@@ -352,13 +356,6 @@ def revision_of(deployment: dict[str, Any]) -> str | None:
 
 def render(isvc: api.InferenceService, config: OperatorConfig) -> list[dict[str, Any]]:
     """The desired children, in apply order. Raises SpecError for a spec that cannot be served."""
-    unsupported = unsupported_settings(isvc.spec)
-    if unsupported:
-        raise SpecError(
-            "UnsupportedSetting",
-            f"{', '.join(unsupported)} need(s) a generated config.pbtxt, which a pvc:// repository "
-            "(mounted read-only) cannot take; fetch the model from s3://, gs:// or https:// instead",
-        )
     ctx = context(isvc, config)
     children = [render_deployment(isvc, config, ctx), _render_template("service.yaml.j2", ctx)]
     if isvc.spec.replicas > 1:

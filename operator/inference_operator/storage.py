@@ -68,6 +68,8 @@ def parse_uri(uri: str) -> Location:
         return Location(scheme, bucket=bucket, key=key.strip("/"))
     if scheme in ("http", "https"):
         return Location(scheme, url=uri)
+    if scheme == "file":
+        return Location(scheme, key=rest)
     raise FetchError("InvalidStorageUri", f"{scheme}:// cannot be fetched (pvc:// is mounted, not fetched)")
 
 
@@ -330,6 +332,19 @@ def _model_dir(found: pathlib.Path, model: str, fmt: Optional[str], work: pathli
                      f"expected {model}/ (a repository), config.pbtxt or version directories; found {names}")
 
 
+def _linked(model_dir: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
+    """A model directory made of links into a read-only one (a mounted claim): nothing is copied
+    but config.pbtxt, which the overrides rewrite."""
+    linked = work / "linked" / model_dir.name
+    linked.mkdir(parents=True)
+    for entry in model_dir.iterdir():
+        if entry.name == "config.pbtxt":
+            shutil.copyfile(entry, linked / entry.name)
+        elif not entry.name.startswith("."):
+            (linked / entry.name).symlink_to(entry.resolve())
+    return linked
+
+
 def fetch(
     uri: str,
     repository: pathlib.Path,
@@ -355,7 +370,11 @@ def fetch(
     work = repository / f".fetch-{model}-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
-        if loc.scheme == "s3":
+        if loc.scheme == "file":
+            found = pathlib.Path(loc.key)
+            if not found.is_dir():
+                raise FetchError("ModelNotFound", f"{loc.key} is not a directory of the mounted claim")
+        elif loc.scheme == "s3":
             found = _fetch_s3(loc, work / "download", report, retries, endpoint, region)
         elif loc.scheme == "gs":
             found = _fetch_gs(loc, work / "download", report, retries)
@@ -371,6 +390,8 @@ def fetch(
         if found.is_file() and found.name.lower().endswith(ARCHIVE_SUFFIXES):
             found = _unpack(found, work / "unpacked")
         model_dir = _model_dir(found, model, fmt, work)
+        if loc.scheme == "file":
+            model_dir = _linked(model_dir, work)
         versions = [p for p in model_dir.iterdir() if _is_version_dir(p)]
         if not versions and fmt != "ensemble":
             raise FetchError("NotAModelRepository", f"{model}/ has no numeric version directory (e.g. {model}/1/)")
