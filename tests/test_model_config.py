@@ -57,6 +57,13 @@ def test_merge_replaces_overridden_fields_and_keeps_the_rest():
     assert 'INPUT0' in merged and 'a } in a string' in merged and "preferred_batch_size: [ 2 ]" not in merged
 
 
+def test_adjacent_string_literals_are_one_value():
+    text = 'default_model_filename: "mo" "del.py"\nmax_batch_size: 4\n'
+    assert [n for n, _, _ in model_config.top_level_fields(text)] == ["default_model_filename", "max_batch_size"]
+    merged = model_config.build("m", None, text, "max_batch_size: 8\n")
+    assert merged.count("max_batch_size") == 1 and '"mo" "del.py"' in merged
+
+
 def test_generated_config_needs_a_format():
     assert model_config.build("m", "onnx", None, "") == 'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 0\n'
     assert 'platform: "tensorrt_plan"' in model_config.build("m", "tensorrt_plan", None, "")

@@ -44,6 +44,22 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def tar_with_link() -> bytes:
+    """A model whose version directory holds a relative link that is harmless where it is
+    unpacked and points outside the repository once the model is moved into place."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in model_files("a/b/repo/m/").items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("a/b/repo/m/1/leak")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../../../../../etc/hostname"
+        t.addfile(link)
+    return buf.getvalue()
+
+
 def zip_bytes(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -101,6 +117,26 @@ def test_s3_layouts(s3, tmp_path, uri):
     assert not (tmp_path / "repo" / "other").exists()  # only the model asked for
 
 
+def test_a_repository_root_downloads_only_the_model(s3, tmp_path):
+    lines = []
+    storage.fetch("s3://models/team/repo", tmp_path / "repo", "m", endpoint=s3, report=lines.append)
+    assert any("team/repo/m/1/model.onnx" in line for line in lines)
+    assert not any("team/repo/other" in line for line in lines)
+
+
+def test_no_credentials_are_an_unsigned_request_and_a_private_bucket_says_access_denied(s3, tmp_path, monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    lines = []
+    with pytest.raises(storage.FetchError) as err:
+        storage.fetch("s3://models/team/repo", tmp_path / "repo", "m", endpoint=s3, retries=3, report=lines.append)
+    assert err.value.reason == "AccessDenied" and not err.value.transient
+    assert not any("retry" in line for line in lines)  # not retried as if the store were down
+
+
 def test_s3_checksum_ok_and_mismatch_leaves_nothing(s3, tmp_path):
     # gzip embeds a timestamp: hash what the bucket holds instead of rebuilding the archive.
     import boto3
@@ -145,6 +181,8 @@ def web(tmp_path_factory):
     (root / "m.zip").write_bytes(zip_bytes(model_files("export-2026/")))
     (root / "evil.tar.gz").write_bytes(tar_gz({"../../escape.txt": b"x", "m/config.pbtxt": CONFIG.encode()}))
     (root / "junk.tar.gz").write_bytes(tar_gz({"notes/readme.md": b"x", "data.csv": b"1,2"}))
+    (root / "link.tar.gz").write_bytes(tar_with_link())
+    (root / "evil.zip").write_bytes(zip_bytes({"../escape.txt": b"x", "m/config.pbtxt": CONFIG.encode()}))
     (root / "big.bin").write_bytes(b"0" * (4 << 20))
     with http_server(root, truncate=("big.bin",)) as url:
         yield url
@@ -167,12 +205,14 @@ def test_http_archives(web, tmp_path, name):
 
 
 @pytest.mark.parametrize("name,reason", [("evil.tar.gz", "BadArchive"), ("junk.tar.gz", "NotAModelRepository"),
-                                         ("missing.tar.gz", "ModelNotFound")])
+                                         ("missing.tar.gz", "ModelNotFound"), ("link.tar.gz", "BadArchive"),
+                                         ("evil.zip", "UnsafePath")])
 def test_http_refusals(web, tmp_path, name, reason):
     with pytest.raises(storage.FetchError) as err:
         fetch(f"{web}/{name}", tmp_path / "repo")
     assert err.value.reason == reason
-    assert not (tmp_path / "repo" / "m").exists() and not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path / "repo" / "m").exists()
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "repo" / "escape.txt").exists()
     assert_clean(tmp_path / "repo")
 
 
@@ -184,6 +224,29 @@ def test_interrupted_download_is_retried_then_fails_leaving_nothing(web, tmp_pat
     assert sum("retry" in line for line in lines) == 2
     assert not (tmp_path / "repo" / "m").exists()
     assert_clean(tmp_path / "repo")
+
+
+def test_what_a_killed_attempt_left_is_removed(web, tmp_path):
+    repo = tmp_path / "repo"
+    for leftover in (repo / ".fetch-m-dead0001" / "download", repo / ".stale-m-dead0002"):
+        leftover.mkdir(parents=True)
+    fetch(f"{web}/m.tar.gz", repo)
+    assert_served_layout(repo)
+
+
+def test_urls_in_messages_carry_no_secrets(web, tmp_path):
+    with pytest.raises(storage.FetchError) as err:
+        fetch(f"{web}/missing.tar.gz?X-Amz-Signature=s3cr3t", tmp_path / "repo")
+    assert "s3cr3t" not in err.value.message
+    assert storage.redact("https://user:pw@host:8443/p/m.tgz?sig=x") == "https://host:8443/p/m.tgz"
+
+
+def test_an_ensemble_without_a_version_directory_gets_one(tmp_path):
+    source = tmp_path / "src" / "ens"
+    source.mkdir(parents=True)
+    (source / "config.pbtxt").write_text('name: "ens"\nplatform: "ensemble"\n')
+    storage.fetch(f"file://{source}", tmp_path / "repo", "ens", fmt="ensemble")
+    assert (tmp_path / "repo" / "ens" / "1").is_dir()
 
 
 def test_overrides_merge_and_a_rerun_is_a_no_op(web, tmp_path):

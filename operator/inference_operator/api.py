@@ -174,8 +174,9 @@ class ModelSpec(Base):
                 "storage.endpoint and storage.region apply to s3:// only",
             ),
             cel(
-                "!has(self.storage) || !has(self.storage.secretName) || !self.storageUri.startsWith('pvc://')",
-                "storage.secretName does not apply to pvc:// (the claim is mounted)",
+                "!has(self.storage) || !has(self.storage.secretName) || "
+                "self.storageUri.startsWith('s3://') || self.storageUri.startsWith('gs://')",
+                "storage.secretName applies to s3:// and gs:// only",
             ),
             cel(
                 "!has(self.checksum) || !self.storageUri.startsWith('pvc://')",

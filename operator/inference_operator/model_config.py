@@ -10,13 +10,11 @@ from typing import Optional
 
 from . import api
 
-# Where a single downloaded file goes in <model>/1/, by format (Triton's default file names).
+# Where a single downloaded file goes in <model>/1/, by format (Triton's default file names). Only
+# formats whose inputs and outputs Triton completes itself: a generated config has none.
 DEFAULT_FILENAMES = {
     "onnx": "model.onnx",
     "tensorrt_plan": "model.plan",
-    "pytorch_libtorch": "model.pt",
-    "tensorflow_graphdef": "model.graphdef",
-    "python": "model.py",
 }
 # platform or backend, by format.
 PLATFORMS = {
@@ -108,6 +106,9 @@ def top_level_fields(text: str) -> list[tuple[str, int, int]]:
                 raise ConfigError("InvalidModelConfig", f"config.pbtxt: unbalanced brackets in {name}")
         else:
             i += 1
+            # Adjacent string literals are one value in text proto: "a" "b" is "ab".
+            while i < len(toks) and toks[i - 1][0][:1] in "\"'" and toks[i][0][:1] in "\"'":
+                i += 1
         end = toks[i - 1][2]
         if i < len(toks) and toks[i][0] in (",", ";"):
             end = toks[i][2]

@@ -9,7 +9,9 @@ Downloads stream to disk in fixed-size chunks: memory stays flat whatever the mo
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import hashlib
+import http.client
 import logging
 import os
 import pathlib
@@ -55,6 +57,15 @@ class Location:
         """The last path segment (a file name, for single-object sources)."""
         path = urllib.parse.urlparse(self.url).path if self.url else self.key
         return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs and status: no user:password, no query (presigned and SAS tokens)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def parse_uri(uri: str) -> Location:
@@ -128,33 +139,37 @@ def _safe_relative(root: pathlib.Path, relative: str) -> pathlib.Path:
 
 def _fetch_http(loc: Location, dest: pathlib.Path, report, retries: int) -> pathlib.Path:
     target = dest / (loc.name or "download")
+    shown = redact(loc.url)
 
     def attempt() -> None:
         request = urllib.request.Request(loc.url, headers={"User-Agent": "inference-operator"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 length = response.headers.get("Content-Length")
-                progress = Progress(int(length) if length else None, f"GET {loc.url}", report)
+                progress = Progress(int(length) if length else None, f"GET {shown}", report)
                 _write_stream(iter(lambda: response.read(CHUNK), b""), target, progress)
                 if length and target.stat().st_size != int(length):
                     raise FetchError("IncompleteDownload", f"got {target.stat().st_size} of {length} bytes",
                                      transient=True)
         except urllib.error.HTTPError as exc:
             reason = {401: "AccessDenied", 403: "AccessDenied", 404: "ModelNotFound"}.get(exc.code, "HTTPError")
-            raise FetchError(reason, f"{loc.url}: HTTP {exc.code} {exc.reason}", transient=exc.code >= 500 or
+            raise FetchError(reason, f"{shown}: HTTP {exc.code} {exc.reason}", transient=exc.code >= 500 or
                              exc.code == 429) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise FetchError("ConnectionFailed", f"{loc.url}: {getattr(exc, 'reason', exc)}",
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            # Refused, reset, TLS errors, a chunked body cut short: all worth another try.
+            raise FetchError("ConnectionFailed", f"{shown}: {getattr(exc, 'reason', exc)}",
                              transient=True) from exc
 
-    with_retries(f"GET {loc.url}", attempt, retries, report)
+    with_retries(f"GET {shown}", attempt, retries, report)
     return target
 
 
 def _s3_error(exc: Exception, loc: Location) -> FetchError:
-    from botocore.exceptions import ClientError, EndpointConnectionError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     where = f"s3://{loc.bucket}/{loc.key}"
+    if isinstance(exc, NoCredentialsError):
+        return FetchError("AccessDenied", f"{where}: no credentials: set storage.secretName or a pod identity")
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -171,17 +186,28 @@ def _s3_error(exc: Exception, loc: Location) -> FetchError:
     return FetchError("StorageError", f"{where}: {exc}", transient=True)
 
 
+def _only_the_model(keys: list[str], prefix: str, model: Optional[str], sizes: dict) -> list[tuple[str, int]]:
+    """From a repository root, only <model>/ is downloaded, not every model beside it."""
+    base = f"{prefix}/" if prefix else ""
+    mine = [k for k in keys if model and k.startswith(f"{base}{model}/")]
+    return [(k, sizes[k]) for k in (mine or keys)]
+
+
 def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint: Optional[str],
-              region: Optional[str]) -> pathlib.Path:
+              region: Optional[str], model: Optional[str] = None) -> pathlib.Path:
     import boto3
+    import botocore
     import botocore.config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client(
+    session = boto3.session.Session()
+    # No credentials anywhere (Secret, identity): a public bucket, read with unsigned requests.
+    unsigned = {"signature_version": botocore.UNSIGNED} if session.get_credentials() is None else {}
+    client = session.client(
         "s3", endpoint_url=endpoint or None, region_name=region or None,
         # Our retries report progress and reasons; botocore's own stay few and quick.
         config=botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=10,
-                                      read_timeout=60),
+                                      read_timeout=60, **unsigned),
     )
     keys: list[tuple[str, int]] = []
 
@@ -201,6 +227,7 @@ def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint:
     with_retries(f"list s3://{loc.bucket}/{loc.key}", listing, retries, report)
     if not keys:
         raise FetchError("ModelNotFound", f"nothing under s3://{loc.bucket}/{loc.key}")
+    keys = _only_the_model([k for k, _ in keys], loc.key, model, dict(keys))
     single = len(keys) == 1 and keys[0][0] == loc.key
     root = dest / "objects"
     for key, size in keys:
@@ -209,9 +236,10 @@ def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint:
 
         def attempt(key: str = key, size: int = size, target: pathlib.Path = target) -> None:
             try:
-                body = client.get_object(Bucket=loc.bucket, Key=key)["Body"]
-                _write_stream(body.iter_chunks(CHUNK), target, Progress(size, f"s3://{loc.bucket}/{key}", report))
-            except (ClientError, BotoCoreError) as exc:
+                with contextlib.closing(client.get_object(Bucket=loc.bucket, Key=key)["Body"]) as body:
+                    _write_stream(body.iter_chunks(CHUNK), target,
+                                  Progress(size, f"s3://{loc.bucket}/{key}", report))
+            except (ClientError, BotoCoreError, OSError) as exc:
                 raise _s3_error(exc, loc) from exc
             if target.stat().st_size != size:
                 raise FetchError("IncompleteDownload", f"{key}: got {target.stat().st_size} of {size} bytes",
@@ -221,9 +249,9 @@ def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint:
     return root / loc.name if single else root
 
 
-def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int) -> pathlib.Path:
+def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int, model: Optional[str] = None) -> pathlib.Path:
     from google.api_core import exceptions as gexc
-    from google.auth.exceptions import GoogleAuthError
+    from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, TransportError
     from google.cloud import storage as gcs
 
     where = f"gs://{loc.bucket}/{loc.key}"
@@ -231,14 +259,20 @@ def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int) -> pathli
     def error(exc: Exception) -> FetchError:
         if isinstance(exc, gexc.NotFound):
             return FetchError("ModelNotFound" if loc.key else "NoSuchBucket", f"{where}: {exc.message}")
-        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized, GoogleAuthError)):
+        if isinstance(exc, (gexc.Forbidden, gexc.Unauthorized)) or (
+                isinstance(exc, GoogleAuthError) and not isinstance(exc, TransportError)):
             return FetchError("AccessDenied", f"{where}: check the credentials Secret or workload identity")
-        return FetchError("StorageError", f"{where}: {exc}", transient=isinstance(exc, gexc.ServerError))
+        transient = isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, TransportError, OSError))
+        return FetchError("StorageError", f"{where}: {exc}", transient=transient)
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         client = gcs.Client.create_anonymous_client()
     else:
-        client = gcs.Client()
+        try:
+            client = gcs.Client()
+        except DefaultCredentialsError:
+            # No key and no workload identity: a public bucket, read anonymously.
+            client = gcs.Client.create_anonymous_client()
     blobs: list = []
 
     def listing() -> None:
@@ -251,12 +285,14 @@ def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int) -> pathli
                 blob = bucket.get_blob(loc.key)
                 if blob is not None:
                     blobs.append(blob)
-        except (gexc.GoogleAPIError, GoogleAuthError) as exc:
+        except (gexc.GoogleAPIError, GoogleAuthError, OSError) as exc:
             raise error(exc) from exc
 
     with_retries(f"list {where}", listing, retries, report)
     if not blobs:
         raise FetchError("ModelNotFound", f"nothing under {where}")
+    by_name = {b.name: b for b in blobs}
+    blobs = [by_name[n] for n, _ in _only_the_model(list(by_name), loc.key, model, {n: 0 for n in by_name})]
     single = len(blobs) == 1 and blobs[0].name == loc.key
     root = dest / "objects"
     for blob in blobs:
@@ -268,8 +304,11 @@ def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int) -> pathli
                 with blob.open("rb", chunk_size=CHUNK) as stream:
                     _write_stream(iter(lambda: stream.read(CHUNK), b""), target,
                                   Progress(blob.size, f"gs://{loc.bucket}/{blob.name}", report))
-            except (gexc.GoogleAPIError, GoogleAuthError) as exc:
+            except (gexc.GoogleAPIError, GoogleAuthError, OSError) as exc:
                 raise error(exc) from exc
+            if blob.size is not None and target.stat().st_size != blob.size:
+                raise FetchError("IncompleteDownload", f"{blob.name}: got {target.stat().st_size} of {blob.size} bytes",
+                                 transient=True)
 
         with_retries(f"gs://{loc.bucket}/{blob.name}", attempt, retries, report)
     return root / loc.name if single else root
@@ -300,6 +339,11 @@ def _unpack(archive: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
                 t.extractall(into, filter="data")  # refuses absolute paths, '..', device files, escaping links
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise FetchError("BadArchive", f"{archive.name}: {exc}") from exc
+    # A relative link that is safe inside the unpack folder can point elsewhere once the model
+    # is moved into place: archives may not carry links at all.
+    links = [p for p in into.rglob("*") if p.is_symlink()]
+    if links:
+        raise FetchError("BadArchive", f"{archive.name}: links are not allowed ({links[0].relative_to(into)})")
     archive.unlink()
     return into
 
@@ -314,8 +358,11 @@ def _model_dir(found: pathlib.Path, model: str, fmt: Optional[str], work: pathli
     if found.is_file():
         filename = model_config.DEFAULT_FILENAMES.get(fmt or "")
         if not filename:
-            raise FetchError("NotAModelRepository",
-                             f"a single file ({found.name}) needs spec.model.format to be placed in a repository")
+            raise FetchError(
+                "NotAModelRepository",
+                f"a single file ({found.name}) is placed in a repository only with spec.model.format onnx or "
+                "tensorrt_plan (Triton completes their config); ship other formats with their config.pbtxt",
+            )
         target = work / "single" / model / "1" / filename
         target.parent.mkdir(parents=True)
         found.rename(target)
@@ -362,10 +409,13 @@ def fetch(
     loc = parse_uri(uri)
     repository.mkdir(parents=True, exist_ok=True)
     final = repository / model
-    marker = f"{uri}\n{checksum or ''}\n{config_overrides}\n"
+    marker = "\n".join([uri, checksum or "", fmt or "", endpoint or "", region or "", config_overrides]) + "\n"
     if (final / COMPLETE_MARKER).exists() and (final / COMPLETE_MARKER).read_text() == marker:
         report(f"{final} is already complete: nothing to fetch")
         return final
+    # What a killed earlier attempt left (an OOM kill, a node drain) is removed first.
+    for leftover in [*repository.glob(f".fetch-{model}-*"), *repository.glob(f".stale-{model}-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     # Beside the target (same filesystem: the final rename is atomic), hidden from Triton.
     work = repository / f".fetch-{model}-{uuid.uuid4().hex[:8]}"
     work.mkdir()
@@ -375,9 +425,9 @@ def fetch(
             if not found.is_dir():
                 raise FetchError("ModelNotFound", f"{loc.key} is not a directory of the mounted claim")
         elif loc.scheme == "s3":
-            found = _fetch_s3(loc, work / "download", report, retries, endpoint, region)
+            found = _fetch_s3(loc, work / "download", report, retries, endpoint, region, model)
         elif loc.scheme == "gs":
-            found = _fetch_gs(loc, work / "download", report, retries)
+            found = _fetch_gs(loc, work / "download", report, retries, model)
         else:
             found = _fetch_http(loc, work / "download", report, retries)
         if checksum:
@@ -393,7 +443,11 @@ def fetch(
         if loc.scheme == "file":
             model_dir = _linked(model_dir, work)
         versions = [p for p in model_dir.iterdir() if _is_version_dir(p)]
-        if not versions and fmt != "ensemble":
+        if not versions and fmt == "ensemble":
+            # Triton wants a version directory even for an ensemble; object stores drop empty ones.
+            (model_dir / "1").mkdir()
+            versions = [model_dir / "1"]
+        if not versions:
             raise FetchError("NotAModelRepository", f"{model}/ has no numeric version directory (e.g. {model}/1/)")
         config = model_dir / "config.pbtxt"
         existing = config.read_text() if config.exists() else None
