@@ -34,6 +34,7 @@ NODES = HERE / "nodes.yaml"
 KWOK_STAGES = HERE / "kwok-stages.yaml"
 SERVICE_CIDR = "10.96.0.0/16"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+PORT_ATTEMPTS = 3
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -171,16 +172,25 @@ def up(state: pathlib.Path = DEFAULT_STATE, bin_dir: pathlib.Path | None = None)
         say("a previous cluster is half up; tearing it down first")
         down(state)
     bin_dir = bin_dir or binaries()
-    try:
-        return _up(state, bin_dir)
-    except BaseException:
-        say("start-up failed; stopping what was started (logs are in the state directory until then)")
-        for name in _load_pids(state):
-            log = state / "logs" / f"{name}.log"
-            if log.exists():
-                print(f"--- {name} log tail ---\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
-        down(state)
-        raise
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return _up(state, bin_dir)
+        except BaseException as exc:
+            # A free port is chosen, then bound by another process: another process (even an
+            # outgoing connection) can take it in between. Such a start-up is simply tried again.
+            raced = "address already in use" in str(exc)
+            if not raced or attempt == PORT_ATTEMPTS:
+                say("start-up failed; stopping what was started")
+                for name in _load_pids(state):
+                    log = state / "logs" / f"{name}.log"
+                    if log.exists():
+                        print(f"--- {name} log tail ---\n{log.read_text(errors='replace')[-1500:]}",
+                              file=sys.stderr)
+                down(state)
+                raise
+            say(f"a chosen port was taken meanwhile; starting again with new ports ({attempt}/{PORT_ATTEMPTS})")
+            down(state)
+    raise AssertionError("unreachable")
 
 
 def _up(state: pathlib.Path, bin_dir: pathlib.Path) -> pathlib.Path:
