@@ -127,7 +127,7 @@ def test_conflict_writes_no_child_and_reports(fake_kube):
     body = isvc_body()
     outcome = run(fake_kube, body)
     assert [w for w in fake_kube.writes if w[0] != "status"] == []
-    assert outcome.problem.reason == "ChildConflict" and outcome.retry_after
+    assert outcome.problem.reason == "ChildConflict" and outcome.retryable
     assert cond(body, "Degraded")["reason"] == "ChildConflict"
     assert ("Warning", "ChildConflict") in [(e.type, e.reason) for e in fake_kube.events]
     assert fake_kube.objects[SVC]["metadata"]["uid"] == "theirs"
@@ -224,7 +224,7 @@ def test_only_invalid_objects_are_permanent_apply_problems(fake_kube, code, reas
     fake_kube.reject["Deployment"] = ApiError(code, "X", "no")
     outcome = run(fake_kube, isvc_body())
     assert outcome.problem.reason == reason and outcome.permanent is permanent
-    assert (outcome.retry_after is not None) is (not permanent)
+    assert outcome.retryable is (not permanent)
 
 
 def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):

@@ -12,10 +12,10 @@ from typing import Any, Optional
 
 import kopf
 
-from . import api, metrics, reconcile as reconcile_module, render
+from . import api, metrics, render
 from .config import OperatorConfig
 from .kube import ApiError, RestKube
-from .reconcile import Outcome, reconcile
+from .reconcile import RETRYABLE, Outcome, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def reconcile_inferenceservice(namespace: str, name: str, reason: str, **_: Any)
 
 def _retryable(status: Any) -> bool:
     for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == "Ready" and condition.get("reason") in reconcile_module.RETRY_AFTER:
+        if condition.get("type") == "Ready" and condition.get("reason") in RETRYABLE:
             return True
     return False
 

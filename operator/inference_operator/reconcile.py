@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 # Problems the user fixes in the spec: retrying before the spec changes cannot help.
 PERMANENT = {"InvalidSpec", "ApplyRejected", "InvalidQuantity"}
 # Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook): looked at
-# again after a while.
-RETRY_AFTER = {"ChildConflict": 60.0, "StorageNotFound": 30.0, "ApplyFailed": 30.0}
+# again after a while (the handlers' retry timer).
+RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "ApplyFailed"})
 # What the API server says about an object that can never be valid as built from this spec.
 INVALID = {400, 422}
 
@@ -43,8 +43,8 @@ class Outcome:
         return self.problem is not None and self.problem.reason in PERMANENT
 
     @property
-    def retry_after(self) -> Optional[float]:
-        return RETRY_AFTER.get(self.problem.reason) if self.problem else None
+    def retryable(self) -> bool:
+        return self.problem is not None and self.problem.reason in RETRYABLE
 
 
 def utcnow() -> str:
