@@ -132,11 +132,6 @@ def storage_source(storage_uri: str) -> PVCSource | RemoteSource:
     return RemoteSource(scheme)
 
 
-def needs_generated_config(spec: api.InferenceServiceSpec) -> bool:
-    """Settings that live in config.pbtxt (a mounted claim is then composed, not mounted as is)."""
-    return bool(model_config.overrides(spec))
-
-
 # ---- the predictor -------------------------------------------------------------------------
 
 
@@ -201,7 +196,7 @@ RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"
 
 
 def _storage_initializer(
-    spec: api.InferenceServiceSpec, config: OperatorConfig, scheme: str, uri: str
+    spec: api.InferenceServiceSpec, config: OperatorConfig, scheme: str, uri: str, overrides: str
 ) -> tuple[dict, list]:
     """The init container that fetches (or, from a claim, links) the model into the pod's repository."""
     model = spec.model
@@ -211,7 +206,6 @@ def _storage_initializer(
         args.append(f"--format={model.format.value}")
     if model.checksum:
         args.append(f"--checksum={model.checksum}")
-    overrides = model_config.overrides(spec)
     if overrides:
         args.append(f"--config-overrides={overrides}")
     storage = model.storage or api.StorageSpec()
@@ -248,7 +242,9 @@ def _storage(spec: api.InferenceServiceSpec, config: OperatorConfig) -> tuple[li
     repo_mount: dict[str, Any] = {"name": "model-repository", "mountPath": MODEL_MOUNT, "readOnly": True}
     mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, repo_mount]
     init: list[dict] = []
-    if isinstance(source, PVCSource) and not needs_generated_config(spec):
+    # Settings that live in config.pbtxt: a claim is then composed by the initializer, not mounted as is.
+    overrides = model_config.overrides(spec)
+    if isinstance(source, PVCSource) and not overrides:
         volumes.append({"name": "model-repository",
                         "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
         if source.path:
@@ -260,11 +256,11 @@ def _storage(spec: api.InferenceServiceSpec, config: OperatorConfig) -> tuple[li
         if source.path:
             source_mount["subPath"] = source.path
         volumes.append({"name": "model-source", "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
-        container, extra = _storage_initializer(spec, config, "file", f"file://{SOURCE_MOUNT}")
+        container, extra = _storage_initializer(spec, config, "file", f"file://{SOURCE_MOUNT}", overrides)
         container["volumeMounts"].append(source_mount)
         mounts.append(source_mount)
     else:
-        container, extra = _storage_initializer(spec, config, source.scheme, spec.model.storage_uri)
+        container, extra = _storage_initializer(spec, config, source.scheme, spec.model.storage_uri, overrides)
     init.append(container)
     volumes += extra
     return volumes, mounts, init

@@ -186,11 +186,19 @@ def _s3_error(exc: Exception, loc: Location) -> FetchError:
     return FetchError("StorageError", f"{where}: {exc}", transient=True)
 
 
-def _only_the_model(keys: list[str], prefix: str, model: Optional[str], sizes: dict) -> list[tuple[str, int]]:
+def _only_the_model(names: list[str], prefix: str, model: Optional[str]) -> list[str]:
     """From a repository root, only <model>/ is downloaded, not every model beside it."""
     base = f"{prefix}/" if prefix else ""
-    mine = [k for k in keys if model and k.startswith(f"{base}{model}/")]
-    return [(k, sizes[k]) for k in (mine or keys)]
+    mine = [n for n in names if model and n.startswith(f"{base}{model}/")]
+    return mine or names
+
+
+def _placement(loc: Location, root: pathlib.Path, names: list[str]) -> tuple[list[pathlib.Path], pathlib.Path]:
+    """Where each listed object is written, and what the fetch found: the one object the URI
+    names (a file or an archive), or the folder holding a prefix's objects."""
+    single = len(names) == 1 and names[0] == loc.key
+    targets = [_safe_relative(root, loc.name if single else n[len(loc.key):].lstrip("/")) for n in names]
+    return targets, (root / loc.name if single else root)
 
 
 def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint: Optional[str],
@@ -227,12 +235,11 @@ def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint:
     with_retries(f"list s3://{loc.bucket}/{loc.key}", listing, retries, report)
     if not keys:
         raise FetchError("ModelNotFound", f"nothing under s3://{loc.bucket}/{loc.key}")
-    keys = _only_the_model([k for k, _ in keys], loc.key, model, dict(keys))
-    single = len(keys) == 1 and keys[0][0] == loc.key
-    root = dest / "objects"
-    for key, size in keys:
-        relative = loc.name if single else key[len(loc.key):].lstrip("/")
-        target = _safe_relative(root, relative)
+    sizes = dict(keys)
+    names = _only_the_model(list(sizes), loc.key, model)
+    targets, found = _placement(loc, dest / "objects", names)
+    for key, target in zip(names, targets):
+        size = sizes[key]
 
         def attempt(key: str = key, size: int = size, target: pathlib.Path = target) -> None:
             try:
@@ -246,7 +253,7 @@ def _fetch_s3(loc: Location, dest: pathlib.Path, report, retries: int, endpoint:
                                  transient=True)
 
         with_retries(f"s3://{loc.bucket}/{key}", attempt, retries, report)
-    return root / loc.name if single else root
+    return found
 
 
 def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int, model: Optional[str] = None) -> pathlib.Path:
@@ -292,12 +299,10 @@ def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int, model: Op
     if not blobs:
         raise FetchError("ModelNotFound", f"nothing under {where}")
     by_name = {b.name: b for b in blobs}
-    blobs = [by_name[n] for n, _ in _only_the_model(list(by_name), loc.key, model, {n: 0 for n in by_name})]
-    single = len(blobs) == 1 and blobs[0].name == loc.key
-    root = dest / "objects"
-    for blob in blobs:
-        relative = loc.name if single else blob.name[len(loc.key):].lstrip("/")
-        target = _safe_relative(root, relative)
+    names = _only_the_model(list(by_name), loc.key, model)
+    targets, found = _placement(loc, dest / "objects", names)
+    for name, target in zip(names, targets):
+        blob = by_name[name]
 
         def attempt(blob=blob, target=target) -> None:
             try:
@@ -311,7 +316,7 @@ def _fetch_gs(loc: Location, dest: pathlib.Path, report, retries: int, model: Op
                                  transient=True)
 
         with_retries(f"gs://{loc.bucket}/{blob.name}", attempt, retries, report)
-    return root / loc.name if single else root
+    return found
 
 
 # ---- layout ----------------------------------------------------------------------------------
