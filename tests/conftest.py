@@ -11,10 +11,11 @@ from typing import Any, Optional
 import pytest
 import yaml
 
-from inference_operator import api
+from inference_operator import api, naming
 from inference_operator.children import Ref
 from inference_operator.config import OperatorConfig
 from inference_operator.kube import ApiError
+from inference_operator.observed import Observed
 from inference_operator.status import Event
 
 HERE = pathlib.Path(__file__).parent
@@ -52,20 +53,25 @@ class FakeKube:
         self.status_patches: list[dict[str, Any]] = []
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = itertools.count(1)
+        self.reads: list[str] = []
+        self.stale: bool = False  # patch_status answers 409, as for a stale resourceVersion
 
     # reads
     def get(self, ref: Ref) -> Optional[dict[str, Any]]:
+        self.reads.append(str(ref))
         obj = self.objects.get(ref)
         return copy.deepcopy(obj) if obj else None
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.pods)
-
-    def get_pvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return {"metadata": {"name": name}} if name in self.pvcs else None
-
-    def get_isvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return copy.deepcopy(self.isvcs.get((namespace, name)))
+    def observe(self, body: dict[str, Any], terminating: bool = False) -> Observed:
+        """What the operator's cache would hold: only children carrying this InferenceService's label."""
+        name = body["metadata"]["name"]
+        children = {
+            (ref.kind.kind, ref.name): copy.deepcopy(obj)
+            for ref, obj in self.objects.items()
+            if ((obj.get("metadata") or {}).get("labels") or {}).get(naming.ISVC_LABEL) == name
+        }
+        return Observed(isvc=copy.deepcopy(body), children=children, pods=tuple(copy.deepcopy(self.pods)),
+                        claims=frozenset(self.pvcs), namespace_terminating=terminating)
 
     # writes
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -73,6 +79,7 @@ class FakeKube:
 
         if obj["kind"] in self.reject:
             raise self.reject[obj["kind"]]
+        obj = copy.deepcopy(obj)
         ref = ref_of(obj)
         self.writes.append(("apply", str(ref)))
         previous = self.objects.get(ref)
@@ -92,9 +99,11 @@ class FakeKube:
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:
             del self.objects[ref]
 
-    def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> dict:
         """A JSON merge patch of status, applied as the API server does: null removes a key."""
         key = (namespace, name)
+        if self.stale:
+            raise ApiError(409, "Conflict", "the object has been modified", "patch", "inferenceservices/status")
         self.writes.append(("status", f"{namespace}/{name}"))
         self.status_patches.append(copy.deepcopy(patch))
         merged = dict(self.statuses.get(key) or (self.isvcs.get(key) or {}).get("status") or {})
@@ -106,7 +115,13 @@ class FakeKube:
         self.statuses[key] = merged
         self.last_status = copy.deepcopy(merged)
         if key in self.isvcs:
+            # What the API server answers: the whole object, status merged, a new resourceVersion.
             self.isvcs[key]["status"] = copy.deepcopy(merged)
+            self.isvcs[key]["metadata"]["resourceVersion"] = str(next(self._rv))
+            return copy.deepcopy(self.isvcs[key])
+        return {"kind": api.KIND, "metadata": {"namespace": namespace, "name": name,
+                                               "resourceVersion": str(next(self._rv))},
+                "status": copy.deepcopy(merged)}
 
     def event(self, isvc: api.InferenceService, event: Event) -> None:
         self.events.append(event)

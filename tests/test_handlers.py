@@ -1,159 +1,245 @@
-"""The kopf layer only translates: outcomes into kopf's retry semantics, and never returns a value."""
+"""The kopf layer and the runner: what is registered with kopf, and how passes are scheduled."""
+
+import copy
+import random
+import threading
 
 import kopf
 import pytest
 
-from inference_operator import handlers
+from inference_operator import cache, handlers, runner
 from inference_operator.kube import ApiError
-from inference_operator.reconcile import Outcome
-from inference_operator.status import Problem
 
 from .conftest import FakeKube, isvc_body
 
 
-def outcome(problem=None):
-    return Outcome(applied=[], deleted=[], status_written=False, problem=problem)
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
 
 
-@pytest.fixture
-def fake_pass(monkeypatch):
-    result = {}
-
-    def fake(body, kube, config):
-        if isinstance(result.get("value"), Exception):
-            raise result["value"]
-        return result["value"]
-
-    monkeypatch.setattr(handlers, "reconcile", fake)
-    kube = FakeKube()
-    kube.isvcs[("ns", "demo")] = isvc_body()
-    monkeypatch.setattr(handlers, "_kube", kube)
-    return result
+# ---- kopf registration ---------------------------------------------------------------------------
 
 
-def call(**kw):
-    return handlers.reconcile_inferenceservice(body=isvc_body(), namespace="ns", name="demo", reason="update", **kw)
-
-
-def test_success_returns_none(fake_pass):
-    fake_pass["value"] = outcome()
-    assert call() is None
-
-
-def test_spec_problem_is_permanent(fake_pass):
-    fake_pass["value"] = outcome(Problem("InvalidSpec", "bad"))
-    with pytest.raises(kopf.PermanentError):
-        call()
-
-
-def test_external_problem_is_left_to_the_retry_timer(fake_pass):
-    # No TemporaryError: kopf would write its progress annotations on every retry.
-    fake_pass["value"] = outcome(Problem("StorageNotFound", "no claim"))
-    assert call() is None
-
-
-@pytest.mark.parametrize("reason,retried", [("StorageNotFound", True), ("ChildConflict", True),
-                                            ("ApplyFailed", True), ("Available", False), ("InvalidSpec", False)])
-def test_retry_timer_only_acts_on_external_problems(monkeypatch, reason, retried):
-    calls = []
-    monkeypatch.setattr(handlers, "run_pass", lambda ns, name, trigger, wait=True: calls.append(trigger))
-    status = {"conditions": [{"type": "Ready", "status": "False", "reason": reason}]}
-    handlers.recheck_external_problem(namespace="ns", name="demo", status=status)
-    assert calls == (["retry"] if retried else [])
-
-
-def test_api_error_retries_soon(fake_pass):
-    fake_pass["value"] = ApiError(503, "Unavailable", "x")
-    with pytest.raises(kopf.TemporaryError) as err:
-        call()
-    assert err.value.delay == handlers.TRANSIENT_RETRY_SECONDS
-
-
-def test_child_event_without_owner_label_is_ignored(fake_pass):
-    fake_pass["value"] = AssertionError("must not run")
-    handlers.child_changed(body={"metadata": {"labels": {}}}, namespace="ns")
-
-
-def test_transport_errors_become_transient_api_errors():
-    import kubernetes
-
-    from inference_operator.kube import RestKube
-
-    config = kubernetes.client.Configuration()
-    config.host = "http://127.0.0.1:9"  # discard port: nothing listens
-    with pytest.raises(ApiError) as err:
-        RestKube(kubernetes.client.ApiClient(config)).get_isvc("ns", "x")
-    assert err.value.status == 0 and err.value.transient
-
-
-def test_triggers_during_a_pass_coalesce_into_one_more_pass(monkeypatch):
-    import threading
-
-    started, release = threading.Event(), threading.Event()
-    calls = []
-
-    def slow_pass(namespace, name, trigger):
-        calls.append(trigger)
-        if len(calls) == 1:
-            started.set()
-            release.wait(10)
-        return outcome()
-
-    monkeypatch.setattr(handlers, "_one_pass", slow_pass)
-    first = threading.Thread(target=handlers.run_pass, args=("ns", "demo", "child", False))
-    first.start()
-    assert started.wait(10)
-    # Ten child events while the first pass runs: none blocks, one more pass is owed.
-    for _ in range(10):
-        assert handlers.run_pass("ns", "demo", "child", wait=False) is None
-    waiter = threading.Thread(target=handlers.run_pass, args=("ns", "demo", "update", True))
-    waiter.start()
-    release.set()
-    first.join(10)
-    waiter.join(10)
-    assert calls == ["child", "child", "update"]
-    assert handlers._keys == {}
+def test_kopf_has_no_change_handlers_timers_or_daemons_so_it_adds_no_finalizer():
+    """Kopf puts its finalizer on objects with change handlers that need one, timers or daemons; a
+    delete while the operator is down would then hang. Only watching and indexing is registered."""
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == []
+    assert registry._spawning.get_all_handlers() == []
+    watching = {h.id for h in registry._watching.get_all_handlers()}
+    assert {"inferenceservice_event", "deployment_event", "pod_event", "service_event",
+            "poddisruptionbudget_event", "claim_event"} <= watching
+    indexing = {h.id for h in registry._indexing.get_all_handlers()}
+    assert {"cache_inferenceservice", "cache_deployment", "cache_pod", "cache_pvc", "cache_namespace"} <= indexing
 
 
 def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     monkeypatch.setattr(handlers, "kubernetes_login", lambda: None)
+    monkeypatch.setattr(handlers.RUNNER, "start", lambda: None)
     settings = kopf.OperatorSettings()
     handlers.configure(settings=settings)
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
-    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
-    assert settings.persistence.diffbase_storage.prefix == "serving.inference-operator.io"
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.posting.enabled is False
     assert len(list(settings.watching.label_selectors)) == 4
 
 
-def test_handlers_are_registered_with_kopf():
-    registry = kopf.get_default_registry()
-    ids = {h.id for h in registry._changing.get_all_handlers()}
-    assert any("reconcile_inferenceservice" in i for i in ids)
-    watching = {h.id for h in registry._watching.get_all_handlers()}
-    assert any("child_changed" in i for i in watching)
+@pytest.mark.parametrize("status,urgent", [({}, True), ({"observedGeneration": 1}, True),
+                                           ({"observedGeneration": 2}, False)])
+def test_a_spec_no_pass_has_acted_on_is_urgent(status, urgent):
+    body = isvc_body()
+    body["metadata"]["generation"] = 2
+    body["status"] = status
+    assert handlers._new_work(body) is urgent
 
 
-def test_each_pass_rereads_the_inferenceservice_so_stale_triggers_write_nothing(monkeypatch):
-    """Child events queue behind the lock; each must see the status the previous pass wrote."""
+# ---- a pass through the cache --------------------------------------------------------------------
+
+
+def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(monkeypatch):
     kube = FakeKube()
-    kube.isvcs[("ns", "demo")] = isvc_body()
-    stale_body = isvc_body()  # what kopf delivered before our first status write
+    store = cache.Store()
     monkeypatch.setattr(handlers, "_kube", kube)
-    stale = {"metadata": {"labels": {"serving.inference-operator.io/inferenceservice": "demo"}}}
-    handlers.child_changed(body=stale, namespace="ns")
-    first = list(kube.writes)
-    assert ("status", "ns/demo") in first
+    monkeypatch.setattr(handlers, "STORE", store)
+    body = isvc_body()
+    body["metadata"]["resourceVersion"] = "1"
+    kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
+    store.upsert(cache.ISVC, body)
+    store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    handlers.process(("ns", "demo"), 0)
+    assert [w[0] for w in kube.writes] == ["apply", "apply", "status"]
+    # The cache now holds what the API server answered, before any watch event: the next pass,
+    # even one woken by a late event carrying the old InferenceService, writes nothing.
+    assert store.get("Deployment", "ns", "demo-predictor") is not None
+    assert store.get(cache.ISVC, "ns", "demo")["status"]["observedGeneration"] == 1
+    store.upsert(cache.ISVC, body)  # the late, older event: ignored
+    kube.writes.clear()
+    kube.reads.clear()
+    handlers.process(("ns", "demo"), 0)
+    assert kube.writes == [] and kube.reads == []
+
+
+def test_a_pass_for_an_inferenceservice_not_in_the_cache_does_nothing(monkeypatch):
+    kube = FakeKube()
+    monkeypatch.setattr(handlers, "_kube", kube)
+    monkeypatch.setattr(handlers, "STORE", cache.Store())
+    assert handlers.process(("ns", "gone"), 0) == runner.Result()
+    assert kube.writes == [] and kube.reads == []
+
+
+# ---- the work queue ------------------------------------------------------------------------------
+
+
+def test_a_key_is_queued_once_however_often_it_is_added():
+    q = runner.WorkQueue()
+    for _ in range(10):
+        q.add("a")
+    assert len(q) == 1
+    assert q.get(0) == "a"
+    assert q.get(0) is None
+
+
+def test_adds_during_processing_coalesce_into_one_more_pass():
+    q = runner.WorkQueue()
+    q.add("a")
+    assert q.get(0) == "a"
+    for _ in range(10):
+        q.add("a")  # events while the pass runs
+    assert q.get(0) is None  # never handed to two workers at once
+    q.done("a")
+    assert q.get(0) == "a"
+    q.done("a")
+    assert q.get(0) is None
+
+
+def test_new_work_goes_before_background_work():
+    q = runner.WorkQueue()
+    for key in ("resume-1", "resume-2", "resume-3"):
+        q.add(key)
+    q.add("new", urgent=True)
+    q.add("resume-2", urgent=True)  # a resume that turns out to be new work is promoted
+    order = []
+    while (key := q.get(0)) is not None:
+        order.append(key)
+        q.done(key)
+    assert order == ["new", "resume-2", "resume-1", "resume-3"]
+
+
+def test_delayed_keys_come_due_and_the_earliest_booking_wins():
+    clock = Clock()
+    q = runner.WorkQueue(clock)
+    q.add_after("a", 10)
+    q.add_after("a", 30)  # later: the earlier booking stands
+    q.add_after("b", 5)
+    assert q.get(0) is None
+    clock.now = 6
+    assert q.get(0) == "b"
+    q.done("b")
+    clock.now = 11
+    assert q.get(0) == "a"
+    q.done("a")
+    clock.now = 31
+    assert q.get(0) is None
+
+
+def test_a_forgotten_key_does_not_come_back():
+    clock = Clock()
+    q = runner.WorkQueue(clock)
+    q.add_after("a", 10)
+    q.forget("a")
+    clock.now = 11
+    assert q.get(0) is None
+
+
+@pytest.mark.parametrize("failures,low,high", [(1, 0.25, 0.5), (2, 0.5, 1), (5, 4, 8), (20, 150, 300)])
+def test_backoff_doubles_is_capped_and_jittered(failures, low, high):
+    delays = [runner.backoff(failures, random.Random(seed).uniform) for seed in range(50)]
+    assert all(low <= d <= high for d in delays)
+    assert len(set(delays)) > 1  # jittered, so failing objects spread out
+
+
+# ---- the runner ----------------------------------------------------------------------------------
+
+
+def test_a_failed_pass_is_retried_with_backoff_and_never_dropped():
+    clock = Clock()
+    calls = []
+
+    def process(key, failures):
+        calls.append(failures)
+        if len(calls) < 4:
+            raise ApiError(503, "ServiceUnavailable", "down")
+        return runner.Result()
+
+    r = runner.Runner(process, clock=clock, rng=random.Random(1))
+    r.enqueue("a")
+    assert r.process_one(0)
     for _ in range(3):
-        handlers.child_changed(body=stale, namespace="ns")
-        handlers.reconcile_inferenceservice(body=stale_body, reason="update", namespace="ns", name="demo")
-    assert kube.writes == first
-    assert [e.reason for e in kube.events].count("RollingOut") == 1
+        assert r.queue.get(0) is None  # not before its backoff
+        clock.now += 400
+        assert r.process_one(0)
+    assert calls == [0, 1, 2, 3]  # the pass is told how many failed before it
+    assert r.failures("a") == 0  # reset by the success
+    clock.now += 10_000
+    assert not r.process_one(0)
 
 
-def test_a_deleted_inferenceservice_is_not_reconciled(monkeypatch):
-    kube = FakeKube()
-    monkeypatch.setattr(handlers, "_kube", kube)
-    assert handlers.run_pass("ns", "gone", "child") is None
-    assert kube.writes == []
+def test_a_pass_asks_to_run_again():
+    clock = Clock()
+    r = runner.Runner(lambda key, failures: runner.Result(requeue_after=30), clock=clock)
+    r.enqueue("a")
+    assert r.process_one(0)
+    assert 29 <= r.queue.delayed("a") <= 30
+    clock.now = 31
+    assert r.process_one(0)
+
+
+def test_resync_spreads_every_key_over_the_period():
+    clock = Clock()
+    keys = [f"k{i}" for i in range(1000)]
+    r = runner.Runner(lambda k, f: runner.Result(), resync_seconds=600, keys=lambda: keys, clock=clock,
+                      rng=random.Random(7))
+    r.resync()
+    due = sorted(r.queue.delayed(k) for k in keys)
+    # No burst: about a tenth of the keys in each tenth of the period.
+    for tenth in range(10):
+        n = sum(1 for d in due if tenth * 60 <= d < (tenth + 1) * 60)
+        assert 60 <= n <= 140, (tenth, n)
+
+
+def test_workers_run_passes_for_different_keys_in_parallel_but_never_one_key_twice():
+    running: dict[str, int] = {}
+    overlap = []
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=5)
+
+    def process(key, failures):
+        with lock:
+            running[key] = running.get(key, 0) + 1
+            if running[key] > 1:
+                overlap.append(key)
+        if key in ("a", "b"):
+            both.wait()  # a and b must be in flight together, or this times out
+        with lock:
+            running[key] -= 1
+        return runner.Result()
+
+    r = runner.Runner(process, workers=3, resync_seconds=3600)
+    r.start()
+    try:
+        r.enqueue("a")
+        r.enqueue("b")
+        for _ in range(50):
+            r.enqueue("c")
+    finally:
+        import time
+
+        deadline = time.monotonic() + 5
+        while len(r.queue) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r.stop()
+    assert overlap == [] and not both.broken

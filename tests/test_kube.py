@@ -78,18 +78,47 @@ def test_delete_has_a_uid_precondition(kube):
     assert req["method"] == "DELETE" and req["body"]["preconditions"] == {"uid": "uid-1"}
 
 
-def test_status_is_a_merge_patch_on_the_status_subresource(kube):
-    kube.patch_status("ns", "demo", {"observedGeneration": 2})
+def test_status_is_a_merge_patch_under_our_field_manager_with_a_resource_version(kube):
+    kube.patch_status("ns", "demo", {"observedGeneration": 2}, "41")
     (req,) = Recorder.requests
-    assert req["path"] == f"/apis/{api.API_VERSION}/namespaces/ns/inferenceservices/demo/status"
+    assert req["path"] == (f"/apis/{api.API_VERSION}/namespaces/ns/inferenceservices/demo/status"
+                           "?fieldManager=inference-operator")
     assert req["content_type"] == "application/merge-patch+json"
-    assert req["body"] == {"status": {"observedGeneration": 2}}
+    assert req["body"] == {"metadata": {"resourceVersion": "41"}, "status": {"observedGeneration": 2}}
 
 
-def test_list_pods_uses_the_label_selector(kube):
-    Recorder.replies[("GET", "/api/v1/namespaces/ns/pods")] = (200, {"items": [{"metadata": {"name": "p"}}]})
-    assert kube.list_pods("ns", "a=b,c=d") == [{"metadata": {"name": "p"}}]
-    assert Recorder.requests[0]["path"] == "/api/v1/namespaces/ns/pods?labelSelector=a%3Db%2Cc%3Dd"
+def test_a_stale_status_write_is_a_conflict(kube):
+    Recorder.replies[("PATCH", f"/apis/{api.API_VERSION}/namespaces/ns/inferenceservices/demo/status")] = (
+        409, {"reason": "Conflict", "message": "the object has been modified"})
+    with pytest.raises(ApiError) as err:
+        kube.patch_status("ns", "demo", {}, "1")
+    assert err.value.kind == "conflict" and err.value.verb == "patch"
+    assert err.value.resource == "inferenceservices/status"
+
+
+@pytest.mark.parametrize(
+    "status,message,kind",
+    [(0, "", "transient"), (429, "", "transient"), (500, "", "transient"), (503, "", "transient"),
+     (409, "", "conflict"), (403, "forbidden", "refused"), (401, "", "refused"), (422, "", "invalid"),
+     (400, "", "invalid"), (404, "", "gone"),
+     (403, "unable to create new content in namespace x because it is being terminated", "terminating")],
+)
+def test_errors_are_classified_once(status, message, kind):
+    assert ApiError(status, "R", message).kind == kind
+
+
+def test_requests_are_counted_by_verb_and_resource(kube):
+    from inference_operator import metrics
+
+    def count(verb, resource):
+        return metrics.API_REQUESTS.labels(verb, resource, "200")._value.get()
+
+    before = count("apply", "deployments"), count("get", "deployments"), count("patch", "inferenceservices/status")
+    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}})
+    kube.get(Ref(DEPLOYMENT, "ns", "d"))
+    kube.patch_status("ns", "demo", {}, "1")
+    after = count("apply", "deployments"), count("get", "deployments"), count("patch", "inferenceservices/status")
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 1]
 
 
 def test_event_regards_the_inferenceservice(kube):

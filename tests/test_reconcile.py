@@ -7,7 +7,7 @@ import pytest
 from inference_operator import render
 from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
-from inference_operator.reconcile import reconcile
+from inference_operator.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
 
 from .conftest import CONFIG, isvc_body
 
@@ -22,7 +22,7 @@ def clock():
 
 def run(kube, body):
     """One pass; the body's status is updated as the API server would after our patch."""
-    outcome = reconcile(copy.deepcopy(body), kube, CONFIG, now=clock)
+    outcome = reconcile(kube.observe(body), kube, CONFIG, now=clock)
     if outcome.status_written:
         body["status"] = copy.deepcopy(kube.last_status)
     return outcome
@@ -218,13 +218,96 @@ def test_a_field_that_disappears_is_removed_from_status_and_the_next_pass_is_qui
     assert fake_kube.writes == []
 
 
-@pytest.mark.parametrize("code,reason,permanent", [(403, "ApplyFailed", False), (404, "ApplyFailed", False),
-                                                   (422, "ApplyRejected", True), (400, "ApplyRejected", True)])
-def test_only_invalid_objects_are_permanent_apply_problems(fake_kube, code, reason, permanent):
-    fake_kube.reject["Deployment"] = ApiError(code, "X", "no")
-    outcome = run(fake_kube, isvc_body())
+@pytest.mark.parametrize(
+    "error,reason,permanent",
+    [
+        (ApiError(403, "Forbidden", 'cannot patch resource "deployments"', "apply", "deployments"), "Forbidden", False),
+        (ApiError(403, "Forbidden", "exceeded quota: gpus", "apply", "deployments"), "Forbidden", False),
+        (ApiError(422, "Invalid", "spec.template: bad"), "ApplyRejected", True),
+        (ApiError(400, "BadRequest", "admission webhook denied"), "ApplyRejected", True),
+    ],
+)
+def test_write_errors_become_conditions_by_class(fake_kube, error, reason, permanent):
+    fake_kube.reject["Deployment"] = error
+    body = isvc_body()
+    outcome = run(fake_kube, body)
     assert outcome.problem.reason == reason and outcome.permanent is permanent
     assert outcome.retryable is (not permanent)
+    # Refusals are looked at again slowly; spec problems wait for the spec to change.
+    assert outcome.requeue_after == (None if permanent else SLOW_RETRY_SECONDS)
+    assert cond(body, "Degraded")["reason"] == reason
+    assert ("Warning", reason) in [(e.type, e.reason) for e in fake_kube.events]
+
+
+def test_a_refusal_names_the_verb_and_the_resource(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(403, "Forbidden", "RBAC: nope", "apply", "deployments")
+    body = isvc_body()
+    run(fake_kube, body)
+    assert "refused to apply deployments (Deployment/demo-predictor)" in cond(body, "Degraded")["message"]
+
+
+def test_a_refusal_retried_while_nothing_changes_writes_nothing(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(403, "Forbidden", "RBAC: nope", "apply", "deployments")
+    body = isvc_body()
+    run(fake_kube, body)
+    fake_kube.writes.clear()
+    fake_kube.events.clear()
+    for _ in range(5):
+        outcome = run(fake_kube, body)
+        assert outcome.requeue_after == SLOW_RETRY_SECONDS
+    assert fake_kube.writes == [] and fake_kube.events == []
+
+
+@pytest.mark.parametrize("code", [0, 409, 429, 500, 503, 404])
+def test_transient_errors_raise_until_they_persist_then_are_reported(fake_kube, code):
+    fake_kube.reject["Deployment"] = ApiError(code, "X", "down")
+    body = isvc_body()
+    for failures in range(REPORT_AFTER_FAILURES - 1):
+        with pytest.raises(ApiError):
+            reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock, failures=failures)
+    assert fake_kube.writes == []  # invisible while it is being retried
+    outcome = reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock,
+                        failures=REPORT_AFTER_FAILURES - 1)
+    assert outcome.problem.reason == "TransientError" and outcome.requeue_after == SLOW_RETRY_SECONDS
+    assert fake_kube.writes == [("status", "ns/demo")]
+
+
+def test_a_terminating_namespace_is_left_alone(fake_kube):
+    body = isvc_body()
+    outcome = reconcile(fake_kube.observe(body, terminating=True), fake_kube, CONFIG, now=clock)
+    assert outcome.skipped and fake_kube.writes == [] and fake_kube.reads == []
+
+
+def test_a_refusal_because_the_namespace_terminates_is_not_a_problem(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(
+        403, "Forbidden", "unable to create new content in namespace ns because it is being terminated")
+    outcome = run(fake_kube, isvc_body())
+    assert outcome.skipped and outcome.problem is None and fake_kube.writes == []
+
+
+def test_a_stale_status_write_raises_for_the_runner_to_rerun(fake_kube):
+    fake_kube.stale = True
+    with pytest.raises(ApiError) as err:
+        run(fake_kube, isvc_body())
+    assert err.value.kind == "conflict"
+
+
+def test_an_unchanged_pass_sends_no_request_at_all(fake_kube):
+    body = isvc_body(replicas=1)
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    fake_kube.writes.clear()
+    fake_kube.reads.clear()
+    fake_kube.events.clear()
+    run(fake_kube, body)
+    assert fake_kube.writes == [] and fake_kube.reads == [] and fake_kube.events == []
+
+
+def test_only_children_the_cache_does_not_show_are_looked_up_before_creation(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    assert sorted(fake_kube.reads) == ["Deployment/demo-predictor", "Service/demo"]
 
 
 def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):
@@ -236,7 +319,7 @@ def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):
     run(fake_kube, body)
     assert ("apply", "Deployment/demo-predictor") in fake_kube.writes[-3:]
     ready = cond(body, "Ready")
-    assert ready["reason"] == "ApplyFailed" and "keeps serving" not in ready["message"]
+    assert ready["reason"] == "Forbidden" and "keeps serving" not in ready["message"]
 
 
 def test_a_remote_model_needs_no_claim_and_gets_an_init_container(fake_kube):

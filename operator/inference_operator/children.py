@@ -9,7 +9,7 @@ import copy
 import dataclasses
 from typing import Any, Optional
 
-from . import api, render
+from . import api, naming
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ def ref_of(obj: dict[str, Any]) -> Ref:
 
 def possible_refs(isvc: api.InferenceService) -> list[Ref]:
     """Every child this InferenceService can ever have; names are deterministic."""
-    n = render.names(isvc.name)
+    n = naming.names(isvc.name)
     ns = isvc.namespace
     return [Ref(DEPLOYMENT, ns, n.predictor), Ref(SERVICE, ns, n.service), Ref(PDB, ns, n.pdb)]
 
@@ -69,7 +69,7 @@ def stamp(obj: dict[str, Any], isvc: api.InferenceService) -> dict[str, Any]:
     result = copy.deepcopy(obj)
     meta = result["metadata"]
     meta["ownerReferences"] = [owner_reference(isvc)]
-    meta.setdefault("annotations", {})[render.SPEC_HASH_ANNOTATION] = render.content_hash(result)
+    meta.setdefault("annotations", {})[naming.SPEC_HASH_ANNOTATION] = naming.content_hash(result)
     return result
 
 
@@ -81,7 +81,7 @@ def controller_uid(obj: dict[str, Any]) -> Optional[str]:
 
 
 def spec_hash(obj: dict[str, Any]) -> Optional[str]:
-    return (obj.get("metadata", {}).get("annotations") or {}).get(render.SPEC_HASH_ANNOTATION)
+    return (obj.get("metadata", {}).get("annotations") or {}).get(naming.SPEC_HASH_ANNOTATION)
 
 
 def _get(obj: dict[str, Any], *path: str) -> Any:

@@ -1,37 +1,36 @@
-"""The kopf layer: parse the trigger, delegate to ``reconcile``, translate the outcome. Nothing else.
+"""The kopf layer: watches feed the cache and wake the runner; the runner's passes reconcile.
 
-Handlers are plain ``def``s: kopf runs them in a thread pool, so the blocking client is safe here.
+Kopf is used for what it does well, watching: list+watch with reconnects and timeouts, and an
+index barrier (kopf calls no event handler before every indexed kind has been listed once), so
+the first passes after a start see the whole world, not half of it. Kopf writes nothing: there
+are no change handlers, timers or daemons, so no kopf finalizer, progress or diff-base annotation
+is ever put on an InferenceService (a finalizer an older version left is removed by kopf itself).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import threading
-from typing import Any, Optional
+from typing import Any, Hashable, Mapping
 
 import kopf
 
-from . import api, metrics, render
+from . import api, cache, metrics, naming, runner
 from .config import OperatorConfig
-from .kube import ApiError, RestKube
-from .reconcile import RETRYABLE, Outcome, reconcile
+from .kube import RestKube
+from .reconcile import Outcome, reconcile
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_RETRY_SECONDS = 10
-# Problems outside the spec (a missing claim, a name taken, RBAC) are looked at again this often.
-# A timer does it, not kopf's TemporaryError: each of those retries writes kopf's progress
-# annotations, and an unchanged InferenceService must see no writes.
-RETRY_CHECK_SECONDS = 30
-# A full pass now and then, in case a watch event was missed or a child pass failed.
+# A full pass over every InferenceService per period, spread over it, in case an event was missed.
 RESYNC_SECONDS = 600
-CHILD_LABELS = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
-CHILD_RESOURCES = (("apps", "v1", "deployments"), ("", "v1", "pods"), ("", "v1", "services"),
-                   ("policy", "v1", "poddisruptionbudgets"))
+WORKERS = 4
+CHILD_LABELS = {"app.kubernetes.io/managed-by": naming.MANAGED_BY}
+CHILD_RESOURCES = (("apps", "v1", "deployments", "Deployment"), ("", "v1", "pods", "Pod"),
+                   ("", "v1", "services", "Service"), ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"))
 
 _config = OperatorConfig.from_env()
 _kube: RestKube | None = None
+STORE = cache.Store()
 
 
 def kube() -> RestKube:
@@ -41,9 +40,41 @@ def kube() -> RestKube:
     return _kube
 
 
+def process(key: Hashable, failures: int) -> runner.Result:
+    """One pass for (namespace, name), from the cache; what it wrote goes back into the cache."""
+    namespace, name = key  # type: ignore[misc]
+    observed = STORE.observe(namespace, name)
+    if observed is None:
+        return runner.Result()  # gone: garbage collection takes the children
+    trigger = "retry" if failures else "pass"
+    with metrics.RECONCILE_SECONDS.labels(trigger).time():
+        try:
+            outcome = reconcile(observed, kube(), _config, failures=failures)
+        except Exception:
+            metrics.RECONCILES.labels(trigger, "error").inc()
+            raise
+    record(outcome)
+    metrics.RECONCILES.labels(trigger, "problem" if outcome.problem else "ok").inc()
+    metrics.WRITES.labels(namespace).inc(outcome.writes)
+    return runner.Result(requeue_after=outcome.requeue_after)
+
+
+def record(outcome: Outcome) -> None:
+    for obj in outcome.written:
+        STORE.upsert(obj["kind"], obj)
+    for ref in outcome.removed:
+        STORE.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name}})
+    if outcome.isvc is not None:
+        STORE.upsert(cache.ISVC, outcome.isvc)
+
+
+RUNNER = runner.Runner(process, workers=WORKERS, resync_seconds=RESYNC_SECONDS,
+                       keys=lambda: STORE.keys(cache.ISVC))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Kopf's bookkeeping goes to our own annotations; status stays ours and schema-strict.
+    # Kopf keeps no state on our objects; were it ever to, annotations under our prefix, not status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=api.GROUP, key="last-handled-configuration"
@@ -54,12 +85,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     # Only our children are streamed from the API server, not every pod of the cluster.
     selector = ",".join(f"{k}={v}" for k, v in CHILD_LABELS.items())
-    for resource in CHILD_RESOURCES:
-        settings.watching.label_selectors[resource] = selector
+    for group, version, plural, _kind in CHILD_RESOURCES:
+        settings.watching.label_selectors[(group, version, plural)] = selector
     # Events are ours alone (on transitions); kopf would post one per handler run.
     settings.posting.enabled = False
-    settings.execution.max_workers = 8
     kubernetes_login()
+    RUNNER.start()
+
+
+@kopf.on.cleanup()
+def shutdown(**_: Any) -> None:
+    RUNNER.stop()
 
 
 def kubernetes_login() -> None:
@@ -71,124 +107,89 @@ def kubernetes_login() -> None:
         kubernetes.config.load_kube_config()
 
 
-# ---- one pass at a time per InferenceService, triggers coalesced ------------------------------
+def _raw(body: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(body)
 
 
-@dataclasses.dataclass
-class _Key:
-    running: bool = False
-    pending: bool = False
-    waiters: int = 0
+def _owner(body: Mapping[str, Any]) -> str | None:
+    return ((body.get("metadata") or {}).get("labels") or {}).get(naming.ISVC_LABEL)
 
 
-_keys: dict[tuple[str, str], _Key] = {}
-_cond = threading.Condition()
+def _key(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace") or "", meta["name"]
 
 
-def run_pass(namespace: str, name: str, trigger: str, wait: bool = True) -> Optional[Outcome]:
-    """Reconcile one InferenceService; passes for the same object never overlap.
-
-    A trigger that finds a pass running either waits for it (``wait``: the InferenceService's
-    own handlers, which need the outcome) or asks it to go round once more and returns at once
-    (child events and timers): a burst of pod events costs one or two passes, not one each, and
-    no worker thread sits blocked.
-    """
-    key = (namespace, name)
-    with _cond:
-        state = _keys.setdefault(key, _Key())
-        if state.running:
-            if not wait:
-                state.pending = True
-                return None
-            state.waiters += 1
-            while state.running:
-                _cond.wait()
-            state.waiters -= 1
-        state.running = True
-    try:
-        while True:
-            with _cond:
-                state.pending = False
-            outcome = _one_pass(namespace, name, trigger)
-            with _cond:
-                if not state.pending:
-                    return outcome
-    finally:
-        with _cond:
-            state.running = False
-            if not state.pending and not state.waiters:
-                _keys.pop(key, None)
-            _cond.notify_all()
+def _new_work(body: Mapping[str, Any]) -> bool:
+    """A spec no pass has acted on yet: it goes before resumes and resyncs."""
+    generation = (body.get("metadata") or {}).get("generation")
+    return (body.get("status") or {}).get("observedGeneration") != generation
 
 
-def _one_pass(namespace: str, name: str, trigger: str) -> Optional[Outcome]:
-    with metrics.RECONCILE_SECONDS.labels(trigger).time():
-        try:
-            # Read here, inside the pass: a trigger that waited must see the status the previous
-            # pass wrote, or it would write that status (and its Events) again.
-            body = kube().get_isvc(namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return None  # gone, or going: garbage collection takes the children
-            outcome = reconcile(body, kube(), _config)
-        except ApiError as exc:
-            metrics.RECONCILES.labels(trigger, "error").inc()
-            log.warning("reconcile of %s/%s failed: %s", namespace, name, exc)
-            raise
-        metrics.RECONCILES.labels(trigger, "problem" if outcome.problem else "ok").inc()
-        metrics.WRITES.labels(namespace).inc(outcome.writes)
-        return outcome
+# ---- the cache: kopf calls index functions for every listed or changed object (not deletions),
+# before any event handler, and holds event handlers until every indexed kind is listed. --------
 
 
-# ---- triggers -------------------------------------------------------------------------------
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def cache_inferenceservice(body: kopf.Body, **_: Any) -> None:
+    STORE.upsert(cache.ISVC, _raw(body))
 
 
-@kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
-@kopf.on.update(api.GROUP, api.VERSION, api.PLURAL)
-def reconcile_inferenceservice(namespace: str, name: str, reason: str, **_: Any) -> None:
-    try:
-        outcome = run_pass(namespace, name, str(reason))
-    except ApiError as exc:
-        raise kopf.TemporaryError(str(exc), delay=TRANSIENT_RETRY_SECONDS) from exc
-    if outcome is not None and outcome.permanent:
-        # Status and a Warning Event already say why; kopf stops until the spec changes.
-        raise kopf.PermanentError(outcome.problem.message)
-    # Returning None keeps kopf from writing a handler result into status.
+def _cache_child(kind: str):
+    async def index(body: kopf.Body, **_: Any) -> None:
+        STORE.upsert(kind, _raw(body))
+
+    index.__name__ = f"cache_{kind.lower()}"
+    return index
 
 
-def _retryable(status: Any) -> bool:
-    for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") == "Ready" and condition.get("reason") in RETRYABLE:
-            return True
-    return False
+for _group, _version, _plural, _kind in CHILD_RESOURCES:
+    kopf.index(_group, _version, _plural, labels=CHILD_LABELS, id=f"cache_{_kind.lower()}")(_cache_child(_kind))
+
+kopf.index("", "v1", "persistentvolumeclaims", id="cache_pvc")(_cache_child(cache.PVC))
+kopf.index("", "v1", "namespaces", id="cache_namespace")(_cache_child(cache.NAMESPACE))
 
 
-@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RETRY_CHECK_SECONDS)
-def recheck_external_problem(namespace: str, name: str, status: Any, **_: Any) -> None:
-    """A missing claim may be created, a conflicting object deleted: look again, quietly."""
-    if _retryable(status):
-        _nudge(namespace, name, "retry")
+# ---- triggers: every event wakes the runner for the InferenceService it concerns ---------------
 
 
-@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(namespace: str, name: str, **_: Any) -> None:
-    _nudge(namespace, name, "resync")
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
+    key = _key(body)
+    if type == "DELETED":
+        STORE.remove(cache.ISVC, _raw(body))
+        RUNNER.forget(key)
+        return
+    RUNNER.enqueue(key, urgent=_new_work(body))
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "pods", labels=CHILD_LABELS)
-@kopf.on.event("", "v1", "services", labels=CHILD_LABELS)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=CHILD_LABELS)
-def child_changed(body: kopf.Body, namespace: str, **_: Any) -> None:
-    """A child moved: recompute its InferenceService (status, or a re-create if it was deleted)."""
-    owner = (body.get("metadata", {}).get("labels") or {}).get(render.ISVC_LABEL)
-    if owner:
-        _nudge(namespace, owner, "child")
+def _child_event(kind: str):
+    async def handler(type: str, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            STORE.remove(kind, _raw(body))
+        owner = _owner(body)
+        if owner:
+            RUNNER.enqueue((_key(body)[0], owner))
+
+    handler.__name__ = f"{kind.lower()}_event"
+    return handler
 
 
-def _nudge(namespace: str, name: str, trigger: str) -> None:
-    try:
-        run_pass(namespace, name, trigger, wait=False)
-    except ApiError as exc:
-        # Timers and the next event look again; a nudge never fails its handler.
-        log.warning("%s pass for %s/%s: %s", trigger, namespace, name, exc)
+for _group, _version, _plural, _kind in CHILD_RESOURCES:
+    kopf.on.event(_group, _version, _plural, labels=CHILD_LABELS, id=f"{_kind.lower()}_event")(_child_event(_kind))
+
+
+@kopf.on.event("", "v1", "persistentvolumeclaims")
+async def claim_event(type: str, body: kopf.Body, **_: Any) -> None:
+    """A claim appeared or went: the InferenceServices that name it look again, at once."""
+    if type == "DELETED":
+        STORE.remove(cache.PVC, _raw(body))
+    namespace, claim = _key(body)
+    for name in STORE.users_of_claim(namespace, claim):
+        RUNNER.enqueue((namespace, name))
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def namespace_event(type: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        STORE.remove(cache.NAMESPACE, _raw(body))

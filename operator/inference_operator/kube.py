@@ -15,40 +15,62 @@ from urllib.parse import quote
 import kubernetes
 import urllib3
 
-from . import api
+from . import api, metrics
 from .children import Ref, ref_of
 from .config import FIELD_MANAGER
 from .status import Event
 
 
+# The error classes, decided once, here; the pass and the runner act on the class, never a code.
+TRANSIENT = "transient"  # connection trouble, 429, 5xx: retried with backoff, reported if it persists
+CONFLICT = "conflict"  # a stale resourceVersion or an object that already exists: run the pass again
+REFUSED = "refused"  # RBAC, quota, an admission webhook: a condition and an Event, retried slowly
+INVALID = "invalid"  # the object as built from the spec is invalid: a condition until the spec changes
+GONE = "gone"  # 404
+TERMINATING = "terminating"  # the namespace is being deleted: nothing to do
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, verb: str = "", resource: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.verb = verb
+        self.resource = resource
+
+    @property
+    def kind(self) -> str:
+        if self.status == 404:
+            return GONE
+        if self.status == 409:
+            return CONFLICT
+        if self.status in (400, 422):
+            return INVALID
+        if self.status == 403 and "because it is being terminated" in self.message:
+            return TERMINATING
+        if self.status in (401, 403):
+            return REFUSED
+        return TRANSIENT  # 0 (no response), 408, 410, 429, 5xx and anything unexpected
 
     @property
     def transient(self) -> bool:
-        return self.status in (0, 409, 429) or self.status >= 500
+        return self.kind in (TRANSIENT, CONFLICT)
 
 
 class Kube(Protocol):
     """What reconcile needs from the cluster; tests pass an in-memory fake."""
 
-    def get(self, ref: Ref) -> Optional[dict[str, Any]]: ...
+    def get(self, ref: Ref) -> Optional[dict[str, Any]]:
+        """A read the cache cannot answer: only before creating a child the cache does not show."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 
     def delete(self, ref: Ref, uid: str) -> None: ...
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
-
-    def get_pvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]: ...
-
-    def get_isvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]: ...
-
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]: ...
 
     def event(self, isvc: api.InferenceService, event: Event) -> None: ...
 
@@ -56,6 +78,28 @@ class Kube(Protocol):
 def _isvc_path(namespace: str, name: str = "") -> str:
     path = f"/apis/{api.API_VERSION}/namespaces/{quote(namespace)}/{api.PLURAL}"
     return f"{path}/{quote(name)}" if name else path
+
+
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
+
+
+def _verb(method: str, path: str, content_type: str) -> str:
+    if method == "PATCH":
+        return "apply" if content_type == "application/apply-patch+yaml" else "patch"
+    return _VERBS.get(method, method.lower())
+
+
+def _resource(path: str) -> str:
+    """The resource a path names, as RBAC does: 'deployments', 'inferenceservices/status', ..."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if "namespaces" in parts:
+        i = parts.index("namespaces")
+        rest = parts[i + 2:]
+    else:
+        rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if not rest:
+        return "namespaces"
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
 
 
 def _path(ref: Ref) -> str:
@@ -88,19 +132,23 @@ class RestKube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        verb, resource = _verb(method, path, content_type if body is not None else ""), _resource(path)
         try:
             response = self.client.call_api(*params, _request_timeout=(10, 60))
         except kubernetes.client.exceptions.ApiException as exc:
-            raise ApiError(exc.status or 0, str(exc.reason), str(exc)) from exc
+            metrics.API_REQUESTS.labels(verb, resource, str(exc.status or 0)).inc()
+            raise ApiError(exc.status or 0, str(exc.reason), str(exc), verb, resource) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Connection refused, reset, timed out: status 0, transient, retried like a 503.
-            raise ApiError(0, type(exc).__name__, str(exc)) from exc
+            metrics.API_REQUESTS.labels(verb, resource, "0").inc()
+            raise ApiError(0, type(exc).__name__, str(exc), verb, resource) from exc
+        metrics.API_REQUESTS.labels(verb, resource, str(response.status)).inc()
         data = response.read()
         payload = json.loads(data) if data else None
         if response.status >= 300:
             message = (payload or {}).get("message", "") if isinstance(payload, dict) else str(payload)
             reason = (payload or {}).get("reason", response.reason) if isinstance(payload, dict) else response.reason
-            raise ApiError(response.status, str(reason), message)
+            raise ApiError(response.status, str(reason), message, verb, resource)
         return payload
 
     def get(self, ref: Ref) -> Optional[dict[str, Any]]:
@@ -139,25 +187,21 @@ class RestKube:
             if exc.status != 404:
                 raise
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """A merge patch of status under our field manager, valid only against resource_version:
+        a writer that read a stale InferenceService gets 409 and runs its pass again, instead of
+        writing over a newer status (a canary's step, later)."""
         result = self.request(
-            "GET", f"/api/v1/namespaces/{quote(namespace)}/pods", query=[("labelSelector", selector)]
-        )
-        return list((result or {}).get("items") or [])
-
-    def get_pvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self._get(f"/api/v1/namespaces/{quote(namespace)}/persistentvolumeclaims/{quote(name)}")
-
-    def get_isvc(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self._get(_isvc_path(namespace, name))
-
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.request(
             "PATCH",
             _isvc_path(namespace, name) + "/status",
-            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            body={"metadata": {"resourceVersion": resource_version}, "status": status},
             content_type="application/merge-patch+json",
         )
+        assert result is not None
+        return result
 
     def event(self, isvc: api.InferenceService, event: Event) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)

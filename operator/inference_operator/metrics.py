@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 RECONCILES = Counter(
     "inference_operator_reconcile_total",
@@ -19,6 +19,20 @@ WRITES = Counter(
     "inference_operator_writes_total",
     "Write requests sent to the API server by reconcile passes (children and status), by namespace.",
     ["namespace"],
+)
+
+API_REQUESTS = Counter(
+    "inference_operator_api_requests_total",
+    "Requests the operator's passes sent to the API server (watches are kopf's and not counted), "
+    "by verb (get, apply, patch, create, delete), resource and HTTP code.",
+    ["verb", "resource", "code"],
+)
+QUEUE_DEPTH = Gauge(
+    "inference_operator_queue_depth", "InferenceServices waiting for a pass (due now)."
+)
+RETRIES = Counter(
+    "inference_operator_retries_total", "Passes that failed and were put back with backoff, by error class.",
+    ["error"],
 )
 
 

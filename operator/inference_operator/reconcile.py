@@ -11,20 +11,26 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
-from . import api, children, render, status
+from . import api, children, naming, render, status
+from . import kube as kube_errors
 from .config import OperatorConfig
+from .children import Ref
 from .kube import ApiError, Kube
+from .observed import Observed
 from .status import Event, Problem
 
 log = logging.getLogger(__name__)
 
 # Problems the user fixes in the spec: retrying before the spec changes cannot help.
 PERMANENT = {"InvalidSpec", "ApplyRejected", "InvalidQuantity"}
-# Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook): looked at
-# again after a while (the handlers' retry timer).
-RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "ApplyFailed"})
-# What the API server says about an object that can never be valid as built from this spec.
-INVALID = {400, 422}
+# Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook, an API server
+# that keeps failing): the pass asks to run again after SLOW_RETRY_SECONDS, and writes nothing then
+# unless something changed. A claim that appears also wakes its InferenceServices at once.
+RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "Forbidden", "TransientError"})
+SLOW_RETRY_SECONDS = 60.0
+# A transient API error is retried quietly (with backoff) this many times in a row; then the pass
+# reports it in status, so a person sees why nothing moves.
+REPORT_AFTER_FAILURES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +39,12 @@ class Outcome:
     deleted: list[str]
     status_written: bool
     problem: Optional[Problem]
+    # What the API server returned for our writes: the cache takes them at once.
+    written: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    removed: list[Ref] = dataclasses.field(default_factory=list)
+    isvc: Optional[dict[str, Any]] = None
+    requeue_after: Optional[float] = None
+    skipped: bool = False
 
     @property
     def writes(self) -> int:
@@ -68,12 +80,12 @@ def _parse(body: Mapping[str, Any]) -> tuple[api.InferenceService, Optional[Prob
         return shell, Problem("InvalidSpec", f"the spec is invalid: {errors}")
 
 
-def _check_storage(isvc: api.InferenceService, kube: Kube) -> Optional[Problem]:
+def _check_storage(isvc: api.InferenceService, observed: Observed) -> Optional[Problem]:
     """A claim must exist before pods are made to wait on it. Remote stores are checked by the
     storage initializer, whose failure reaches status from the pod (a Secret it names, too:
     reading Secrets is a permission the operator does not take)."""
     source = render.storage_source(isvc.spec.model.storage_uri)
-    if isinstance(source, render.PVCSource) and kube.get_pvc(isvc.namespace, source.claim) is None:
+    if isinstance(source, render.PVCSource) and source.claim not in observed.claims:
         return Problem(
             "StorageNotFound",
             f"PersistentVolumeClaim {source.claim} (from spec.model.storageUri) does not exist "
@@ -82,32 +94,84 @@ def _check_storage(isvc: api.InferenceService, kube: Kube) -> Optional[Problem]:
     return None
 
 
+class _Skip(Exception):
+    """The namespace is being deleted under the pass: nothing to write, nothing to report."""
+
+
+def _write_problem(exc: ApiError, what: str, failures: int) -> Problem:
+    """The Problem a failed write becomes, by the error's class; raises what the runner retries."""
+    kind = exc.kind
+    if kind == kube_errors.TERMINATING:
+        raise _Skip()
+    if kind == kube_errors.INVALID:
+        # Refused as built from the spec (e.g. a malformed affinity): fix the spec.
+        return Problem("ApplyRejected", f"{what} was rejected: {exc.message}")
+    if kind == kube_errors.REFUSED:
+        # RBAC, quota or an admission webhook: say which verb on which resource was refused.
+        return Problem(
+            "Forbidden",
+            f"the API server refused to {exc.verb or 'write'} {exc.resource or what} ({what}): {exc.message}",
+        )
+    if failures + 1 >= REPORT_AFTER_FAILURES:
+        return Problem(
+            "TransientError",
+            f"writing {what} has failed {failures + 1} times in a row, still retrying: {exc}",
+        )
+    raise exc
+
+
 def reconcile(
-    body: Mapping[str, Any],
+    observed: Observed,
     kube: Kube,
     config: OperatorConfig,
     now: Callable[[], str] = utcnow,
+    failures: int = 0,
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
 
-    Raises ApiError for transient API failures (the caller retries); every problem with the
-    spec or its surroundings ends in status and an Event instead, with serving children untouched.
+    Reads only ``observed`` (plus one GET before creating a child the cache does not show).
+    Raises ApiError for failures the runner retries with backoff (transient, a stale
+    resourceVersion); every problem with the spec or its surroundings ends in status and an Event
+    instead, with serving children untouched.
     """
+    if observed.namespace_terminating or observed.deleting:
+        # Garbage collection and the namespace controller take the children; re-creating them
+        # would only be refused.
+        return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
+    try:
+        return _reconcile(observed, kube, config, now, failures)
+    except _Skip:
+        return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
+
+
+def _reconcile(
+    observed: Observed, kube: Kube, config: OperatorConfig, now: Callable[[], str], failures: int
+) -> Outcome:
+    body = observed.isvc
     isvc, problem = _parse(body)
     desired: list[dict[str, Any]] = []
     if problem is None:
         try:
             desired = [children.stamp(c, isvc) for c in render.render(isvc, config)]
-            problem = _check_storage(isvc, kube)
+            problem = _check_storage(isvc, observed)
         except render.SpecError as exc:
             problem = Problem(exc.reason, exc.message)
 
     refs = children.possible_refs(isvc)
-    live = {ref: kube.get(ref) for ref in refs}
+    live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}
     applied: list[str] = []
     deleted: list[str] = []
+    written: list[dict[str, Any]] = []
+    removed: list[Ref] = []
     if problem is None:
         plan = children.plan(isvc, desired, live)
+        # The cache holds only objects with our labels: a same-named object someone else made
+        # is invisible to it, so look before creating (a read only on this path).
+        missing = [children.ref_of(obj) for obj in plan.apply if live.get(children.ref_of(obj)) is None]
+        if missing:
+            for ref in missing:
+                live[ref] = kube.get(ref)
+            plan = children.plan(isvc, desired, live)
         if plan.conflicts:
             problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
         else:
@@ -116,30 +180,27 @@ def reconcile(
                 try:
                     live[ref] = kube.apply(obj)
                 except ApiError as exc:
-                    if exc.transient:
-                        raise
-                    if exc.status in INVALID:
-                        # Refused as built from the spec (e.g. a malformed affinity): fix the spec.
-                        problem = Problem("ApplyRejected", f"{ref} was rejected: {exc.message}")
-                    else:
-                        # Forbidden (RBAC, a webhook, quota), a namespace being deleted, ...
-                        problem = Problem(
-                            "ApplyFailed", f"{ref} could not be applied ({exc.status} {exc.reason}): {exc.message}"
-                        )
+                    problem = _write_problem(exc, str(ref), failures)
                     break
+                written.append(live[ref])
                 applied.append(str(ref))
             if problem is None:
                 for ref in plan.delete:
-                    kube.delete(ref, live[ref]["metadata"]["uid"])
+                    try:
+                        kube.delete(ref, live[ref]["metadata"]["uid"])
+                    except ApiError as exc:
+                        problem = _write_problem(exc, str(ref), failures)
+                        break
                     live[ref] = None
+                    removed.append(ref)
                     deleted.append(str(ref))
 
     deployment_ref = refs[0]
     deployment = live.get(deployment_ref)
     if deployment is not None and children.controller_uid(deployment) != isvc.metadata.uid:
         deployment = None
-    pods = kube.list_pods(isvc.namespace, render.selector_string(isvc.name)) if deployment else []
-    desired_revision = render.revision_of(desired[0]) if desired and problem is None else None
+    pods = list(observed.pods) if deployment else []
+    desired_revision = naming.revision_of(desired[0]) if desired and problem is None else None
 
     old_status = status.comparable(body.get("status") or {})
     new_status = status.compute(
@@ -152,20 +213,23 @@ def reconcile(
         now=now(),
         children_changed=bool(applied or deleted),
     )
-    written = False
+    written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:
         try:
-            kube.patch_status(isvc.namespace, isvc.name, status.merge_patch(old_status, new_status))
-            written = True
+            written_isvc = kube.patch_status(
+                isvc.namespace, isvc.name, status.merge_patch(old_status, new_status),
+                body["metadata"].get("resourceVersion", ""),
+            )
         except ApiError as exc:
-            if exc.status != 404:  # deleted meanwhile: nothing left to report on
-                raise
+            if exc.kind == kube_errors.GONE:  # deleted meanwhile: nothing left to report on
+                return Outcome(applied, deleted, False, problem, written, removed)
+            raise  # 409: the InferenceService moved on; the runner runs the pass again
 
     emitted: list[Event] = []
     if applied or deleted:
         what = ", ".join([f"applied {a}" for a in applied] + [f"deleted {d}" for d in deleted])
         emitted.append(Event("Normal", "ChildrenUpdated", what))
-    if written:
+    if written_isvc is not None:
         emitted.extend(status.events(old_status, new_status))
     for event in emitted:
         try:
@@ -173,4 +237,8 @@ def reconcile(
         except ApiError as exc:  # an Event is a courtesy; it never fails the pass
             log.warning("could not post event %s for %s/%s: %s", event.reason, isvc.namespace, isvc.name, exc)
 
-    return Outcome(applied=applied, deleted=deleted, status_written=written, problem=problem)
+    requeue = SLOW_RETRY_SECONDS if problem is not None and problem.reason in RETRYABLE else None
+    return Outcome(
+        applied=applied, deleted=deleted, status_written=written_isvc is not None, problem=problem,
+        written=written, removed=removed, isvc=written_isvc, requeue_after=requeue,
+    )

@@ -16,20 +16,16 @@ import jinja2
 import yaml
 
 from . import api, model_config
+from .naming import (  # noqa: F401  (re-exported: the renderer's callers use these names)
+    COMPONENT, ISVC_LABEL, STORAGE_INITIALIZER, LABEL_PREFIX, MANAGED_BY, PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, Names,
+    content_hash, labels, names, revision_of, selector, selector_string, url,
+)
 from .config import OperatorConfig
-
-LABEL_PREFIX = api.GROUP
-ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"
-REVISION_LABEL = f"{LABEL_PREFIX}/revision"
-SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
-MANAGED_BY = "inference-operator"
-COMPONENT = "predictor"
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 MODEL_MOUNT = "/mnt/models"
 
-PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 STARTUP_PERIOD_SECONDS = 10
 TERMINATION_GRACE_SECONDS = 60
 # Triton drains in-flight requests for this long on SIGTERM; it must be below the grace period.
@@ -43,42 +39,6 @@ class SpecError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-@dataclasses.dataclass(frozen=True)
-class Names:
-    predictor: str
-    service: str
-    pdb: str
-
-
-def names(name: str) -> Names:
-    return Names(predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
-
-
-def selector(name: str) -> dict[str, str]:
-    return {ISVC_LABEL: name, "app.kubernetes.io/component": COMPONENT}
-
-
-def selector_string(name: str) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector(name).items()))
-
-
-def labels(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "triton-inference-server",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        ISVC_LABEL: name,
-    }
-
-
-def url(isvc: api.InferenceService, config: OperatorConfig) -> str:
-    return (
-        f"http://{names(isvc.name).service}.{isvc.namespace}.svc.{config.cluster_domain}"
-        f":{PORTS['http']}"
-    )
 
 
 # ---- quantities ----------------------------------------------------------------------------
@@ -106,7 +66,6 @@ def quantity_bytes(quantity: str) -> int:
 # ---- storage -------------------------------------------------------------------------------
 
 
-STORAGE_INITIALIZER = "storage-initializer"
 # A claim whose model needs a generated config.pbtxt is mounted here, read-only, and linked into
 # MODEL_MOUNT by the storage initializer (same path in both containers, so the links resolve).
 SOURCE_MOUNT = "/mnt/source"
@@ -287,11 +246,6 @@ def _render_template(name: str, context: dict[str, Any]) -> dict[str, Any]:
     return yaml.load(text, Loader=_YAML_LOADER)
 
 
-def content_hash(obj: Any, length: int = 10) -> str:
-    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
-
-
 def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any]:
     spec = isvc.spec
     volumes, mounts, init_containers = _storage(spec, config)
@@ -338,16 +292,6 @@ def render_deployment(
     revision = content_hash(deployment["spec"]["template"])
     deployment["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] = revision
     return deployment
-
-
-def revision_of(deployment: dict[str, Any]) -> str | None:
-    return (
-        deployment.get("spec", {})
-        .get("template", {})
-        .get("metadata", {})
-        .get("labels", {})
-        .get(REVISION_LABEL)
-    )
 
 
 def render(isvc: api.InferenceService, config: OperatorConfig) -> list[dict[str, Any]]:

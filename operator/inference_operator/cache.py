@@ -1,0 +1,152 @@
+"""The operator's cache of what its watch streams carry, and the snapshots passes read from it.
+
+The watches (kopf) feed ``Store`` with every InferenceService, every child and pod carrying our
+labels, every PersistentVolumeClaim and every Namespace; a pass reads an ``Observed`` snapshot and
+sends no read request of its own. Objects the operator writes are put in at once from the API
+server's reply, so the pass after a write never acts on the state before it; a watch event that
+arrives late with an older resourceVersion of the same object is ignored.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Mapping, Optional
+
+from . import naming
+from .observed import Observed
+
+ISVC = "InferenceService"
+POD = "Pod"
+PVC = "PersistentVolumeClaim"
+NAMESPACE = "Namespace"
+CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def _rv(obj: Mapping[str, Any]) -> Optional[int]:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or "")
+    except (KeyError, ValueError):
+        return None
+
+
+def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object as cached: managedFields are dropped (often half an object's size, never read)."""
+    result = dict(obj)
+    meta = dict(result.get("metadata") or {})
+    meta.pop("managedFields", None)
+    result["metadata"] = meta
+    return result
+
+
+class Store:
+    """Thread-safe: the watch side writes, passes read. Objects are never mutated once stored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._objects: dict[str, dict[Key, dict[str, Any]]] = {}
+        # Children and pods by the InferenceService named in their label: (kind, ns, owner) -> names.
+        self._owned: dict[tuple[str, str, str], set[str]] = {}
+        self._owner_of: dict[tuple[str, str, str], str] = {}
+
+    # ---- the watch side ---------------------------------------------------------------------
+
+    def upsert(self, kind: str, obj: Mapping[str, Any]) -> bool:
+        """Store obj unless a newer version of the same object is already here; True if stored."""
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta["name"])
+        with self._lock:
+            objects = self._objects.setdefault(kind, {})
+            current = objects.get(key)
+            if current is not None and current["metadata"].get("uid") == meta.get("uid"):
+                old, new = _rv(current), _rv(obj)
+                if old is not None and new is not None and new < old:
+                    return False
+            objects[key] = slim(obj)
+            self._index(kind, key, (meta.get("labels") or {}).get(naming.ISVC_LABEL))
+            return True
+
+    def remove(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """Forget obj, unless what is stored is a different object of the same name (re-created)."""
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta["name"])
+        with self._lock:
+            objects = self._objects.setdefault(kind, {})
+            current = objects.get(key)
+            if current is None:
+                return
+            uid = meta.get("uid")
+            if uid and current["metadata"].get("uid") not in (None, uid):
+                return
+            del objects[key]
+            self._index(kind, key, None)
+
+    def _index(self, kind: str, key: Key, owner: Optional[str]) -> None:
+        ns, name = key
+        previous = self._owner_of.pop((kind, ns, name), None)
+        if previous is not None:
+            names = self._owned.get((kind, ns, previous))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self._owned[(kind, ns, previous)]
+        if owner is not None:
+            self._owner_of[(kind, ns, name)] = owner
+            self._owned.setdefault((kind, ns, owner), set()).add(name)
+
+    # ---- the pass side ----------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        with self._lock:
+            return self._objects.get(kind, {}).get((namespace, name))
+
+    def keys(self, kind: str = ISVC) -> list[Key]:
+        with self._lock:
+            return list(self._objects.get(kind, {}))
+
+    def count(self, kind: str) -> int:
+        with self._lock:
+            return len(self._objects.get(kind, {}))
+
+    def observe(self, namespace: str, name: str) -> Optional[Observed]:
+        """Everything a pass over this InferenceService reads; None if it is not (or no longer) there."""
+        with self._lock:
+            isvc = self._objects.get(ISVC, {}).get((namespace, name))
+            if isvc is None:
+                return None
+            children = {}
+            for kind in CHILD_KINDS:
+                objects = self._objects.get(kind, {})
+                for child in self._owned.get((kind, namespace, name), ()):
+                    children[(kind, child)] = objects[(namespace, child)]
+            pods = self._objects.get(POD, {})
+            owned_pods = tuple(pods[(namespace, p)] for p in sorted(self._owned.get((POD, namespace, name), ())))
+            claims = frozenset(n for (ns, n) in self._objects.get(PVC, {}) if ns == namespace)
+            ns_obj = self._objects.get(NAMESPACE, {}).get(("", namespace))
+        terminating = ns_obj is not None and (
+            bool(ns_obj["metadata"].get("deletionTimestamp"))
+            or (ns_obj.get("status") or {}).get("phase") == "Terminating"
+        )
+        return Observed(isvc=isvc, children=children, pods=owned_pods, claims=claims,
+                        namespace_terminating=terminating)
+
+    def users_of_claim(self, namespace: str, claim: str) -> list[str]:
+        """InferenceServices in namespace whose storageUri names this claim."""
+        with self._lock:
+            isvcs = [(k, v) for k, v in self._objects.get(ISVC, {}).items() if k[0] == namespace]
+        result = []
+        for (_, name), body in isvcs:
+            uri = ((body.get("spec") or {}).get("model") or {}).get("storageUri") or ""
+            if uri.startswith("pvc://") and uri[len("pvc://"):].split("/", 1)[0] == claim:
+                result.append(name)
+        return result
+
+    def in_namespace(self, namespace: str) -> list[str]:
+        with self._lock:
+            return [n for (ns, n) in self._objects.get(ISVC, {}) if ns == namespace]
+
+
+def load(store: Store, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
+    for obj in objects:
+        store.upsert(kind, obj)

@@ -1,0 +1,76 @@
+"""Names, labels, selectors and the URL of an InferenceService's children, in one place.
+
+Rendering, planning, status and the cache all read these; none of them builds a name of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from . import api
+from .config import OperatorConfig
+
+LABEL_PREFIX = api.GROUP
+ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"
+REVISION_LABEL = f"{LABEL_PREFIX}/revision"
+SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
+MANAGED_BY = "inference-operator"
+COMPONENT = "predictor"
+# The init container that fetches the model; status reads its termination message.
+STORAGE_INITIALIZER = "storage-initializer"
+
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+@dataclasses.dataclass(frozen=True)
+class Names:
+    predictor: str
+    service: str
+    pdb: str
+
+
+def names(name: str) -> Names:
+    return Names(predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
+
+
+def selector(name: str) -> dict[str, str]:
+    return {ISVC_LABEL: name, "app.kubernetes.io/component": COMPONENT}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector(name).items()))
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "triton-inference-server",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        ISVC_LABEL: name,
+    }
+
+
+def url(isvc: api.InferenceService, config: OperatorConfig) -> str:
+    return (
+        f"http://{names(isvc.name).service}.{isvc.namespace}.svc.{config.cluster_domain}"
+        f":{PORTS['http']}"
+    )
+
+
+def revision_of(deployment: dict[str, Any]) -> str | None:
+    return (
+        deployment.get("spec", {})
+        .get("template", {})
+        .get("metadata", {})
+        .get("labels", {})
+        .get(REVISION_LABEL)
+    )
+
+
+def content_hash(obj: Any, length: int = 10) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -1,0 +1,77 @@
+"""The cache the passes read: what a snapshot holds, and which version of an object wins."""
+
+from inference_operator import cache, naming
+
+from .conftest import isvc_body
+
+
+def obj(kind, name, rv, uid="u1", owner=None, ns="ns", **extra):
+    meta = {"name": name, "namespace": ns, "uid": uid, "resourceVersion": str(rv),
+            "managedFields": [{"manager": "x"}]}
+    if owner:
+        meta["labels"] = {naming.ISVC_LABEL: owner}
+    return {"kind": kind, "metadata": meta, **extra}
+
+
+def test_a_snapshot_holds_the_inferenceservice_its_children_pods_and_claims():
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())
+    store.upsert("Deployment", obj("Deployment", "demo-predictor", 1, owner="demo"))
+    store.upsert("Service", obj("Service", "demo", 1, owner="demo"))
+    store.upsert("Service", obj("Service", "other", 1, owner="other"))
+    store.upsert(cache.POD, obj("Pod", "demo-b", 1, owner="demo"))
+    store.upsert(cache.POD, obj("Pod", "demo-a", 1, owner="demo"))
+    store.upsert(cache.POD, obj("Pod", "demo-x", 1, owner="demo", ns="elsewhere"))
+    store.upsert(cache.PVC, obj("PersistentVolumeClaim", "models", 1))
+    observed = store.observe("ns", "demo")
+    assert set(observed.children) == {("Deployment", "demo-predictor"), ("Service", "demo")}
+    assert [p["metadata"]["name"] for p in observed.pods] == ["demo-a", "demo-b"]
+    assert observed.claims == frozenset({"models"})
+    assert not observed.namespace_terminating
+    # managedFields are never read, and are often half of an object: not kept.
+    assert "managedFields" not in observed.child_by_kind("Deployment", "demo-predictor")["metadata"]
+    assert store.observe("ns", "missing") is None
+
+
+def test_an_older_version_of_the_same_object_never_replaces_a_newer_one():
+    store = cache.Store()
+    assert store.upsert("Deployment", obj("Deployment", "d", 7, owner="demo"))
+    assert not store.upsert("Deployment", obj("Deployment", "d", 5, owner="demo"))  # a late event
+    assert store.get("Deployment", "ns", "d")["metadata"]["resourceVersion"] == "7"
+    # A re-created object (new uid) replaces the old whatever its version.
+    assert store.upsert("Deployment", obj("Deployment", "d", 2, uid="u2", owner="demo"))
+
+
+def test_a_deletion_of_an_old_object_does_not_remove_its_successor():
+    store = cache.Store()
+    store.upsert("Deployment", obj("Deployment", "d", 9, uid="new", owner="demo"))
+    store.remove("Deployment", obj("Deployment", "d", 3, uid="old"))
+    assert store.get("Deployment", "ns", "d") is not None
+    store.remove("Deployment", obj("Deployment", "d", 9, uid="new"))
+    assert store.get("Deployment", "ns", "d") is None
+
+
+def test_a_child_whose_label_changes_moves_to_its_new_owner():
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())
+    store.upsert("Service", obj("Service", "s", 1, owner="demo"))
+    store.upsert("Service", obj("Service", "s", 2, owner="someone-else"))
+    assert store.observe("ns", "demo").children == {}
+
+
+def test_a_terminating_namespace_shows_in_the_snapshot():
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())
+    store.upsert(cache.NAMESPACE, {"metadata": {"name": "ns", "uid": "n"}, "status": {"phase": "Terminating"}})
+    assert store.observe("ns", "demo").namespace_terminating
+
+
+def test_the_users_of_a_claim_are_found():
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())  # pvc://models/repo
+    other = isvc_body()
+    other["metadata"]["name"] = "other"
+    other["spec"]["model"]["storageUri"] = "s3://bucket/models"
+    store.upsert(cache.ISVC, other)
+    assert store.users_of_claim("ns", "models") == ["demo"]
+    assert store.users_of_claim("ns", "models-2") == []
