@@ -16,7 +16,7 @@ def test_defaults_fill_a_minimal_spec():
     assert spec.resources.gpu.resource_name == "nvidia.com/gpu"
     assert spec.resources.requests.cpu is None and spec.resources.limits.memory is None
     assert spec.resources.shared_memory_size == "1Gi"
-    assert spec.rollout.max_surge == 0 and spec.rollout.max_unavailable == 1
+    assert spec.rollout.max_surge == 1 and spec.rollout.max_unavailable == 0
     assert spec.runtime.startup_timeout_seconds == 1800
     assert isvc.status.conditions == []
 

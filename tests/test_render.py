@@ -133,8 +133,13 @@ def test_shm_and_model_repository_volumes():
     assert "subPath" not in {m["name"]: m for m in root["containers"][0]["volumeMounts"]}["model-repository"]
 
 
-def test_rolling_update_needs_no_spare_gpu_by_default():
+def test_a_rollout_never_takes_serving_capacity_down_by_default():
     deployment = by_kind(children(isvc_body()))["Deployment"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_max_surge_0_replaces_in_place():
+    deployment = by_kind(children(isvc_body(rollout={"maxSurge": 0, "maxUnavailable": 1})))["Deployment"]
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
 
 

@@ -25,8 +25,12 @@ def deployment(replicas=2, updated=2, ready=2, available=2, total=None, revision
     }
 
 
-def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False, fetch=None):
-    p = {"metadata": {"name": name}, "status": {"conditions": []}}
+def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False, fetch=None,
+        revision=None, ready=False, started=False):
+    p = {"metadata": {"name": name, "labels": {render.REVISION_LABEL: revision} if revision else {}},
+         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    if started:
+        p["status"]["containerStatuses"] = [{"name": "triton", "ready": ready, "started": True, "restartCount": 0}]
     if fetch is not None:
         state, message = fetch
         terminated = {"exitCode": 1, "reason": "Error", "message": message}
@@ -201,7 +205,9 @@ def test_transition_time_moves_only_when_status_changes():
     first = compute(deployment(), now=NOW)
     same = compute(deployment(), previous=first, now=LATER)
     assert [c["lastTransitionTime"] for c in same["conditions"]] == [NOW] * 5
-    changed = compute(deployment(ready=1, available=1), previous=first, now=LATER)
+    # A replica that served and stopped: Ready moves (maxUnavailable is 0 by default).
+    lost = pod(name="demo-predictor-b", revision="rev1", started=True)
+    changed = compute(deployment(ready=1, available=1), pods=[lost], previous=first, now=LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
     assert times == {"Ready": LATER, "Progressing": NOW, "Degraded": NOW, "Reconciling": NOW, "Stalled": NOW}
 
@@ -236,3 +242,69 @@ def test_events_only_on_transitions():
 def test_long_messages_are_truncated():
     st = compute(deployment(updated=1, ready=0, available=0, replicas=1), [pod(scheduled="x" * 5000)])
     assert all(len(c["message"]) <= status.MAX_MESSAGE for c in st["conditions"])
+
+
+def rolled_out():
+    return compute(deployment(replicas=2), pods=[pod(f"p{i}", revision="rev1", ready=True, started=True)
+                                                for i in range(2)])
+
+
+def test_a_scale_up_is_not_a_rollout_and_ready_does_not_flap():
+    before = rolled_out()
+    assert before["revision"] == "rev1"
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
+    pods += [pod("new-0", revision="rev1"), pod("new-1", revision="rev1", scheduled=None)]  # starting
+    after = compute(deployment(replicas=4, updated=2, ready=2, available=2, total=4, progressing="ReplicaSetUpdated"),
+                    pods=pods, previous=before, now=LATER)
+    assert conds(after) == {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"),
+                            "Degraded": ("False", "AsExpected")}
+    assert status.events(before, after) == []
+    assert "2/4 replicas ready" in next(c for c in after["conditions"] if c["type"] == "Ready")["message"]
+
+
+def test_a_scale_down_is_not_a_rollout_either():
+    before = rolled_out()
+    after = compute(deployment(replicas=1, updated=2, ready=2, available=2, total=2, observed=1, generation=2),
+                    pods=[pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)],
+                    previous=before, now=LATER)
+    # The deployment controller has not caught up; it is still the same revision, scaling.
+    assert conds(after)["Ready"] == ("True", "Available")
+    assert status.events(before, after) == []
+
+
+def test_a_lost_replica_beyond_max_unavailable_makes_ready_false():
+    before = rolled_out()
+    pods = [pod("p0", revision="rev1", ready=True, started=True), pod("p1", revision="rev1", started=True)]
+    after = compute(deployment(ready=1, available=1), pods=pods, previous=before, now=LATER)
+    assert conds(after)["Ready"] == ("False", "ReplicasUnavailable")
+
+
+def test_ready_during_a_rollout_once_enough_replicas_serve_the_new_revision():
+    body = isvc_body(replicas=4, rollout={"maxSurge": 0, "maxUnavailable": 1})
+    pods = [pod(f"n{i}", revision="rev2", ready=True, started=True) for i in range(3)]
+    pods += [pod("old", revision="rev1", ready=True, started=True)]
+    st = status.compute(api.parse(body), deployment=deployment(replicas=4, updated=3, ready=4, available=4, total=4,
+                                                                revision="rev2", progressing="ReplicaSetUpdated"),
+                        pods=pods, desired_revision="rev2", problem=None, config=CONFIG, now=NOW)
+    assert conds(st)["Ready"] == ("True", "Available")
+    assert conds(st)["Progressing"] == ("True", "RollingOut")
+
+
+def test_a_rollout_waiting_for_a_gpu_says_so_while_the_old_revision_serves():
+    before = rolled_out()
+    pods = [pod("old", revision="rev1", ready=True, started=True),
+            pod("new", revision="rev2", scheduled="0/5 nodes are available: 5 Insufficient nvidia.com/gpu.")]
+    after = compute(deployment(replicas=1, updated=1, ready=1, available=1, total=2, revision="rev2",
+                               progressing="ReplicaSetUpdated"),
+                    pods=pods, revision="rev2", previous=before, now=LATER)
+    assert conds(after)["Progressing"] == ("True", "WaitingForCapacity")
+    ready = next(c for c in after["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Unschedulable" and "previous revision keeps serving (1 ready)" in ready["message"]
+    assert "Insufficient nvidia.com/gpu" in ready["message"]
+    assert after["revision"] == "rev1"
+
+
+def test_keeps_serving_is_said_only_when_a_replica_serves():
+    nothing_ready = compute(deployment(ready=0, available=0), problem=Problem("InvalidSpec", "bad"))
+    ready = next(c for c in nothing_ready["conditions"] if c["type"] == "Ready")
+    assert "keeps serving" not in ready["message"]

@@ -457,21 +457,27 @@ class RolloutSpec(Base):
         json_schema_extra=validations(
             # The API server also checks rules against the default ({}), before nested defaulting.
             cel(
-                "(has(self.maxSurge) ? self.maxSurge : 0) + "
-                "(has(self.maxUnavailable) ? self.maxUnavailable : 1) > 0",
+                "(has(self.maxSurge) ? self.maxSurge : 1) + "
+                "(has(self.maxUnavailable) ? self.maxUnavailable : 0) > 0",
                 "rollout.maxSurge and rollout.maxUnavailable cannot both be 0",
             )
         )
     )
 
+    # The defaults never take serving capacity down: a new pod must be ready before an old one
+    # goes, so a single replica keeps serving through a rollout. That needs one spare GPU; when
+    # none is free the rollout waits (and status says so) while the old revision serves.
+    # maxSurge: 0 (with maxUnavailable >= 1) replaces pods in place and needs no spare GPU.
     max_surge: int = Field(
-        default=0,
+        default=1,
         ge=0,
         le=100,
-        description="Extra replicas (and GPUs) a rollout may start. 0: no spare GPU is needed.",
+        description="Extra replicas (and GPUs) a rollout may start. 0: replace in place, no spare GPU needed.",
     )
     max_unavailable: int = Field(
-        default=1, ge=0, le=100, description="Replicas a rollout may take down at once."
+        default=0, ge=0, le=100,
+        description="Replicas a rollout may take down at once; also how many replicas may be "
+        "unavailable while Ready stays True.",
     )
 
 

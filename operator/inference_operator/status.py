@@ -14,7 +14,7 @@ import dataclasses
 import re
 from typing import Any, Optional
 
-from . import api, render
+from . import api, naming
 from .config import OperatorConfig
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -77,7 +77,7 @@ def fetch_failure(text: str) -> tuple[str, str]:
 
 def _storage_initializer_failure(pod: dict[str, Any]) -> Optional[Problem]:
     for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
-        if cs.get("name") != render.STORAGE_INITIALIZER:
+        if cs.get("name") != naming.STORAGE_INITIALIZER:
             continue
         term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term and term.get("exitCode", 0) != 0:
@@ -157,7 +157,7 @@ def rollout_of(deployment: dict[str, Any], desired_revision: Optional[str]) -> R
         updated=st.get("updatedReplicas", 0),
         ready=st.get("readyReplicas", 0),
         available=st.get("availableReplicas", 0),
-        on_desired_revision=render.revision_of(deployment) == desired_revision,
+        on_desired_revision=naming.revision_of(deployment) == desired_revision,
         observed=st.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0),
         # The deployment controller's own word that the newest ReplicaSet finished rolling out.
         new_replicaset_available=progressing.get("reason") == "NewReplicaSetAvailable",
@@ -171,6 +171,47 @@ def rollout_of(deployment: dict[str, Any], desired_revision: Optional[str]) -> R
             _short(failure.get("message", "")) if failure and failure.get("status") == "True" else None
         ),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PodCounts:
+    desired_ready: int  # ready pods of the desired revision
+    other_ready: int  # ready pods of any other revision: the previous one, still serving
+    other_revisions: int  # pods (ready or not) of other revisions
+    lost: int  # pods of the desired revision that served (or started) and are no longer ready
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    c = _cond(pod, "Ready")
+    return bool(c and c.get("status") == "True")
+
+
+def _pod_counts(pods: list[dict[str, Any]], desired_revision: Optional[str]) -> PodCounts:
+    desired_ready = other_ready = other = lost = 0
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        mine = (meta.get("labels") or {}).get(naming.REVISION_LABEL) == desired_revision is not None
+        if _ready(pod):
+            desired_ready += mine
+            other_ready += not mine
+            continue
+        other += not mine
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        # A replica that is still starting (scheduling, pulling, loading its model) is capacity on
+        # its way; one that started (Triton's startup probe is model readiness) or restarted and
+        # is not ready now is capacity lost.
+        if mine and any(cs.get("started") or cs.get("restartCount", 0) > 0 for cs in statuses):
+            lost += 1
+    return PodCounts(desired_ready, other_ready, other + other_ready, lost)
+
+
+def _max_unavailable(isvc: api.InferenceService) -> int:
+    try:
+        return isvc.spec.rollout.max_unavailable
+    except AttributeError:  # a spec that did not parse
+        return 0
 
 
 def _degraded(problem: Optional[Problem], rollout: Optional[Rollout], pods: list[dict]) -> Optional[Problem]:
@@ -206,35 +247,65 @@ def compute(
     degraded = _degraded(problem, rollout, pods)
     rev = desired_revision or "?"
 
+    counts = _pod_counts(pods, desired_revision)
+    # A revision already fully rolled out that only changes its replica count is scaling, not
+    # rolling out: no RollingOut, no Progressing, and Ready stays True while new replicas start.
+    scaling = (
+        rollout is not None and desired_revision is not None and previous.revision == desired_revision
+        and rollout.on_desired_revision and counts.other_revisions == 0
+    )
+    max_unavailable = _max_unavailable(isvc)
     if problem:
-        keep = " The previous revision keeps serving." if deployment is not None and not children_changed else ""
+        serving = counts.other_ready or (rollout.available if rollout and not children_changed else 0)
+        keep = f" The previous revision keeps serving ({serving} ready)." if serving else ""
         ready = ("False", problem.reason, problem.message + keep)
         progressing = ("False", problem.reason, "The spec cannot be rolled out: " + problem.message)
     elif rollout is None:
         ready = ("False", "Pending", "The predictor Deployment does not exist yet.")
         progressing = ("True", "Creating", f"Creating revision {rev}.")
-    else:
-        counts = (
-            f"{rollout.updated}/{rollout.desired_replicas} updated, "
-            f"{rollout.available}/{rollout.desired_replicas} available"
-        )
-        if rollout.desired_replicas == 0:
+    elif scaling:
+        r = rollout.desired_replicas
+        if r == 0:
             ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
-        elif rollout.complete:
-            ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{rollout.desired_replicas} replicas ready.")
+        elif rollout.available >= 1 and counts.lost <= max_unavailable:
+            ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{r} replicas ready.")
         elif degraded:
             ready = ("False", degraded.reason, degraded.message)
-        elif rollout.finished:
-            # Rolled out, but short of replicas for now: scaling up, or a pod being replaced.
-            ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {counts}.")
         else:
-            ready = ("False", "RolloutInProgress", f"Revision {rev}: {counts}.")
+            ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {rollout.available}/{r} available.")
+        if rollout.stuck:
+            progressing = ("False", "ProgressDeadlineExceeded", rollout.stuck)
+        else:
+            progressing = ("False", "RolloutComplete", f"Revision {rev} is rolled out.")
+    else:
+        r = rollout.desired_replicas
+        summary = f"{rollout.updated}/{r} updated, {rollout.available}/{r} available"
+        threshold = max(1, r - max_unavailable)
+        if r == 0:
+            ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
+        elif rollout.complete or (counts.desired_ready >= threshold and not degraded):
+            ready = ("True", "Available", f"Revision {rev}: {counts.desired_ready or rollout.ready}/{r} replicas ready.")
+        elif degraded:
+            keep = (f" The previous revision keeps serving ({counts.other_ready} ready)."
+                    if counts.other_ready else "")
+            ready = ("False", degraded.reason, degraded.message + keep)
+        elif rollout.finished:
+            # Rolled out, but short of replicas for now: a pod being replaced.
+            ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {summary}.")
+        else:
+            ready = ("False", "RolloutInProgress", f"Revision {rev}: {summary}.")
         if rollout.finished:
             progressing = ("False", "RolloutComplete", f"Revision {rev} is rolled out.")
         elif rollout.stuck:
             progressing = ("False", "ProgressDeadlineExceeded", rollout.stuck)
+        elif degraded and degraded.reason == "Unschedulable" and counts.other_ready:
+            # The deadlock other operators hit silently: the new pod waits for a GPU that only
+            # frees when it is ready. The old revision serves meanwhile; say what is waited for.
+            progressing = ("True", "WaitingForCapacity",
+                           f"Revision {rev} waits for capacity ({summary}); the previous revision keeps "
+                           f"serving ({counts.other_ready} ready). {degraded.message}")
         else:
-            progressing = ("True", "RollingOut", f"Revision {rev}: {counts}.")
+            progressing = ("True", "RollingOut", f"Revision {rev}: {summary}.")
     degraded_cond = (
         ("True", degraded.reason, degraded.message) if degraded else ("False", "AsExpected", "")
     )
@@ -267,12 +338,12 @@ def compute(
     result: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
-        "selector": render.selector_string(isvc.name),
+        "selector": naming.selector_string(isvc.name),
         "replicas": rollout.replicas if rollout else 0,
         "readyReplicas": rollout.ready if rollout else 0,
     }
     if deployment is not None:
-        result["url"] = render.url(isvc, config)
+        result["url"] = naming.url(isvc, config)
     if revision:
         result["revision"] = revision
     return result
