@@ -163,6 +163,18 @@ def status(state: pathlib.Path) -> dict[str, bool]:
     return {name: _alive(entry) for name, entry in _load_pids(state).items()}
 
 
+OPERATOR_USER = "system:serviceaccount:inference-operator:inference-operator"
+
+
+def _audit_policy(state: pathlib.Path) -> pathlib.Path:
+    path = state / "audit-policy.yaml"
+    path.write_text(json.dumps({
+        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+    }))
+    return path
+
+
 def up(state: pathlib.Path = DEFAULT_STATE, bin_dir: pathlib.Path | None = None) -> pathlib.Path:
     running = {k: v for k, v in status(state).items() if k in CONTROL_PLANE}
     if len(running) == len(CONTROL_PLANE) and all(running.values()) and (state / "kubeconfig").exists():
@@ -241,6 +253,9 @@ def _up(state: pathlib.Path, bin_dir: pathlib.Path) -> pathlib.Path:
         "ValidatingAdmissionPolicy,ResourceQuota,Priority,PodSecurity,StorageObjectInUseProtection,"
         "RuntimeClass,PersistentVolumeClaimResize",
         "--profiling=false", "--event-ttl=1h", "--v=1",
+        # Every request of the operator's ServiceAccount, for request-counting tests and benchmarks.
+        f"--audit-policy-file={_audit_policy(state)}", f"--audit-log-path={state / 'audit.log'}",
+        "--audit-log-maxsize=200", "--audit-log-format=json",
     ])
     _wait_http(f"{api_url}/readyz", "kube-apiserver", state, "kube-apiserver", token=token, timeout=180)
 

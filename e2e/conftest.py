@@ -87,6 +87,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Short, so that tests see resyncs happen (and send nothing).
+RESYNC_SECONDS = 8
+
+
 class Operator:
     """`inference-operator run` as a child process, with its /metrics and /healthz on loopback."""
 
@@ -96,14 +100,15 @@ class Operator:
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, env: Optional[dict[str, str]] = None) -> None:
         self.metrics_port, self.liveness_port = _free_port(), _free_port()
         self.starts += 1
         self.log_path = self.log_dir / f"operator-{self.starts}.log"
-        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "inference_operator.cli", "run", "--bind-address", "127.0.0.1",
-             "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port)],
+             "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
+             "--resync-seconds", str(RESYNC_SECONDS)],
             env=env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_for(self._healthy, "the operator's /healthz", timeout=60)
@@ -127,12 +132,22 @@ class Operator:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def restart(self) -> None:
+    def restart(self, env: Optional[dict[str, str]] = None) -> None:
         self.stop()
-        self.start()
+        self.start(env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def requests(self) -> dict[str, float]:
+        """inference_operator_api_requests_total by 'verb resource code'."""
+        result = {}
+        for name, value in self.metrics().items():
+            if name.startswith("inference_operator_api_requests_total{"):
+                labels = dict(part.split("=", 1) for part in name[name.index("{") + 1:-1].split(","))
+                key = " ".join(labels[k].strip('"') for k in ("verb", "resource", "code"))
+                result[key] = value
+        return result
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
@@ -145,9 +160,37 @@ class Operator:
         return values
 
 
+OPERATOR_MANIFEST = REPO / "manifests" / "operator.yaml"
+OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "inference-operator", "inference-operator"
+
+
+def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path) -> str:
+    """A kubeconfig for the operator's own ServiceAccount, with the RBAC of manifests/operator.yaml
+    (everything in it but the Deployment): the suite runs the operator as production does, not as
+    an admin, so a verb missing from the ClusterRole fails here."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(OPERATOR_MANIFEST.read_text()) if d and d["kind"] != "Deployment"]
+    kubectl.apply(yaml.safe_dump_all(docs))
+    token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=6h").stdout.strip()
+    admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+    }
+    path = directory / "operator.kubeconfig"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def operator(kubectl: Kubectl, crd: None, tmp_path_factory: pytest.TempPathFactory):
-    op = Operator(kubectl.kubeconfig, tmp_path_factory.mktemp("operator"))
+    directory = tmp_path_factory.mktemp("operator")
+    op = Operator(operator_kubeconfig(kubectl, directory), directory)
     op.start()
     yield op
     op.stop()
@@ -195,6 +238,14 @@ def namespace(kubectl: Kubectl, operator: Operator, request: pytest.FixtureReque
         print(operator.log()[-5000:])
     kubectl("delete", "namespace", name, "--wait=false", check=False)
     kubectl("delete", "pv", "-l", f"e2e-namespace={name}", "--wait=false", check=False)
+
+
+def pytest_configure(config):
+    # A SIGTERM (a CI timeout, a person's kill) runs the fixtures' teardown, so the operator
+    # process the session started is stopped by its PID, not orphaned.
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @pytest.hookimpl(wrapper=True)

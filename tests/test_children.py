@@ -139,3 +139,16 @@ def test_what_the_api_server_adds_is_not_drift():
             obj["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = "abc"
     p = children.plan(isvc, desired, live)
     assert p.writes == 0
+
+
+def test_every_rendered_child_is_in_the_registry_and_the_watches():
+    from inference_operator import handlers
+
+    isvc = api.parse(isvc_body(replicas=3))
+    rendered = {c["kind"] for c in render.render(isvc, CONFIG)}
+    registered = {child.kind.kind for child in children.REGISTRY}
+    assert rendered == registered
+    watched = {kind for _, _, _, kind in handlers.CHILD_RESOURCES}
+    assert registered | {"Pod"} == watched
+    assert [str(r) for r in children.possible_refs(isvc)] == [
+        "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor"]

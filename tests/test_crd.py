@@ -6,7 +6,7 @@ import pathlib
 import cel
 import pytest
 
-from inference_operator import api, crd
+from inference_operator import api, crd, validation
 
 from .conftest import load_case
 
@@ -210,18 +210,8 @@ def test_model_name_is_immutable(schema):
     assert any("immutable" in m for m in violations(schema, "$.spec.model.name", "b", old="a"))
 
 
-def apply_defaults(node, value):
-    """Structural defaulting as the API server does it: absent properties take their default, recursively."""
-    if isinstance(value, dict) and "properties" in node:
-        for key, child in node["properties"].items():
-            if key not in value and "default" in child:
-                value[key] = copy.deepcopy(child["default"])
-            if key in value:
-                apply_defaults(child, value[key])
-    elif isinstance(value, list) and isinstance(node.get("items"), dict):
-        for item in value:
-            apply_defaults(node["items"], item)
-    return value
+# Structural defaulting as the API server does it (the same function `render` uses).
+apply_defaults = validation.apply_defaults
 
 
 @pytest.mark.parametrize("case", ["gpu", "mig", "multi-gpu", "cpu"])

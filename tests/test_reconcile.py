@@ -329,3 +329,35 @@ def test_a_remote_model_needs_no_claim_and_gets_an_init_container(fake_kube):
     assert outcome.problem is None
     init = fake_kube.objects[DEP]["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in init] == ["storage-initializer"]
+
+
+def test_a_refused_look_before_create_is_reported_like_a_refused_write(fake_kube):
+    """The one read a pass may send (before creating a child) is classified like a write."""
+    original = fake_kube.get
+
+    def get(ref):
+        if ref.kind.kind == "PodDisruptionBudget":
+            raise ApiError(403, "Forbidden", 'cannot get resource "poddisruptionbudgets"', "get",
+                           "poddisruptionbudgets")
+        return original(ref)
+
+    fake_kube.get = get
+    body = isvc_body(replicas=2)
+    outcome = run(fake_kube, body)
+    assert outcome.problem.reason == "Forbidden" and outcome.requeue_after == SLOW_RETRY_SECONDS
+    assert "refused to get poddisruptionbudgets" in cond(body, "Degraded")["message"]
+    assert [w for w in fake_kube.writes if w[0] == "apply"] == []
+
+
+def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):
+    """Its selector is immutable (a changed one is refused) and a new pod label would roll every pod."""
+    from inference_operator import api, children
+
+    body = isvc_body()
+    legacy = children.stamp(render.render(api.parse(body), CONFIG, track=None)[0], api.parse(body))
+    fake_kube.apply(legacy)
+    fake_kube.writes.clear()
+    run(fake_kube, body)
+    assert ("apply", "Deployment/demo-predictor") not in fake_kube.writes
+    live = fake_kube.objects[DEP]
+    assert render.TRACK_LABEL not in live["spec"]["selector"]["matchLabels"]

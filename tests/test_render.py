@@ -150,9 +150,39 @@ def test_service_ports_and_selector():
     assert set(ports) == {"http", "grpc", "metrics"}
     assert svc["metadata"]["name"] == "demo"
     deployment = by_kind(children(isvc_body()))["Deployment"]
-    assert svc["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The Service selects every track (a canary serves too); the Deployment its own track only.
+    assert svc["spec"]["selector"].items() < deployment["spec"]["selector"]["matchLabels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"][render.TRACK_LABEL] == "stable"
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_the_revision_is_the_same_whatever_the_track():
+    """A Deployment made before tracks keeps its selector; its pods must not change (no fleet roll)."""
+    isvc = api.parse(isvc_body())
+    new = render.render(isvc, CONFIG)[0]
+    legacy = render.render(isvc, CONFIG, track=None)[0]
+    assert render.revision_of(new) == render.revision_of(legacy)
+    assert render.TRACK_LABEL not in legacy["spec"]["selector"]["matchLabels"]
+    assert render.TRACK_LABEL not in legacy["spec"]["template"]["metadata"]["labels"]
+    assert legacy["spec"]["selector"]["matchLabels"] == render.selector("demo")
+
+
+def test_a_pod_template_can_be_carried_by_two_workloads_side_by_side():
+    isvc = api.parse(isvc_body())
+    ctx = render.context(isvc, CONFIG)
+    template = render.pod_template(ctx)
+    stable = render.deployment(ctx, template, render.Workload("demo-predictor", "stable", 3))
+    canary = render.deployment(ctx, template, render.Workload("demo-predictor-canary", "canary", 1))
+    assert render.revision_of(stable) == render.revision_of(canary) == template.revision
+    assert stable["spec"]["selector"] != canary["spec"]["selector"]
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 7])
+def test_replicas_are_always_sent(replicas):
+    """Server-side apply without spec.replicas would reset what an autoscaler set through /scale."""
+    assert by_kind(children(isvc_body(replicas=replicas)))["Deployment"]["spec"]["replicas"] == replicas
 
 
 @pytest.mark.parametrize("replicas,has_pdb", [(0, False), (1, False), (2, True), (5, True)])

@@ -538,6 +538,16 @@ class Condition(StatusBase):
     observed_generation: Optional[int] = None
 
 
+class OperatorDefaults(StatusBase):
+    """Operator-wide defaults this InferenceService runs with, kept until its spec changes."""
+
+    triton_image: Optional[str] = None
+    storage_initializer_image: Optional[str] = None
+    spec_hash: Optional[str] = Field(
+        default=None, description="Hash of the spec (replicas aside) these defaults were taken for."
+    )
+
+
 class InferenceServiceStatus(StatusBase):
     observed_generation: Optional[int] = None
     conditions: list[Condition] = Field(
@@ -552,6 +562,11 @@ class InferenceServiceStatus(StatusBase):
     )
     selector: Optional[str] = Field(
         default=None, description="Label selector of the pods (for the scale subresource)."
+    )
+    operator_defaults: Optional[OperatorDefaults] = Field(
+        default=None,
+        description="The operator's defaults (images) this InferenceService runs with: an operator "
+        "upgrade that changes them rolls an InferenceService only when its spec next changes.",
     )
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Mapping, Optional
 
-from . import naming
+from . import children, naming
 from .observed import Observed
 
 ISVC = "InferenceService"
 POD = "Pod"
 PVC = "PersistentVolumeClaim"
 NAMESPACE = "Namespace"
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
+CHILD_KINDS = tuple(child.kind.kind for child in children.REGISTRY)
 
 Key = tuple[str, str]  # (namespace, name)
 

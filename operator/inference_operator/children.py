@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import api, naming
 
@@ -24,11 +24,19 @@ class Kind:
     def path_prefix(self) -> str:
         return ("/api/" if "/" not in self.api_version else "/apis/") + self.api_version
 
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
 
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-KINDS = {k.kind: k for k in (DEPLOYMENT, SERVICE, PDB)}
+POD = Kind("v1", "Pod", "pods")  # observed, never written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +57,7 @@ def ref_of(obj: dict[str, Any]) -> Ref:
 def possible_refs(isvc: api.InferenceService) -> list[Ref]:
     """Every child this InferenceService can ever have; names are deterministic."""
     n = naming.names(isvc.name)
-    ns = isvc.namespace
-    return [Ref(DEPLOYMENT, ns, n.predictor), Ref(SERVICE, ns, n.service), Ref(PDB, ns, n.pdb)]
+    return [Ref(child.kind, isvc.namespace, child.name(n)) for child in REGISTRY]
 
 
 def owner_reference(isvc: api.InferenceService) -> dict[str, Any]:
@@ -100,34 +107,60 @@ def _ports(obj: dict[str, Any]) -> list[tuple]:
     return sorted((p.get("name"), p.get("port"), p.get("targetPort")) for p in _get(obj, "spec", "ports") or [])
 
 
-def drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
-    """Fields someone changed behind our back (kubectl scale, set image, edit), by name.
-
-    Only fields the API server stores as sent are compared, so a default it fills in or a value
-    it normalizes never looks like drift (which would re-apply on every pass).
-    """
+def _deployment_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
     found = []
-    kind = desired["kind"]
-    if kind == "Deployment":
-        if "replicas" in desired["spec"] and _get(live, "spec", "replicas") != desired["spec"]["replicas"]:
-            found.append("spec.replicas")
-        live_containers = _containers(live)
-        for name, want in _containers(desired).items():
-            have = live_containers.get(name, {})
-            found += [f"container {name} {f}" for f in ("image", "command", "args") if have.get(f) != want.get(f)]
-        labels = _get(live, "spec", "template", "metadata", "labels") or {}
-        if not _get(desired, "spec", "template", "metadata", "labels").items() <= labels.items():
-            found.append("spec.template.metadata.labels")
-    elif kind == "Service":
-        if _get(live, "spec", "selector") != desired["spec"]["selector"]:
-            found.append("spec.selector")
-        if _ports(live) != _ports(desired):
-            found.append("spec.ports")
-    elif kind == "PodDisruptionBudget":
-        for path in (("spec", "maxUnavailable"), ("spec", "selector")):
-            if _get(live, *path) != _get(desired, *path):
-                found.append(".".join(path))
+    if "replicas" in desired["spec"] and _get(live, "spec", "replicas") != desired["spec"]["replicas"]:
+        found.append("spec.replicas")
+    live_containers = _containers(live)
+    for name, want in _containers(desired).items():
+        have = live_containers.get(name, {})
+        found += [f"container {name} {f}" for f in ("image", "command", "args") if have.get(f) != want.get(f)]
+    labels = _get(live, "spec", "template", "metadata", "labels") or {}
+    if not _get(desired, "spec", "template", "metadata", "labels").items() <= labels.items():
+        found.append("spec.template.metadata.labels")
     return found
+
+
+def _service_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    found = []
+    if _get(live, "spec", "selector") != desired["spec"]["selector"]:
+        found.append("spec.selector")
+    if _ports(live) != _ports(desired):
+        found.append("spec.ports")
+    return found
+
+
+def _pdb_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    return [".".join(path) for path in (("spec", "maxUnavailable"), ("spec", "selector"))
+            if _get(live, *path) != _get(desired, *path)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildKind:
+    """One entry of the registry of child kinds: where the kind lives, how its child is named, and
+    the fields drift correction owns (compared with the live object; only fields the API server
+    stores as sent, so a default it fills in never looks like drift). ``crd`` names the CRD of a
+    kind that may be absent from a cluster (an HTTPRoute, a ScaledObject): such a kind is watched
+    and written only where its CRD is installed. The builders are render.py's."""
+
+    kind: Kind
+    name: Callable[[naming.Names], str]
+    drift: Callable[[dict[str, Any], dict[str, Any]], list[str]]
+    crd: Optional[str] = None
+
+
+REGISTRY: tuple[ChildKind, ...] = (
+    ChildKind(DEPLOYMENT, lambda n: n.predictor, _deployment_drift),
+    ChildKind(SERVICE, lambda n: n.service, _service_drift),
+    ChildKind(PDB, lambda n: n.pdb, _pdb_drift),
+)
+KINDS = {child.kind.kind: child.kind for child in REGISTRY}
+_BY_KIND = {child.kind.kind: child for child in REGISTRY}
+
+
+def drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """Fields someone changed behind our back (kubectl scale, set image, edit), by name."""
+    return _BY_KIND[desired["kind"]].drift(desired, live)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import pydantic
 import yaml
 
-from . import __version__, api, crd, render
+from . import __version__, api, crd, render, validation, yamlout
 from .config import OperatorConfig
 
 
@@ -34,6 +34,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     out = []
     for doc in docs:
         name = (doc.get("metadata") or {}).get("name", "?")
+        # First what the API server would refuse, worded as it words it.
+        refused = validation.validate(doc)
+        if refused:
+            details = "\n".join(f"  {v}" for v in refused)
+            print(f'error: {api.KIND} "{name}" is invalid (the API server would refuse it):\n{details}',
+                  file=sys.stderr)
+            return 1
         try:
             isvc = api.parse(doc)
             out.extend(render.render(isvc, config))
@@ -43,7 +50,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         except render.SpecError as exc:
             print(f"error: {api.KIND} {name}: {exc.reason}: {exc.message}", file=sys.stderr)
             return 1
-    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=100))
+    sys.stdout.write(yamlout.dump_all(out))
     return 0
 
 
@@ -78,8 +85,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from . import handlers, metrics  # noqa: F401  (registers the handlers)
 
+    handlers.configure_runner(workers=args.workers, resync_seconds=args.resync_seconds)
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Kopf logs every handler call at INFO: a line per watch event, thousands a minute at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.bind_address)
     liveness = f"http://{args.bind_address}:{args.liveness_port}/healthz" if args.liveness_port else None
@@ -126,6 +138,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port (0: off)")
     run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (0: off)")
     run.add_argument("--bind-address", default="0.0.0.0", help="address for /metrics and /healthz")
+    run.add_argument("--workers", type=int, default=4, help="passes run in parallel (threads)")
+    run.add_argument("--resync-seconds", type=float, default=600,
+                     help="every InferenceService is reconciled once per this period, spread over it")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
     return p

@@ -14,7 +14,7 @@ from typing import Any, Hashable, Mapping
 
 import kopf
 
-from . import api, cache, metrics, naming, runner
+from . import api, cache, children, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
 from .reconcile import Outcome, reconcile
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS = 600
 WORKERS = 4
 CHILD_LABELS = {"app.kubernetes.io/managed-by": naming.MANAGED_BY}
-CHILD_RESOURCES = (("apps", "v1", "deployments", "Deployment"), ("", "v1", "pods", "Pod"),
-                   ("", "v1", "services", "Service"), ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"))
+# The child kinds of the registry, and pods: streamed with our label only.
+CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
+                        for k in [c.kind for c in children.REGISTRY] + [children.POD])
 
 _config = OperatorConfig.from_env()
 _kube: RestKube | None = None
@@ -72,6 +73,13 @@ RUNNER = runner.Runner(process, workers=WORKERS, resync_seconds=RESYNC_SECONDS,
                        keys=lambda: STORE.keys(cache.ISVC))
 
 
+def configure_runner(workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS) -> None:
+    """Set before kopf starts (the CLI's --workers and --resync-seconds)."""
+    global RUNNER
+    RUNNER = runner.Runner(process, workers=workers, resync_seconds=resync_seconds,
+                           keys=lambda: STORE.keys(cache.ISVC))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf keeps no state on our objects; were it ever to, annotations under our prefix, not status.
@@ -105,6 +113,12 @@ def kubernetes_login() -> None:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
+    if not kubernetes.client.Configuration.get_default_copy().verify_ssl:
+        # The kubeconfig asks for it (insecure-skip-tls-verify): say so once, not on every request.
+        import urllib3
+
+        log.warning("the kubeconfig disables TLS verification of the API server")
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
 
 def _raw(body: Mapping[str, Any]) -> dict[str, Any]:

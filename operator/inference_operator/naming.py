@@ -17,6 +17,11 @@ LABEL_PREFIX = api.GROUP
 ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"
 REVISION_LABEL = f"{LABEL_PREFIX}/revision"
 SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
+# Which workload a pod belongs to when two revisions run side by side (stable, and a canary later).
+# In the Deployment's selector, which is immutable: Deployments made before tracks existed keep
+# their selector and carry no track label; their pods count as stable.
+TRACK_LABEL = f"{LABEL_PREFIX}/track"
+STABLE = "stable"
 MANAGED_BY = "inference-operator"
 COMPONENT = "predictor"
 # The init container that fetches the model; status reads its termination message.
@@ -27,17 +32,32 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
 @dataclasses.dataclass(frozen=True)
 class Names:
+    instance: str  # the InferenceService's own name
     predictor: str
     service: str
     pdb: str
 
 
 def names(name: str) -> Names:
-    return Names(predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
+    return Names(instance=name, predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
 
 
 def selector(name: str) -> dict[str, str]:
     return {ISVC_LABEL: name, "app.kubernetes.io/component": COMPONENT}
+
+
+def workload_selector(name: str, track: str | None) -> dict[str, str]:
+    """A Deployment's selector: the InferenceService's pods of one track."""
+    result = selector(name)
+    if track is not None:
+        result[TRACK_LABEL] = track
+    return result
+
+
+def track_of(deployment: dict[str, Any]) -> str | None:
+    """The track a live Deployment selects; None for one made before tracks existed."""
+    match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return match.get(TRACK_LABEL)
 
 
 def selector_string(name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
-from . import api, children, naming, render, status
+from . import api, children, defaults, naming, render, status
 from . import kube as kube_errors
 from .config import OperatorConfig
 from .children import Ref
@@ -94,6 +94,22 @@ def _check_storage(isvc: api.InferenceService, observed: Observed) -> Optional[P
     return None
 
 
+def _own_deployment(isvc: api.InferenceService, observed: Observed) -> Optional[dict[str, Any]]:
+    live = observed.child_by_kind(children.DEPLOYMENT.kind, naming.names(isvc.name).predictor)
+    if live is not None and children.controller_uid(dict(live)) == isvc.metadata.uid:
+        return dict(live)
+    return None
+
+
+def _track(isvc: api.InferenceService, observed: Observed) -> Optional[str]:
+    """The stable Deployment's track: a Deployment made before tracks existed keeps its selector
+    (immutable) and its pod template (no rollout for an operator upgrade); anything new is 'stable'."""
+    live = _own_deployment(isvc, observed)
+    if live is not None and naming.track_of(live) is None:
+        return None
+    return naming.STABLE
+
+
 class _Skip(Exception):
     """The namespace is being deleted under the pass: nothing to write, nothing to report."""
 
@@ -150,9 +166,12 @@ def _reconcile(
     body = observed.isvc
     isvc, problem = _parse(body)
     desired: list[dict[str, Any]] = []
+    pins: Optional[dict[str, str]] = None
     if problem is None:
         try:
-            desired = [children.stamp(c, isvc) for c in render.render(isvc, config)]
+            render_config, pins = defaults.resolve(isvc, config, _own_deployment(isvc, observed))
+            desired = [children.stamp(c, isvc)
+                       for c in render.render(isvc, render_config, track=_track(isvc, observed))]
             problem = _check_storage(isvc, observed)
         except render.SpecError as exc:
             problem = Problem(exc.reason, exc.message)
@@ -168,11 +187,17 @@ def _reconcile(
         # The cache holds only objects with our labels: a same-named object someone else made
         # is invisible to it, so look before creating (a read only on this path).
         missing = [children.ref_of(obj) for obj in plan.apply if live.get(children.ref_of(obj)) is None]
-        if missing:
-            for ref in missing:
+        for ref in missing:
+            try:
                 live[ref] = kube.get(ref)
+            except ApiError as exc:
+                problem = _write_problem(exc, str(ref), failures)
+                break
+        if missing and problem is None:
             plan = children.plan(isvc, desired, live)
-        if plan.conflicts:
+        if problem is not None:
+            pass
+        elif plan.conflicts:
             problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
         else:
             for obj in plan.apply:
@@ -212,6 +237,7 @@ def _reconcile(
         config=config,
         now=now(),
         children_changed=bool(applied or deleted),
+        operator_defaults=pins if problem is None else None,
     )
     written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:

@@ -5,6 +5,7 @@ Templates live in ``templates/`` and render with StrictUndefined, so a typo fail
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -17,8 +18,8 @@ import yaml
 
 from . import api, model_config
 from .naming import (  # noqa: F401  (re-exported: the renderer's callers use these names)
-    COMPONENT, ISVC_LABEL, STORAGE_INITIALIZER, LABEL_PREFIX, MANAGED_BY, PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, Names,
-    content_hash, labels, names, revision_of, selector, selector_string, url,
+    COMPONENT, ISVC_LABEL, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, LABEL_PREFIX, MANAGED_BY, PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, Names,
+    content_hash, labels, names, revision_of, selector, selector_string, url, workload_selector,
 )
 from .config import OperatorConfig
 
@@ -256,8 +257,6 @@ def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any
         "labels": labels(isvc.name),
         "selector": selector(isvc.name),
         "pod_labels": labels(isvc.name),
-        # The autoscaler work will leave this unset when an HPA owns the replica count.
-        "replicas": spec.replicas,
         "rollout": spec.rollout,
         "progress_deadline_seconds": startup_timeout + 600,
         "termination_grace_period_seconds": TERMINATION_GRACE_SECONDS,
@@ -284,20 +283,57 @@ def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any
     }
 
 
-def render_deployment(
-    isvc: api.InferenceService, config: OperatorConfig, ctx: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    deployment = _render_template("deployment.yaml.j2", ctx or context(isvc, config))
+@dataclasses.dataclass(frozen=True)
+class PodTemplate:
+    """The hashed pod template: what, changed, restarts pods. ``revision`` is its hash."""
+
+    template: dict[str, Any]
+    revision: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What carries a pod template: a Deployment's name, track and replica count.
+
+    ``track`` is None only for a Deployment made before tracks existed: its selector is immutable,
+    so it keeps selecting without one (and its pods are the stable track).
+    """
+
+    name: str
+    track: str | None
+    replicas: int
+
+
+def pod_template(ctx: dict[str, Any]) -> PodTemplate:
+    template = _render_template("podtemplate.yaml.j2", ctx)
     # The revision is the hash of the pod template itself: anything that restarts pods changes it.
-    revision = content_hash(deployment["spec"]["template"])
-    deployment["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] = revision
-    return deployment
+    revision = content_hash(template)
+    template["metadata"]["labels"][REVISION_LABEL] = revision
+    return PodTemplate(template, revision)
 
 
-def render(isvc: api.InferenceService, config: OperatorConfig) -> list[dict[str, Any]]:
-    """The desired children, in apply order. Raises SpecError for a spec that cannot be served."""
+def deployment(ctx: dict[str, Any], template: PodTemplate, workload: Workload) -> dict[str, Any]:
+    """A Deployment that runs ``template`` as ``workload``; two of them can run side by side."""
+    pod = copy.deepcopy(template.template)
+    if workload.track is not None:
+        pod["metadata"]["labels"][TRACK_LABEL] = workload.track
+    return _render_template("deployment.yaml.j2", {
+        **ctx, "template": pod, "workload": workload,
+        "workload_selector": workload_selector(ctx["names"].instance, workload.track),
+    })
+
+
+def render(
+    isvc: api.InferenceService, config: OperatorConfig, *, track: str | None = STABLE
+) -> list[dict[str, Any]]:
+    """The desired children, in apply order. Raises SpecError for a spec that cannot be served.
+
+    ``track`` is the stable Deployment's track: None keeps the selector of a Deployment made
+    before tracks existed (reconcile passes what it observes).
+    """
     ctx = context(isvc, config)
-    children = [render_deployment(isvc, config, ctx), _render_template("service.yaml.j2", ctx)]
+    stable = Workload(name=ctx["names"].predictor, track=track, replicas=isvc.spec.replicas)
+    children = [deployment(ctx, pod_template(ctx), stable), _render_template("service.yaml.j2", ctx)]
     if isvc.spec.replicas > 1:
         children.append(_render_template("poddisruptionbudget.yaml.j2", ctx))
     return children

@@ -239,6 +239,7 @@ def compute(
     config: OperatorConfig,
     now: str,
     children_changed: bool = False,
+    operator_defaults: Optional[dict[str, str]] = None,
 ) -> dict[str, Any]:
     """The status the InferenceService should have, as the JSON the API server stores."""
     generation = isvc.metadata.generation
@@ -346,6 +347,12 @@ def compute(
         result["url"] = naming.url(isvc, config)
     if revision:
         result["revision"] = revision
+    # The defaults the desired revision was rendered with; while the spec cannot be rendered, the
+    # ones recorded before stand.
+    if operator_defaults is not None:
+        result["operatorDefaults"] = dict(operator_defaults)
+    elif previous.operator_defaults is not None:
+        result["operatorDefaults"] = previous.operator_defaults.model_dump(by_alias=True, exclude_none=True)
     return result
 
 

@@ -1,0 +1,213 @@
+"""The reconcile engine against a real API server: finalizers, permissions, scale, requests sent."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import yaml
+
+from .conftest import OPERATOR_MANIFEST, RESYNC_SECONDS, Kubectl, Operator, wait_for
+from .test_e2e import ISVC_LABEL, condition, manifest, settled, wait_condition, wait_ready
+
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+def total(requests: dict[str, float], verb: str | None = None, code: str | None = None) -> float:
+    return sum(v for k, v in requests.items()
+               if (verb is None or k.split()[0] == verb) and (code is None or k.split()[2] == code))
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def test_delete_while_the_operator_is_down_does_not_hang(kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns))
+    isvc = wait_ready(kubectl, ns, "resnet")
+    assert not isvc["metadata"].get("finalizers"), isvc["metadata"].get("finalizers")
+    operator.stop()
+    try:
+        kubectl("delete", "infsvc", "resnet", "-n", ns, "--wait=true", "--timeout=30s", timeout=40)
+    finally:
+        operator.start()
+
+
+def test_a_finalizer_an_older_version_left_is_removed(kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    body = yaml.safe_load(manifest("resnet", ns))
+    body["metadata"]["finalizers"] = [KOPF_FINALIZER]
+    kubectl.apply(json.dumps(body))
+    wait_for(lambda: not kubectl.json("infsvc", "resnet", "-n", ns)["metadata"].get("finalizers"),
+             "kopf to drop its finalizer", timeout=30)
+    kubectl("delete", "infsvc", "resnet", "-n", ns, "--wait=true", "--timeout=30s", timeout=40)
+
+
+def test_a_scale_is_not_a_rollout(kubectl: Kubectl, namespace: str):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    wait_ready(kubectl, ns, "resnet")
+    before = kubectl.json("infsvc", "resnet", "-n", ns)
+    revision = before["status"]["revision"]
+
+    def rollout_events() -> int:
+        events = kubectl.json("events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService")
+        return sum(1 for e in events["items"] if e.get("reason") == "RollingOut")
+
+    rolling = rollout_events()
+    seen = []
+    for replicas in (4, 1, 3):
+        kubectl("scale", "infsvc/resnet", "-n", ns, f"--replicas={replicas}")
+
+        def scaled():
+            isvc = kubectl.json("infsvc", "resnet", "-n", ns)
+            seen.append((condition(isvc, "Ready").get("status"), condition(isvc, "Progressing").get("status")))
+            return isvc if isvc["status"].get("readyReplicas") == replicas and \
+                len([p for p in kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}=resnet")["items"]
+                     if not p["metadata"].get("deletionTimestamp")]) == replicas else None
+
+        isvc = wait_for(scaled, f"{replicas} replicas", timeout=60, interval=0.2)
+        assert isvc["status"]["revision"] == revision
+    assert all(s == ("True", "False") for s in seen), seen
+    assert rollout_events() == rolling
+
+
+def test_a_missing_permission_is_reported_naming_the_verb_and_the_resource(
+        kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    role = next(d for d in yaml.safe_load_all(OPERATOR_MANIFEST.read_text()) if d and d["kind"] == "ClusterRole")
+    crippled = dict(role, rules=[r for r in role["rules"] if "poddisruptionbudgets" not in r["resources"]])
+    kubectl.apply(json.dumps(crippled))
+    try:
+        kubectl.apply(manifest("resnet", ns, replicas=2))
+        isvc = wait_condition(kubectl, ns, "resnet", "Degraded", "Forbidden", timeout=60)
+        message = condition(isvc, "Degraded")["message"]
+        # The first refused verb is the look before the create.
+        assert "refused to get poddisruptionbudgets" in message, message
+        events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService").stdout
+        assert "Forbidden" in events
+        # Retried slowly, and while nothing changes, nothing is written.
+        version = isvc["metadata"]["resourceVersion"]
+        time.sleep(5)
+        assert kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"] == version
+    finally:
+        kubectl.apply(json.dumps(role))
+    kubectl("annotate", "infsvc/resnet", "-n", ns, "e2e/wake=1")  # any event: no need to wait the retry out
+    wait_ready(kubectl, ns, "resnet", timeout=60)
+    assert kubectl.maybe("pdb", "resnet-predictor", "-n", ns) is not None
+
+
+def test_restarts_and_resyncs_send_no_request(kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    for i in range(3):
+        kubectl.apply(manifest(f"model-{i}", ns, replicas=1 + i % 2))
+    for i in range(3):
+        wait_ready(kubectl, ns, f"model-{i}")
+
+    def versions():
+        items = kubectl.json("infsvc,deploy,svc,pdb", "-n", ns)["items"]
+        return sorted((o["kind"], o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in items)
+
+    before = settled(versions)
+    requests = operator.requests()
+    time.sleep(RESYNC_SECONDS * 2)  # two resync periods: every InferenceService reconciled twice
+    passes = operator.metrics()
+    assert diff(operator.requests(), requests) == {}
+    operator.restart()
+    wait_for(lambda: sum(v for k, v in operator.metrics().items()
+                         if k.startswith("inference_operator_reconcile_total")) >= 3,
+             "the operator to reconcile after its restart")
+    time.sleep(RESYNC_SECONDS * 2)
+    assert operator.requests() == {}, operator.requests()  # not one read or write since the start
+    assert settled(versions) == before
+    assert passes  # the first process did reconcile (the counters exist)
+
+
+def test_a_new_inferenceservice_costs_a_read_only_per_child_it_creates(
+        kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    before = operator.requests()
+    kubectl.apply(manifest("resnet", ns, replicas=2))
+    wait_ready(kubectl, ns, "resnet")
+    time.sleep(2)
+    spent = diff(operator.requests(), before)
+    children = 3  # Deployment, Service, PDB
+    assert total(spent, "get") == children, spent  # one look before each create, nothing else
+    assert total(spent, "list") == 0, spent
+    assert total(spent, "apply") == children, spent
+    # Status: created, then each change of readyReplicas (0, 1, 2 of 2, the last one Ready).
+    assert total(spent, "patch") <= 2 + 2, spent
+    assert total(spent, "create") <= 3, spent  # Events: ChildrenUpdated, RollingOut, Ready
+    assert total(spent) == total(spent, "get") + total(spent, "apply") + total(spent, "patch") + \
+        total(spent, "create"), spent
+
+
+def test_deleting_a_namespace_re_creates_nothing(kubectl: Kubectl, operator: Operator, crd: None):
+    ns = f"e2e-gone-{int(time.time())}"
+    kubectl("create", "namespace", ns)
+    from .conftest import bound_claim
+
+    bound_claim(kubectl, ns, "models")
+    for i in range(3):
+        kubectl.apply(manifest(f"model-{i}", ns, replicas=2))
+    for i in range(3):
+        wait_ready(kubectl, ns, f"model-{i}")
+    before = operator.requests()
+    kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", timeout=130)
+    kubectl("delete", "pv", "-l", f"e2e-namespace={ns}", "--wait=false", check=False)
+    spent = diff(operator.requests(), before)
+    assert total(spent, "apply") == 0 and total(spent, code="403") == 0, spent
+
+
+UPGRADED_IMAGE = "registry.example/tritonserver:99.99-py3"
+
+
+def triton_image(kubectl: Kubectl, ns: str, name: str) -> str:
+    dep = kubectl.json("deployment", f"{name}-predictor", "-n", ns)
+    return dep["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_an_operator_upgrade_that_changes_a_default_rolls_nothing(
+        kubectl: Kubectl, namespace: str, operator: Operator):
+    ns = namespace
+    kubectl.apply(manifest("running", ns))
+    wait_ready(kubectl, ns, "running")
+    before = kubectl.json("deployment", "running-predictor", "-n", ns)
+    operator.restart(env={"INFERENCE_OPERATOR_TRITON_IMAGE": UPGRADED_IMAGE})
+    try:
+        kubectl.apply(manifest("created-after", ns))
+        wait_ready(kubectl, ns, "created-after")
+        assert triton_image(kubectl, ns, "created-after") == UPGRADED_IMAGE
+        kubectl("scale", "infsvc/running", "-n", ns, "--replicas=2")  # an autoscaler's change: no rollout
+        wait_for(lambda: kubectl.json("infsvc", "running", "-n", ns)["status"].get("readyReplicas") == 2, "2 ready")
+        after = kubectl.json("deployment", "running-predictor", "-n", ns)
+        assert after["spec"]["template"] == before["spec"]["template"]
+        # Its own spec changes: that rollout takes the operator's current defaults.
+        kubectl.apply(manifest("running", ns, replicas=2, extra="runtime: {args: [--log-verbose=1]}\n"))
+        wait_for(lambda: triton_image(kubectl, ns, "running") == UPGRADED_IMAGE, "the new default on a spec change")
+    finally:
+        operator.restart()
+
+
+def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
+        kubectl: Kubectl, namespace: str, operator: Operator):
+    from inference_operator import api, children, render
+    from inference_operator.config import OperatorConfig
+
+    ns = namespace
+    operator.stop()
+    try:
+        kubectl.apply(manifest("legacy", ns))
+        isvc = api.parse(kubectl.json("infsvc", "legacy", "-n", ns))
+        # What an operator without tracks made: no track label in the selector or on the pods.
+        old = children.stamp(render.render(isvc, OperatorConfig.from_env(), track=None)[0], isvc)
+        kubectl("apply", "--server-side", "--field-manager=inference-operator", "-f", "-", stdin=json.dumps(old))
+        wait_for(lambda: kubectl.json("deployment", "legacy-predictor", "-n", ns)["status"].get("availableReplicas"),
+                 "the legacy Deployment to be available")
+    finally:
+        operator.start()
+    wait_ready(kubectl, ns, "legacy")
+    dep = kubectl.json("deployment", "legacy-predictor", "-n", ns)
+    assert dep["metadata"]["generation"] == 1  # never changed: no rollout, no refused selector change
+    assert "serving.inference-operator.io/track" not in dep["spec"]["selector"]["matchLabels"]

@@ -1,0 +1,97 @@
+"""One table of InferenceService specs, valid and not: checked offline against `render` (unit tests)
+and against the API server's server-side dry run (e2e/test_parity.py), so both refuse the same.
+
+Each case: an id, a change to a minimal valid manifest, and what the API server says (None: accepts).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional
+
+BASE: dict[str, Any] = {
+    "apiVersion": "serving.inference-operator.io/v1alpha1",
+    "kind": "InferenceService",
+    "metadata": {"name": "parity"},
+    "spec": {"model": {"name": "resnet50", "storageUri": "pvc://models/triton"},
+             "resources": {"gpu": {"count": 1}, "requests": {"cpu": "500m", "memory": "1Gi"}}},
+}
+
+
+def spec(**changes: Any) -> Callable[[dict], None]:
+    def change(body: dict) -> None:
+        body["spec"].update(copy.deepcopy(changes))
+    return change
+
+
+def model(**changes: Any) -> Callable[[dict], None]:
+    def change(body: dict) -> None:
+        body["spec"]["model"].update(changes)
+    return change
+
+
+def name(value: str) -> Callable[[dict], None]:
+    def change(body: dict) -> None:
+        body["metadata"]["name"] = value
+    return change
+
+
+CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
+    ("minimal", lambda b: None, None),
+    ("s3", model(storageUri="s3://bucket-1/models", storage={"endpoint": "http://minio:9000", "region": "r"}), None),
+    ("scheme", model(storageUri="ftp://host/model"), "must start with pvc://"),
+    ("claim-name", model(storageUri="pvc://Models/x"), "pvc://<claim-name>"),
+    ("dotdot", model(storageUri="pvc://models/../etc"), "'..'"),
+    ("model-name", model(name="_hidden"), "must start with a letter or digit"),
+    ("managed-flag", spec(runtime={"args": ["--model-repos=/x"]}), "flags the operator manages"),
+    ("extra-flags", spec(runtime={"args": ["--log-verbose=1"]}), None),
+    ("product-without-gpu", spec(resources={"gpu": {"count": 0, "product": "NVIDIA-A100"}}), "needs gpu.count > 0"),
+    ("resource-name", spec(resources={"gpu": {"resourceName": "amd.com/gpu"}}), "must be nvidia.com/gpu"),
+    ("mig", spec(resources={"gpu": {"resourceName": "nvidia.com/mig-1g.10gb"}}), None),
+    ("shm-milli", spec(resources={"sharedMemorySize": "100m"}), "positive byte quantity"),
+    ("cpu-bytes", spec(resources={"requests": {"cpu": "1Gi"}}), "positive CPU quantity"),
+    ("cpu-limit-below-request", spec(resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}),
+     "limits.cpu must be >= resources.requests.cpu"),
+    ("memory-limit-below-request", spec(resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "2000Mi"}}),
+     "limits.memory must be >= resources.requests.memory"),
+    ("memory-limit-equal", spec(resources={"requests": {"memory": "1024Mi"}, "limits": {"memory": "1Gi"}}), None),
+    ("checksum", model(checksum="md5:abc", storageUri="https://h/m.tgz"), "sha256: followed by 64 hex digits"),
+    ("checksum-on-claim", model(checksum="sha256:" + "a" * 64), "not to pvc://"),
+    ("endpoint-not-s3", model(storageUri="gs://b/m", storage={"endpoint": "http://x"}), "s3:// only"),
+    ("rollout-zero", spec(rollout={"maxSurge": 0, "maxUnavailable": 0}), "cannot both be 0"),
+    ("rollout-in-place", spec(rollout={"maxSurge": 0, "maxUnavailable": 1}), None),
+    ("batching", spec(runtime={"modelConfig": {"dynamicBatching": {"preferredBatchSizes": [4]}}}),
+     "needs maxBatchSize > 0"),
+    ("batch-sizes", spec(runtime={"modelConfig": {"maxBatchSize": 8,
+                                                  "dynamicBatching": {"preferredBatchSizes": [4, 16]}}}),
+     "<= maxBatchSize"),
+    ("product-contradiction", spec(resources={"gpu": {"product": "A"}},
+                                   scheduling={"nodeSelector": {"nvidia.com/gpu.product": "B"}}), "contradicts"),
+    ("name-too-long", name("x" * 54), "at most 53"),
+    ("name-digit", name("9lives"), "DNS-1035"),
+    ("replicas-max", spec(replicas=2000), "less than or equal to 1000"),
+    ("replicas-negative", spec(replicas=-1), "greater than or equal to 0"),
+    ("replicas-type", spec(replicas="two"), "must be of type integer"),
+    ("format-enum", model(format="caffe"), "Unsupported value"),
+    ("startup-min", spec(runtime={"startupTimeoutSeconds": 10}), "greater than or equal to 60"),
+    ("gpu-count-max", spec(resources={"gpu": {"count": 17}}), "less than or equal to 16"),
+    ("too-many-args", spec(runtime={"args": ["--log-verbose=1"] * 65}), "must have at most 64 items"),
+    ("unknown-field", spec(replica=2), 'unknown field "spec.replica"'),
+    ("missing-model", lambda b: b["spec"].pop("model"), "Required value"),
+    ("model-name-long", model(name="m" * 129), "Too long"),
+    ("storage-uri-missing", lambda b: b["spec"]["model"].pop("storageUri"), "Required value"),
+    ("endpoint", model(storageUri="s3://bucket-1/m", storage={"endpoint": "minio:9000"}), "http:// or https:// URL"),
+    ("product-label", spec(resources={"gpu": {"product": "not a label"}}), "valid label value"),
+    ("toleration-operator", spec(scheduling={"tolerations": [{"key": "k", "operator": "In"}]}), "Unsupported value"),
+    ("env-name-empty", spec(runtime={"env": [{"name": "", "value": "1"}]}), "at least 1 chars long"),
+    ("node-selector-ok", spec(scheduling={"nodeSelector": {"zone": "a"}}), None),
+    ("args-item-long", spec(runtime={"args": ["--x=" + "a" * 1100]}), "Too long"),
+    ("duplicate-env", spec(runtime={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+     "Duplicate value"),
+]
+
+
+def case_body(change: Callable[[dict], None]) -> dict:
+    body = copy.deepcopy(BASE)
+    change(body)
+    return body
