@@ -265,8 +265,9 @@ def test_changes_made_behind_the_operators_back_are_undone(kubectl, namespace):
         and d["spec"]["template"]["spec"]["containers"][0]["image"] == image and d,
         "the operator to restore replicas and image")
     assert restored
-    isvc = wait_ready(kubectl, ns, "resnet")
-    assert isvc["status"]["readyReplicas"] == 2
+    wait_ready(kubectl, ns, "resnet")
+    # A surge pod may still be going away once Ready is back (maxSurge 1 by default).
+    wait_for(lambda: kubectl.json("infsvc", "resnet", "-n", ns)["status"]["readyReplicas"] == 2, "2 ready replicas")
 
 
 def test_a_model_in_s3_is_fetched_by_an_init_container(kubectl, namespace):

@@ -211,3 +211,53 @@ def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
     dep = kubectl.json("deployment", "legacy-predictor", "-n", ns)
     assert dep["metadata"]["generation"] == 1  # never changed: no rollout, no refused selector change
     assert "serving.inference-operator.io/track" not in dep["spec"]["selector"]["matchLabels"]
+
+
+def test_status_is_written_under_our_field_manager_and_a_stale_write_is_refused(
+        kubectl: Kubectl, namespace: str):
+    import kubernetes
+
+    from inference_operator.kube import ApiError, RestKube
+
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns))
+    created_version = kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"]
+    wait_ready(kubectl, ns, "resnet")
+    isvc = json.loads(kubectl("get", "infsvc", "resnet", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
+    managers = {(m["manager"], m.get("subresource", "")) for m in isvc["metadata"]["managedFields"]}
+    assert ("inference-operator", "status") in managers, managers
+    # The precondition the operator's status writes carry, as the real API server enforces it.
+    client = kubernetes.config.new_client_from_config(config_file=kubectl.kubeconfig)
+    try:
+        RestKube(client).patch_status(ns, "resnet", {"observedGeneration": 0}, created_version)
+        raise AssertionError("a status write with a stale resourceVersion was accepted")
+    except ApiError as exc:
+        assert exc.kind == "conflict", exc
+    assert kubectl.json("infsvc", "resnet", "-n", ns)["status"]["observedGeneration"] == 1
+
+
+def test_a_minimal_manifest_gets_rollout_defaults_that_keep_a_replica_serving(kubectl: Kubectl, namespace: str):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns))
+    assert kubectl.json("infsvc", "resnet", "-n", ns)["spec"]["rollout"] == {"maxSurge": 1, "maxUnavailable": 0}
+    wait_ready(kubectl, ns, "resnet")
+    strategy = kubectl.json("deployment", "resnet-predictor", "-n", ns)["spec"]["strategy"]["rollingUpdate"]
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_a_rollout_waiting_for_a_gpu_keeps_the_old_revision_serving(kubectl: Kubectl, namespace: str):
+    ns = namespace
+    # Every GPU of the one H100 node: the new revision's pod has nowhere to go until the old one goes.
+    kubectl.apply(manifest("big", ns, gpu="count: 8, product: NVIDIA-H100-80GB-HBM3"))
+    before = wait_ready(kubectl, ns, "big", timeout=180)
+    kubectl.apply(manifest("big", ns, gpu="count: 8, product: NVIDIA-H100-80GB-HBM3", storage="pvc://models/v2"))
+    isvc = wait_condition(kubectl, ns, "big", "Progressing", "WaitingForCapacity", timeout=60)
+    ready = condition(isvc, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "Unschedulable", ready
+    assert "previous revision keeps serving (1 ready)" in ready["message"], ready["message"]
+    assert "Insufficient nvidia.com/gpu" in condition(isvc, "Progressing")["message"]
+    assert isvc["status"]["revision"] == before["status"]["revision"]
+    serving = [p for p in kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}=big")["items"]
+               if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+    assert len(serving) == 1
+    kubectl("delete", "infsvc", "big", "-n", ns, "--wait=true", "--timeout=60s")

@@ -36,3 +36,16 @@ def test_the_dockerfile_installs_the_lock_and_nothing_unpinned():
     for line in text.splitlines():
         if "pip install" in line:
             assert "--no-deps" in line, line
+
+
+def test_the_kopf_floor_has_the_settings_the_operator_uses():
+    """settings.watching.label_selectors first ships in kopf 1.45 (1.37 to 1.44 lack it: checked
+    against their wheels); a lower floor lets pip pick a kopf the operator crashes on at start."""
+    import kopf
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    req = next(Requirement(s) for s in project["dependencies"] if Requirement(s).name == "kopf")
+    floor = min(Version(s.version) for s in req.specifier if s.operator in (">=", "=="))
+    assert floor >= Version("1.45"), req
+    assert hasattr(kopf.OperatorSettings().watching, "label_selectors")

@@ -254,7 +254,8 @@ def test_a_scale_up_is_not_a_rollout_and_ready_does_not_flap():
     assert before["revision"] == "rev1"
     pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
     pods += [pod("new-0", revision="rev1"), pod("new-1", revision="rev1", scheduled=None)]  # starting
-    after = compute(deployment(replicas=4, updated=2, ready=2, available=2, total=4, progressing="ReplicaSetUpdated"),
+    # The ReplicaSet made two more pods: they are of the newest ReplicaSet (updated), not ready yet.
+    after = compute(deployment(replicas=4, updated=4, ready=2, available=2, total=4, progressing="ReplicaSetUpdated"),
                     pods=pods, previous=before, now=LATER)
     assert conds(after) == {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"),
                             "Degraded": ("False", "AsExpected")}
@@ -308,3 +309,14 @@ def test_keeps_serving_is_said_only_when_a_replica_serves():
     nothing_ready = compute(deployment(ready=0, available=0), problem=Problem("InvalidSpec", "bad"))
     ready = next(c for c in nothing_ready["conditions"] if c["type"] == "Ready")
     assert "keeps serving" not in ready["message"]
+
+
+def test_a_template_changed_behind_our_back_is_not_a_scale():
+    """`kubectl set image` keeps our revision label: the Deployment's counts tell its pods apart."""
+    before = rolled_out()
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(3)]
+    # Restored by the operator: the newest ReplicaSet has 1 of 2 pods; 2 pods of the edited one serve.
+    after = compute(deployment(replicas=2, updated=1, ready=3, available=3, total=3, progressing="ReplicaSetUpdated"),
+                    pods=pods, previous=before, now=LATER)
+    assert conds(after)["Ready"] == ("False", "RolloutInProgress")
+    assert conds(after)["Progressing"] == ("True", "RollingOut")

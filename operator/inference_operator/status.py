@@ -254,6 +254,9 @@ def compute(
     scaling = (
         rollout is not None and desired_revision is not None and previous.revision == desired_revision
         and rollout.on_desired_revision and counts.other_revisions == 0
+        # Every pod is of the Deployment's newest ReplicaSet: nobody's template change is rolling
+        # (a `kubectl set image` keeps our revision label; this tells its pods apart).
+        and rollout.updated == rollout.replicas
     )
     max_unavailable = _max_unavailable(isvc)
     if problem:
@@ -282,10 +285,14 @@ def compute(
         r = rollout.desired_replicas
         summary = f"{rollout.updated}/{r} updated, {rollout.available}/{r} available"
         threshold = max(1, r - max_unavailable)
+        # Replicas of the newest ReplicaSet that are available, at least: the Deployment counts
+        # every ReplicaSet's available pods together, so assume every older pod is among them.
+        new_available = (max(0, rollout.available - (rollout.replicas - rollout.updated))
+                         if rollout.observed and rollout.on_desired_revision else 0)
         if r == 0:
             ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
-        elif rollout.complete or (counts.desired_ready >= threshold and not degraded):
-            ready = ("True", "Available", f"Revision {rev}: {counts.desired_ready or rollout.ready}/{r} replicas ready.")
+        elif rollout.complete or (new_available >= threshold and not degraded):
+            ready = ("True", "Available", f"Revision {rev}: {new_available or rollout.ready}/{r} replicas ready.")
         elif degraded:
             keep = (f" The previous revision keeps serving ({counts.other_ready} ready)."
                     if counts.other_ready else "")
