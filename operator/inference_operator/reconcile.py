@@ -94,6 +94,29 @@ def _check_storage(isvc: api.InferenceService, observed: Observed) -> Optional[P
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """What the InferenceService should have, decided from it and the snapshot alone."""
+
+    children: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # stamped, in apply order
+    revision: Optional[str] = None  # the stable Deployment's pod template hash
+    operator_defaults: Optional[dict[str, str]] = None  # what status records of the defaults used
+
+
+def desire(
+    isvc: api.InferenceService, observed: Observed, config: OperatorConfig
+) -> tuple[Desired, Optional[Problem]]:
+    """The desired state, or the problem that keeps the spec from being served. Pure."""
+    try:
+        render_config, pins = defaults.resolve(isvc, config, _own_deployment(isvc, observed))
+        stamped = [children.stamp(c, isvc)
+                   for c in render.render(isvc, render_config, track=_track(isvc, observed))]
+    except render.SpecError as exc:
+        return Desired(), Problem(exc.reason, exc.message)
+    desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins)
+    return desired, _check_storage(isvc, observed)
+
+
 def _own_deployment(isvc: api.InferenceService, observed: Observed) -> Optional[dict[str, Any]]:
     live = observed.child_by_kind(children.DEPLOYMENT.kind, naming.names(isvc.name).predictor)
     if live is not None and children.controller_uid(dict(live)) == isvc.metadata.uid:
@@ -165,16 +188,10 @@ def _reconcile(
 ) -> Outcome:
     body = observed.isvc
     isvc, problem = _parse(body)
-    desired: list[dict[str, Any]] = []
-    pins: Optional[dict[str, str]] = None
+    want = Desired()
     if problem is None:
-        try:
-            render_config, pins = defaults.resolve(isvc, config, _own_deployment(isvc, observed))
-            desired = [children.stamp(c, isvc)
-                       for c in render.render(isvc, render_config, track=_track(isvc, observed))]
-            problem = _check_storage(isvc, observed)
-        except render.SpecError as exc:
-            problem = Problem(exc.reason, exc.message)
+        want, problem = desire(isvc, observed, config)
+    desired = want.children
 
     refs = children.possible_refs(isvc)
     live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}
@@ -225,7 +242,7 @@ def _reconcile(
     if deployment is not None and children.controller_uid(deployment) != isvc.metadata.uid:
         deployment = None
     pods = list(observed.pods) if deployment else []
-    desired_revision = naming.revision_of(desired[0]) if desired and problem is None else None
+    desired_revision = want.revision if problem is None else None
 
     old_status = status.comparable(body.get("status") or {})
     new_status = status.compute(
@@ -237,7 +254,7 @@ def _reconcile(
         config=config,
         now=now(),
         children_changed=bool(applied or deleted),
-        operator_defaults=pins if problem is None else None,
+        operator_defaults=want.operator_defaults if problem is None else None,
     )
     written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:
