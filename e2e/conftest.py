@@ -69,6 +69,39 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120, inte
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+class Audit:
+    """The API server's audit log of the operator's own requests (the local cluster writes one):
+    what the operator sent, counted by the server, not by the operator's own metrics."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def offset(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def since(self, offset: int) -> list[tuple[str, str, str, int]]:
+        """(verb, resource[/subresource], name, code) of each request completed since offset."""
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().splitlines()
+        found = []
+        for line in lines:
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            found.append((event["verb"], resource, ref.get("name", ""),
+                          (event.get("responseStatus") or {}).get("code", 0)))
+        return found
+
+
+@pytest.fixture(scope="session")
+def audit() -> Optional[Audit]:
+    path = os.environ.get("E2E_AUDIT_LOG")
+    return Audit(pathlib.Path(path)) if path else None
+
+
 @pytest.fixture(scope="session")
 def kubectl() -> Kubectl:
     return Kubectl(_kubeconfig(), os.environ.get("E2E_KUBECTL", "kubectl"))

@@ -11,4 +11,4 @@ trap cleanup EXIT
 t0=$(date +%s)
 KUBECONFIG_PATH=$("$PY" e2e/cluster.py up --state "$STATE" --bin "$BIN")
 echo "==> cluster started in $(( $(date +%s) - t0 ))s; running the e2e suite"
-E2E_KUBECONFIG=$KUBECONFIG_PATH E2E_KUBECTL=$BIN/kubectl E2E_BIN=$BIN PATH="$BIN:$PATH" "$PY" -m pytest e2e "$@"
+E2E_KUBECONFIG=$KUBECONFIG_PATH E2E_AUDIT_LOG=$STATE/audit.log E2E_KUBECTL=$BIN/kubectl E2E_BIN=$BIN PATH="$BIN:$PATH" "$PY" -m pytest e2e "$@"
