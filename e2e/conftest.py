@@ -120,8 +120,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Short, so that tests see resyncs happen (and send nothing).
+# Short, so that tests see resyncs and slow retries happen (and write nothing).
 RESYNC_SECONDS = 8
+SLOW_RETRY_SECONDS = 2
 
 
 class Operator:
@@ -133,7 +134,7 @@ class Operator:
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
-    def start(self, env: Optional[dict[str, str]] = None) -> None:
+    def start(self, env: Optional[dict[str, str]] = None, args: tuple[str, ...] = ()) -> None:
         self.metrics_port, self.liveness_port = _free_port(), _free_port()
         self.starts += 1
         self.log_path = self.log_dir / f"operator-{self.starts}.log"
@@ -141,7 +142,7 @@ class Operator:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "inference_operator.cli", "run", "--bind-address", "127.0.0.1",
              "--metrics-port", str(self.metrics_port), "--liveness-port", str(self.liveness_port),
-             "--resync-seconds", str(RESYNC_SECONDS)],
+             "--resync-seconds", str(RESYNC_SECONDS), "--slow-retry-seconds", str(SLOW_RETRY_SECONDS), *args],
             env=env, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_for(self._healthy, "the operator's /healthz", timeout=60)
@@ -165,9 +166,9 @@ class Operator:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def restart(self, env: Optional[dict[str, str]] = None) -> None:
+    def restart(self, env: Optional[dict[str, str]] = None, args: tuple[str, ...] = ()) -> None:
         self.stop()
-        self.start(env)
+        self.start(env, args)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from .conftest import OPERATOR_MANIFEST, RESYNC_SECONDS, Kubectl, Operator, wait_for
+from .conftest import OPERATOR_MANIFEST, RESYNC_SECONDS, SLOW_RETRY_SECONDS, Kubectl, Operator, wait_for
 from .test_e2e import ISVC_LABEL, condition, manifest, settled, wait_condition, wait_ready
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -16,6 +16,10 @@ KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 def total(requests: dict[str, float], verb: str | None = None, code: str | None = None) -> float:
     return sum(v for k, v in requests.items()
                if (verb is None or k.split()[0] == verb) and (code is None or k.split()[2] == code))
+
+
+def reconciles(operator: Operator) -> float:
+    return sum(v for k, v in operator.metrics().items() if k.startswith("inference_operator_reconcile_total"))
 
 
 def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -87,9 +91,11 @@ def test_a_missing_permission_is_reported_naming_the_verb_and_the_resource(
         assert "refused to get poddisruptionbudgets" in message, message
         events = kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=InferenceService").stdout
         assert "Forbidden" in events
-        # Retried slowly, and while nothing changes, nothing is written.
+        # Looked at again (every SLOW_RETRY_SECONDS here), and while nothing changes, nothing is written.
         version = isvc["metadata"]["resourceVersion"]
-        time.sleep(5)
+        passes = reconciles(operator)
+        time.sleep(SLOW_RETRY_SECONDS * 4)
+        assert reconciles(operator) >= passes + 2
         assert kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"] == version
     finally:
         kubectl.apply(json.dumps(role))
@@ -113,7 +119,9 @@ def test_restarts_and_resyncs_send_no_request(kubectl: Kubectl, namespace: str, 
     requests = operator.requests()
     assert total(requests, "apply") >= 3, requests  # the operator counts what it sends
     offset = audit.offset() if audit else 0
+    passes = reconciles(operator)
     time.sleep(RESYNC_SECONDS * 2)  # two resync periods: every InferenceService reconciled twice
+    assert reconciles(operator) >= passes + 3  # the resyncs did run
     assert diff(operator.requests(), requests) == {}
     if audit:
         # The watch streams themselves aside (a watch that times out is re-listed), nothing.
@@ -121,9 +129,7 @@ def test_restarts_and_resyncs_send_no_request(kubectl: Kubectl, namespace: str, 
         assert sent == [], sent
         offset = audit.offset()
     operator.restart()
-    wait_for(lambda: sum(v for k, v in operator.metrics().items()
-                         if k.startswith("inference_operator_reconcile_total")) >= 3,
-             "the operator to reconcile after its restart")
+    wait_for(lambda: reconciles(operator) >= 3, "the operator to reconcile after its restart")
     time.sleep(RESYNC_SECONDS * 2)
     assert operator.requests() == {}, operator.requests()
     if audit:

@@ -32,6 +32,25 @@ def test_render_refuses_exactly_what_the_api_server_refuses(kubectl: Kubectl, na
         assert text in server.stderr, f"\nrender:     {text}\nAPI server: {server.stderr}"
     if expect:
         assert expect in server.stderr
+    # And the other way round: every field the API server names, render names too (the server's
+    # own echoes of the scale subresource's accessor and of a type check aside).
+    ours = {v.path or "<nil>" for v in offline}
+    for error in server_errors(server.stderr):
+        if "accessor error" in error or "Checked value must be of type" in error or error.startswith(".spec.replicas"):
+            continue  # the scale subresource's own checks of spec.replicas echo the schema's
+        path = error.split(": ", 1)[0]
+        assert path in ours or error.startswith("strict decoding error"), f"only the API server says: {error}"
+
+
+def server_errors(stderr: str) -> list[str]:
+    """The individual errors of kubectl's 'is invalid: ...' (one, or a '* ' list)."""
+    text = stderr.strip()
+    if " is invalid: " in text:
+        text = text.split(" is invalid: ", 1)[1]
+    elif "strict decoding error: " in text:
+        return ["strict decoding error: " + text.split("strict decoding error: ", 1)[1]]
+    items = [line[2:] for line in text.splitlines() if line.startswith("* ")]
+    return items or [text]
 
 
 def test_rendered_yaml_round_trips_through_kubectl(kubectl: Kubectl, namespace: str):

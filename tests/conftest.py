@@ -54,6 +54,7 @@ class FakeKube:
         self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = itertools.count(1)
         self.reads: list[str] = []
+        self.apply_attempts = 0
         self.stale: bool = False  # patch_status answers 409, as for a stale resourceVersion
 
     # reads
@@ -77,6 +78,7 @@ class FakeKube:
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         from inference_operator.children import ref_of
 
+        self.apply_attempts += 1
         if obj["kind"] in self.reject:
             raise self.reject[obj["kind"]]
         obj = copy.deepcopy(obj)

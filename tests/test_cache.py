@@ -75,3 +75,39 @@ def test_the_users_of_a_claim_are_found():
     store.upsert(cache.ISVC, other)
     assert store.users_of_claim("ns", "models") == ["demo"]
     assert store.users_of_claim("ns", "models-2") == []
+
+
+def test_a_deleted_object_is_never_brought_back_by_a_late_reply_or_event():
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())
+    dep = obj("Deployment", "demo-predictor", 5, uid="d1", owner="demo")
+    store.upsert("Deployment", dep)
+    store.remove("Deployment", dep)  # the watch's DELETED, while a pass was writing
+    assert not store.upsert("Deployment", obj("Deployment", "demo-predictor", 6, uid="d1", owner="demo"))
+    assert store.observe("ns", "demo").children == {}
+    # Re-created under the same name: a new uid, welcome.
+    assert store.upsert("Deployment", obj("Deployment", "demo-predictor", 7, uid="d2", owner="demo"))
+
+
+def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():
+    from inference_operator import children
+    from inference_operator.kube import ApiError
+
+    from .conftest import FakeKube
+
+    kube = FakeKube()
+    store = cache.Store()
+    writer = cache.WriteThrough(kube, store)
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "demo-predictor", "namespace": "ns", "labels": {naming.ISVC_LABEL: "demo"}},
+                  "spec": {}}
+    writer.apply(deployment)
+    kube.reject["Service"] = ApiError(503, "Unavailable", "down")
+    try:
+        writer.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo", "namespace": "ns"}})
+    except ApiError:
+        pass
+    assert store.get("Deployment", "ns", "demo-predictor") is not None
+    ref = children.Ref(children.DEPLOYMENT, "ns", "demo-predictor")
+    writer.delete(ref, store.get("Deployment", "ns", "demo-predictor")["metadata"]["uid"])
+    assert store.get("Deployment", "ns", "demo-predictor") is None

@@ -81,3 +81,11 @@ def test_the_spec_hash_ignores_replicas_only():
     a = api.parse(isvc_body(replicas=1))
     assert defaults.spec_hash(a) == defaults.spec_hash(api.parse(isvc_body(replicas=9)))
     assert defaults.spec_hash(a) != defaults.spec_hash(api.parse(isvc_body(runtime={"args": ["--log-verbose=1"]})))
+
+
+def test_spelling_out_a_default_is_no_spec_change():
+    from inference_operator import api
+
+    implicit = api.parse(isvc_body())
+    explicit = api.parse(isvc_body(runtime={"startupTimeoutSeconds": 1800}, resources={"gpu": {"count": 1}}))
+    assert defaults.spec_hash(implicit) == defaults.spec_hash(explicit)

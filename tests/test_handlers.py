@@ -243,3 +243,29 @@ def test_workers_run_passes_for_different_keys_in_parallel_but_never_one_key_twi
             time.sleep(0.01)
         r.stop()
     assert overlap == [] and not both.broken
+
+
+def test_a_reported_transient_failure_keeps_backing_off(monkeypatch):
+    """Reporting TransientError in status must not reset the backoff to a quick retry loop."""
+    kube = FakeKube()
+    store = cache.Store()
+    monkeypatch.setattr(handlers, "_kube", kube)
+    monkeypatch.setattr(handlers, "STORE", store)
+    body = isvc_body()
+    body["metadata"]["resourceVersion"] = "1"
+    kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
+    store.upsert(cache.ISVC, body)
+    store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    kube.reject["Deployment"] = ApiError(503, "ServiceUnavailable", "etcd leader changed")
+    clock = Clock()
+    r = runner.Runner(handlers.process, clock=clock, rng=random.Random(3))
+    r.enqueue(("ns", "demo"))
+    delays = []
+    for _ in range(8):
+        assert r.process_one(0)
+        delays.append(r.queue.delayed(("ns", "demo")))
+        clock.now += 1000
+    assert r.failures(("ns", "demo")) == 8
+    assert store.get(cache.ISVC, "ns", "demo")["status"]["conditions"][2]["reason"] == "TransientError"
+    assert delays[-1] > delays[4] > delays[0]  # still growing after it was reported
+    assert [w[0] for w in kube.writes] == ["status"]  # reported once

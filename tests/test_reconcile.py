@@ -268,7 +268,12 @@ def test_transient_errors_raise_until_they_persist_then_are_reported(fake_kube, 
     assert fake_kube.writes == []  # invisible while it is being retried
     outcome = reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock,
                         failures=REPORT_AFTER_FAILURES - 1)
-    assert outcome.problem.reason == "TransientError" and outcome.requeue_after == SLOW_RETRY_SECONDS
+    assert outcome.problem.reason == "TransientError" and outcome.backoff
+    assert fake_kube.writes == [("status", "ns/demo")]
+    # Reported again on the next failures: worded the same, so nothing more is written.
+    body["status"] = fake_kube.last_status
+    for failures in range(REPORT_AFTER_FAILURES, REPORT_AFTER_FAILURES + 3):
+        reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock, failures=failures)
     assert fake_kube.writes == [("status", "ns/demo")]
 
 
@@ -361,3 +366,31 @@ def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):
     assert ("apply", "Deployment/demo-predictor") not in fake_kube.writes
     live = fake_kube.objects[DEP]
     assert render.TRACK_LABEL not in live["spec"]["selector"]["matchLabels"]
+
+
+def test_a_refused_spec_is_not_sent_again_until_it_changes(fake_kube):
+    fake_kube.reject["Deployment"] = ApiError(422, "Invalid", "spec.template.spec.affinity: Invalid value")
+    body = isvc_body()
+    run(fake_kube, body)
+    attempts = fake_kube.apply_attempts
+    for _ in range(3):  # pod and child events
+        outcome = run(fake_kube, body)
+        assert outcome.problem.reason == "ApplyRejected"
+    assert fake_kube.apply_attempts == attempts
+    body["metadata"]["generation"] = 2  # the user fixes the spec
+    del fake_kube.reject["Deployment"]
+    outcome = run(fake_kube, body)
+    assert outcome.problem is None and ("apply", "Deployment/demo-predictor") in fake_kube.writes
+
+
+def test_a_child_whose_labels_were_taken_off_is_applied_back_not_looked_up_every_pass(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    fake_kube.objects[SVC]["metadata"]["labels"] = {}  # kubectl label svc/demo ...- : gone from the watch
+    fake_kube.writes.clear()
+    fake_kube.reads.clear()
+    run(fake_kube, body)
+    assert ("apply", "Service/demo") in fake_kube.writes and fake_kube.reads == ["Service/demo"]
+    fake_kube.reads.clear()
+    run(fake_kube, body)
+    assert fake_kube.reads == []

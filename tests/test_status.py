@@ -26,11 +26,15 @@ def deployment(replicas=2, updated=2, ready=2, available=2, total=None, revision
 
 
 def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=None, deleting=False, fetch=None,
-        revision=None, ready=False, started=False):
+        revision=None, ready=False, started=False, lost=False):
+    """started: its containers run; lost: it was ready once (its Ready=False came after the start)."""
+    ready_since = "2026-11-23T09:00:00Z" if not lost else "2026-11-23T09:30:00Z"
     p = {"metadata": {"name": name, "labels": {render.REVISION_LABEL: revision} if revision else {}},
-         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
-    if started:
-        p["status"]["containerStatuses"] = [{"name": "triton", "ready": ready, "started": True, "restartCount": 0}]
+         "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                    "lastTransitionTime": ready_since}]}}
+    if started or lost:
+        p["status"]["containerStatuses"] = [{"name": "triton", "ready": ready, "started": True, "restartCount": 0,
+                                             "state": {"running": {"startedAt": "2026-11-23T09:00:00Z"}}}]
     if fetch is not None:
         state, message = fetch
         terminated = {"exitCode": 1, "reason": "Error", "message": message}
@@ -206,7 +210,7 @@ def test_transition_time_moves_only_when_status_changes():
     same = compute(deployment(), previous=first, now=LATER)
     assert [c["lastTransitionTime"] for c in same["conditions"]] == [NOW] * 5
     # A replica that served and stopped: Ready moves (maxUnavailable is 0 by default).
-    lost = pod(name="demo-predictor-b", revision="rev1", started=True)
+    lost = pod(name="demo-predictor-b", revision="rev1", lost=True)
     changed = compute(deployment(ready=1, available=1), pods=[lost], previous=first, now=LATER)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
     assert times == {"Ready": LATER, "Progressing": NOW, "Degraded": NOW, "Reconciling": NOW, "Stalled": NOW}
@@ -275,9 +279,29 @@ def test_a_scale_down_is_not_a_rollout_either():
 
 def test_a_lost_replica_beyond_max_unavailable_makes_ready_false():
     before = rolled_out()
-    pods = [pod("p0", revision="rev1", ready=True, started=True), pod("p1", revision="rev1", started=True)]
+    pods = [pod("p0", revision="rev1", ready=True, started=True), pod("p1", revision="rev1", lost=True)]
     after = compute(deployment(ready=1, available=1), pods=pods, previous=before, now=LATER)
     assert conds(after)["Ready"] == ("False", "ReplicasUnavailable")
+
+
+def test_a_new_replica_whose_model_loaded_but_is_not_ready_yet_is_not_lost():
+    """The startup probe passed (started) before the first readiness probe: still capacity on its way."""
+    before = rolled_out()
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
+    pods.append(pod("new", revision="rev1", started=True))
+    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
+                    now=LATER)
+    assert conds(after)["Ready"] == ("True", "Available")
+
+
+def test_replicas_that_cannot_be_scheduled_after_a_scale_make_ready_false():
+    before = rolled_out()
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
+    pods.append(pod("new", revision="rev1", scheduled="0/5 nodes are available: 5 Insufficient nvidia.com/gpu."))
+    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
+                    now=LATER)
+    assert conds(after)["Ready"] == ("False", "Unschedulable")
+    assert conds(after)["Progressing"] == ("False", "RolloutComplete")
 
 
 def test_ready_during_a_rollout_once_enough_replicas_serve_the_new_revision():

@@ -86,6 +86,13 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("env-name-empty", spec(runtime={"env": [{"name": "", "value": "1"}]}), "at least 1 chars long"),
     ("node-selector-ok", spec(scheduling={"nodeSelector": {"zone": "a"}}), None),
     ("args-item-long", spec(runtime={"args": ["--x=" + "a" * 1100]}), "Too long"),
+    ("cpu-not-a-quantity", spec(resources={"requests": {"cpu": "abc"}, "limits": {"cpu": "1"}}),
+     "evaluating rule"),
+    ("replicas-null", spec(replicas=None), None),
+    ("replicas-integral-float", spec(replicas=2.0), None),
+    ("replicas-float", spec(replicas=2.5), "must be of type integer"),
+    ("label-value", lambda b: b["metadata"].update(labels={"team": "not valid!"}), "a valid label must be"),
+    ("label-ok", lambda b: b["metadata"].update(labels={"example.com/team": "ml-platform"}), None),
     ("duplicate-env", spec(runtime={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
      "Duplicate value"),
 ]

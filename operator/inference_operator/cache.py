@@ -9,6 +9,7 @@ arrives late with an older resourceVersion of the same object is ignored.
 
 from __future__ import annotations
 
+import collections
 import threading
 from typing import Any, Iterable, Mapping, Optional
 
@@ -22,6 +23,7 @@ NAMESPACE = "Namespace"
 CHILD_KINDS = tuple(child.kind.kind for child in children.REGISTRY)
 
 Key = tuple[str, str]  # (namespace, name)
+GONE_REMEMBERED = 100_000
 
 
 def _rv(obj: Mapping[str, Any]) -> Optional[int]:
@@ -49,6 +51,9 @@ class Store:
         # Children and pods by the InferenceService named in their label: (kind, ns, owner) -> names.
         self._owned: dict[tuple[str, str, str], set[str]] = {}
         self._owner_of: dict[tuple[str, str, str], str] = {}
+        # UIDs of objects seen deleted: a reply or an event about one that arrives late never
+        # brings it back (uids are never reused; a re-created object has a new one).
+        self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # ---- the watch side ---------------------------------------------------------------------
 
@@ -57,6 +62,8 @@ class Store:
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace") or "", meta["name"])
         with self._lock:
+            if meta.get("uid") in self._gone:
+                return False
             objects = self._objects.setdefault(kind, {})
             current = objects.get(key)
             if current is not None and current["metadata"].get("uid") == meta.get("uid"):
@@ -71,12 +78,16 @@ class Store:
         """Forget obj, unless what is stored is a different object of the same name (re-created)."""
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace") or "", meta["name"])
+        uid = meta.get("uid")
         with self._lock:
+            if uid:
+                self._gone[uid] = None
+                while len(self._gone) > GONE_REMEMBERED:
+                    self._gone.popitem(last=False)
             objects = self._objects.setdefault(kind, {})
             current = objects.get(key)
             if current is None:
                 return
-            uid = meta.get("uid")
             if uid and current["metadata"].get("uid") not in (None, uid):
                 return
             del objects[key]
@@ -145,6 +156,35 @@ class Store:
     def in_namespace(self, namespace: str) -> list[str]:
         with self._lock:
             return [n for (ns, n) in self._objects.get(ISVC, {}) if ns == namespace]
+
+
+class WriteThrough:
+    """The operator's writes, each put into the cache as soon as the API server answers it (also
+    when a later write of the same pass fails), so the next pass never acts on the world before it."""
+
+    def __init__(self, kube: Any, store: Store) -> None:
+        self.kube = kube
+        self.store = store
+
+    def get(self, ref: Any) -> Optional[dict[str, Any]]:
+        return self.kube.get(ref)
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        result = self.kube.apply(obj)
+        self.store.upsert(result.get("kind") or obj["kind"], result)
+        return result
+
+    def delete(self, ref: Any, uid: str) -> None:
+        self.kube.delete(ref, uid)
+        self.store.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": uid}})
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> dict[str, Any]:
+        result = self.kube.patch_status(namespace, name, status, resource_version)
+        self.store.upsert(ISVC, result)
+        return result
+
+    def event(self, isvc: Any, event: Any) -> None:
+        self.kube.event(isvc, event)
 
 
 def load(store: Store, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:

@@ -42,7 +42,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         try:
-            isvc = api.parse(doc)
+            isvc = api.parse(validation.defaulted(doc))
             out.extend(render.render(isvc, config))
         except pydantic.ValidationError as exc:
             print(f"error: {api.KIND} {name} is invalid:\n{exc}", file=sys.stderr)
@@ -85,7 +85,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from . import handlers, metrics  # noqa: F401  (registers the handlers)
 
-    handlers.configure_runner(workers=args.workers, resync_seconds=args.resync_seconds)
+    handlers.configure_runner(workers=args.workers, resync_seconds=args.resync_seconds,
+                              slow_retry_seconds=args.slow_retry_seconds)
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -141,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=4, help="passes run in parallel (threads)")
     run.add_argument("--resync-seconds", type=float, default=600,
                      help="every InferenceService is reconciled once per this period, spread over it")
+    run.add_argument("--slow-retry-seconds", type=float, default=60,
+                     help="how often a problem outside the spec (RBAC, quota, a name taken) is looked at again")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
     return p

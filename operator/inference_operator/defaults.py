@@ -17,7 +17,9 @@ from .config import OperatorConfig
 
 
 def spec_hash(isvc: api.InferenceService) -> str:
-    spec = isvc.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    """The spec as the user wrote it, replicas aside: values equal to their defaults are left out,
+    so a field a later version adds (with a default) changes no hash and rolls nothing."""
+    spec = isvc.spec.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True, mode="json")
     spec.pop("replicas", None)
     return naming.content_hash(spec)
 

@@ -17,7 +17,7 @@ import kopf
 from . import api, cache, children, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
-from .reconcile import Outcome, reconcile
+from .reconcile import SLOW_RETRY_SECONDS, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
                         for k in [c.kind for c in children.REGISTRY] + [children.POD])
 
 _config = OperatorConfig.from_env()
+_slow_retry_seconds = SLOW_RETRY_SECONDS
 _kube: RestKube | None = None
 STORE = cache.Store()
 
@@ -50,32 +51,28 @@ def process(key: Hashable, failures: int) -> runner.Result:
     trigger = "retry" if failures else "pass"
     with metrics.RECONCILE_SECONDS.labels(trigger).time():
         try:
-            outcome = reconcile(observed, kube(), _config, failures=failures)
+            outcome = reconcile(observed, cache.WriteThrough(kube(), STORE), _config, failures=failures,
+                                slow_retry_seconds=_slow_retry_seconds)
         except Exception:
             metrics.RECONCILES.labels(trigger, "error").inc()
             raise
-    record(outcome)
     metrics.RECONCILES.labels(trigger, "problem" if outcome.problem else "ok").inc()
     metrics.WRITES.labels(namespace).inc(outcome.writes)
+    if outcome.backoff:
+        raise runner.RetryLater(outcome.problem.message)
     return runner.Result(requeue_after=outcome.requeue_after)
-
-
-def record(outcome: Outcome) -> None:
-    for obj in outcome.written:
-        STORE.upsert(obj["kind"], obj)
-    for ref in outcome.removed:
-        STORE.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name}})
-    if outcome.isvc is not None:
-        STORE.upsert(cache.ISVC, outcome.isvc)
 
 
 RUNNER = runner.Runner(process, workers=WORKERS, resync_seconds=RESYNC_SECONDS,
                        keys=lambda: STORE.keys(cache.ISVC))
 
 
-def configure_runner(workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS) -> None:
-    """Set before kopf starts (the CLI's --workers and --resync-seconds)."""
-    global RUNNER
+def configure_runner(
+    workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS, slow_retry_seconds: float = SLOW_RETRY_SECONDS
+) -> None:
+    """Set before kopf starts (the CLI's --workers, --resync-seconds and --slow-retry-seconds)."""
+    global RUNNER, _slow_retry_seconds
+    _slow_retry_seconds = slow_retry_seconds
     RUNNER = runner.Runner(process, workers=workers, resync_seconds=resync_seconds,
                            keys=lambda: STORE.keys(cache.ISVC))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 from typing import Any, Callable, Mapping, Optional
 
 import pydantic
@@ -26,10 +27,10 @@ PERMANENT = {"InvalidSpec", "ApplyRejected", "InvalidQuantity"}
 # Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook, an API server
 # that keeps failing): the pass asks to run again after SLOW_RETRY_SECONDS, and writes nothing then
 # unless something changed. A claim that appears also wakes its InferenceServices at once.
-RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "Forbidden", "TransientError"})
+RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "Forbidden"})
 SLOW_RETRY_SECONDS = 60.0
 # A transient API error is retried quietly (with backoff) this many times in a row; then the pass
-# reports it in status, so a person sees why nothing moves.
+# reports it in status, so a person sees why nothing moves, and is still retried with backoff.
 REPORT_AFTER_FAILURES = 5
 
 
@@ -57,6 +58,11 @@ class Outcome:
     @property
     def retryable(self) -> bool:
         return self.problem is not None and self.problem.reason in RETRYABLE
+
+    @property
+    def backoff(self) -> bool:
+        """The pass reported a transient failure: the runner keeps backing off."""
+        return self.problem is not None and self.problem.reason == "TransientError"
 
 
 def utcnow() -> str:
@@ -133,6 +139,15 @@ def _track(isvc: api.InferenceService, observed: Observed) -> Optional[str]:
     return naming.STABLE
 
 
+def _refused_before(isvc: api.InferenceService) -> Optional[Problem]:
+    """ApplyRejected, if status says this generation's children were refused as invalid."""
+    for c in isvc.status.conditions:
+        if (c.type == status.DEGRADED and c.reason == "ApplyRejected" and c.status.value == "True"
+                and c.observed_generation == isvc.metadata.generation):
+            return Problem("ApplyRejected", c.message)
+    return None
+
+
 class _Skip(Exception):
     """The namespace is being deleted under the pass: nothing to write, nothing to report."""
 
@@ -152,10 +167,10 @@ def _write_problem(exc: ApiError, what: str, failures: int) -> Problem:
             f"the API server refused to {exc.verb or 'write'} {exc.resource or what} ({what}): {exc.message}",
         )
     if failures + 1 >= REPORT_AFTER_FAILURES:
-        return Problem(
-            "TransientError",
-            f"writing {what} has failed {failures + 1} times in a row, still retrying: {exc}",
-        )
+        # Worded the same on every attempt (no count, no object address), so that reporting it
+        # again writes nothing.
+        detail = re.sub(r" at 0x[0-9a-fA-F]+", "", f"{exc.status} {exc.reason}: {exc.message}")
+        return Problem("TransientError", f"writing {what} keeps failing, retried with backoff: {detail}")
     raise exc
 
 
@@ -165,6 +180,7 @@ def reconcile(
     config: OperatorConfig,
     now: Callable[[], str] = utcnow,
     failures: int = 0,
+    slow_retry_seconds: float = SLOW_RETRY_SECONDS,
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
 
@@ -178,9 +194,12 @@ def reconcile(
         # would only be refused.
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
     try:
-        return _reconcile(observed, kube, config, now, failures)
+        outcome = _reconcile(observed, kube, config, now, failures)
     except _Skip:
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
+    if outcome.requeue_after is not None:
+        outcome = dataclasses.replace(outcome, requeue_after=slow_retry_seconds)
+    return outcome
 
 
 def _reconcile(
@@ -212,8 +231,20 @@ def _reconcile(
                 break
         if missing and problem is None:
             plan = children.plan(isvc, desired, live)
+            # One of ours the cache did not show (its labels were taken off): apply it, which
+            # puts the labels back, and the watch with them, instead of looking it up every pass.
+            hidden = [ref for ref in missing if live.get(ref) is not None
+                      and children.controller_uid(live[ref]) == isvc.metadata.uid]
+            planned = {children.ref_of(obj) for obj in plan.apply}
+            extra = [obj for obj in desired if children.ref_of(obj) in hidden and children.ref_of(obj) not in planned]
+            plan = dataclasses.replace(plan, apply=plan.apply + extra)
+        refused = _refused_before(isvc)
         if problem is not None:
             pass
+        elif refused is not None and plan.apply:
+            # The API server refused this very spec as invalid: sending it again on every pod event
+            # would only be refused again. A spec change (a new generation) tries again.
+            problem = refused
         elif plan.conflicts:
             problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
         else:

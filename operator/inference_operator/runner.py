@@ -152,6 +152,12 @@ class WorkQueue:
             return None if due is None else due - self._clock()
 
 
+class RetryLater(Exception):
+    """A pass that has reported its failure (in status) and wants the backoff to go on."""
+
+    kind = "reported"
+
+
 @dataclasses.dataclass(frozen=True)
 class Result:
     """What a pass asks of the runner: run again after this many seconds, or only on an event."""

@@ -186,6 +186,25 @@ def _ready(pod: dict[str, Any]) -> bool:
     return bool(c and c.get("status") == "True")
 
 
+def _was_ready(pod: dict[str, Any]) -> bool:
+    """A replica that served and no longer does (capacity lost), as opposed to one still starting
+    (scheduling, pulling, loading its model: capacity on its way).
+
+    A pod's Ready condition turns False when it starts, before its containers run; it turns False
+    again later only if it had been True. So a Ready=False transition after the containers started
+    means it was ready once. A restarted container counts as lost too.
+    """
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    if any(cs.get("restartCount", 0) > 0 for cs in statuses):
+        return True
+    ready = _cond(pod, "Ready") or {}
+    since = ready.get("lastTransitionTime")
+    started = [((cs.get("state") or {}).get("running") or {}).get("startedAt") for cs in statuses]
+    started = [t for t in started if t]
+    # RFC 3339 UTC timestamps of the same form compare as strings.
+    return bool(since and started and since > max(started))
+
+
 def _pod_counts(pods: list[dict[str, Any]], desired_revision: Optional[str]) -> PodCounts:
     desired_ready = other_ready = other = lost = 0
     for pod in pods:
@@ -198,11 +217,7 @@ def _pod_counts(pods: list[dict[str, Any]], desired_revision: Optional[str]) -> 
             other_ready += not mine
             continue
         other += not mine
-        statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        # A replica that is still starting (scheduling, pulling, loading its model) is capacity on
-        # its way; one that started (Triton's startup probe is model readiness) or restarted and
-        # is not ready now is capacity lost.
-        if mine and any(cs.get("started") or cs.get("restartCount", 0) > 0 for cs in statuses):
+        if mine and _was_ready(pod):
             lost += 1
     return PodCounts(desired_ready, other_ready, other + other_ready, lost)
 
@@ -271,10 +286,11 @@ def compute(
         r = rollout.desired_replicas
         if r == 0:
             ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
+        elif degraded:
+            # Replicas that cannot start (no GPU free, a crash loop): not capacity on its way.
+            ready = ("False", degraded.reason, degraded.message)
         elif rollout.available >= 1 and counts.lost <= max_unavailable:
             ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{r} replicas ready.")
-        elif degraded:
-            ready = ("False", degraded.reason, degraded.message)
         else:
             ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {rollout.available}/{r} available.")
         if rollout.stuck:

@@ -46,19 +46,41 @@ _FACTORS = {
 }
 
 
+# What the API server's quantity() says of a string that is not one.
+QUANTITY_ERROR = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+
+
 def quantity_value(text: str) -> fractions.Fraction:
     m = _QUANTITY.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not a quantity")
+        raise ValueError(QUANTITY_ERROR)
     number, suffix = fractions.Fraction(m.group(1)), m.group(2) or ""
     if suffix[:1] in ("e", "E"):
         return number * fractions.Fraction(10) ** int(suffix[1:])
     return number * _FACTORS[suffix]
 
 
-def _context(variables: dict[str, Any]) -> cel.Context:
+class _Errors:
+    """Errors raised inside our CEL functions: the binding's own exception loses their text."""
+
+    def __init__(self) -> None:
+        self.last: Optional[str] = None
+
+
+def _context(variables: dict[str, Any], errors: Optional[_Errors] = None) -> cel.Context:
     ctx = cel.Context()
-    ctx.add_function("quantity", lambda text: {"quantity": str(quantity_value(text))})
+
+    def quantity(text: str) -> dict[str, str]:
+        try:
+            return {"quantity": str(quantity_value(text))}
+        except ValueError as exc:
+            # Recorded, not raised: the binding prints a raised error. The rule then fails as an
+            # evaluation error, whatever it returns.
+            if errors is not None:
+                errors.last = str(exc)
+            return {"quantity": "0"}
+
+    ctx.add_function("quantity", quantity)
 
     def compare(a: dict, b: dict) -> int:
         x, y = fractions.Fraction(a["quantity"]), fractions.Fraction(b["quantity"])
@@ -77,6 +99,8 @@ def apply_defaults(node: dict[str, Any], value: Any) -> Any:
     """Absent properties take their schema default, recursively (structural defaulting)."""
     if isinstance(value, dict) and "properties" in node:
         for key, child in node["properties"].items():
+            if key in value and value[key] is None and not child.get("nullable"):
+                del value[key]  # the API server prunes a null, then defaults what is absent
             if key not in value and "default" in child:
                 value[key] = copy.deepcopy(child["default"])
             if key in value:
@@ -117,6 +141,8 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
     expected = node.get("type")
     if expected and value is not None:
         ok = isinstance(value, _TYPES[expected]) and not (expected in ("integer", "number") and isinstance(value, bool))
+        if expected == "integer" and isinstance(value, float) and value.is_integer():
+            ok = True  # JSON has one number type: 2.0 is an integer to the API server
         if not ok:
             yield Violation(path, f"Invalid value: \"{_type_name(value)}\": {path} in body must be of type "
                                   f"{expected}: \"{_type_name(value)}\"")
@@ -185,7 +211,16 @@ def _rule_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Violat
     for rule in node.get("x-kubernetes-validations", []):
         if "oldSelf" in rule["rule"]:
             continue  # transition rules only run on update
-        if not cel.evaluate(rule["rule"], _context({"self": value})):
+        errors = _Errors()
+        try:
+            ok = cel.evaluate(rule["rule"], _context({"self": value}, errors))
+        except Exception as exc:  # noqa: BLE001 -- a rule that fails to evaluate refuses, as on the API server
+            errors.last = errors.last or str(exc)
+        if errors.last:
+            yield Violation(path, f"Invalid value: \"{_type_name(value)}\": {errors.last} evaluating rule: "
+                                  f"{rule['message']}")
+            continue
+        if not ok:
             # The API server shows a scalar's value, and no value for an object or a list.
             shown = "" if isinstance(value, (dict, list)) else f"{_shown(value)}: "
             yield Violation(path, f"Invalid value: {shown}{rule['message']}")
@@ -201,17 +236,51 @@ def _rule_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Violat
             yield from _rule_errors(node["items"], item, f"{path}[{i}]")
 
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _metadata_errors(meta: dict[str, Any]) -> Iterator[Violation]:
+    """The ObjectMeta checks that matter for an InferenceService manifest: a name, and labels."""
+    if not meta.get("name") and not meta.get("generateName"):
+        yield Violation("metadata.name", "Required value: name or generateName is required")
+    for key, value in (meta.get("labels") or {}).items():
+        prefix, _, name = key.rpartition("/")
+        if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or len(name) > 63 \
+                or not _LABEL_NAME.match(name):
+            yield Violation("metadata.labels", f'Invalid value: "{key}": name part must consist of alphanumeric '
+                                               "characters, '-', '_' or '.', and must start and end with an "
+                                               "alphanumeric character")
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            yield Violation("metadata.labels", f'Invalid value: "{value}": a valid label must be an empty string '
+                                               "or consist of alphanumeric characters, '-', '_' or '.', and must "
+                                               "start and end with an alphanumeric character")
+
+
+_BLOCKING = ("Unsupported value", "Required value", "Too long", "Too many")
+
+
 def validate(body: dict[str, Any]) -> list[Violation]:
     """What the API server would refuse in this InferenceService on create; [] if it would accept it."""
     root = schema()
     doc = apply_defaults(root, copy.deepcopy(body))
-    doc.setdefault("metadata", {})
+    meta = doc.setdefault("metadata", {})
+    found = list(_metadata_errors(meta))
+    if any(f.path == "metadata.name" for f in found):
+        return found + [Violation("", "Invalid value: null: some validation rules were not checked because the "
+                                      "object was invalid; correct the existing errors to complete validation")]
+    if found:
+        return found  # ObjectMeta is checked, and refused, before the schema
+    if not meta.get("name"):
+        meta["name"] = meta["generateName"] + "x0000"  # the API server generates the name before validating
     found = list(_schema_errors(root, doc, ""))
     unknown = [f for f in found if f.message.startswith("unknown field")]
     if unknown:
         return unknown  # strict decoding refuses the object before it is validated
-    if any("must be of type" in f.message for f in found):
-        # As the API server: a wrongly typed value blocks the CEL rules.
+    if any(f.message.startswith(_BLOCKING) or "must be of type" in f.message for f in found):
+        # As the API server: these errors (a wrong type, an unsupported enum value, a missing,
+        # too long or too many value) keep the CEL rules from running.
         return found + [Violation("", "Invalid value: null: some validation rules were not checked "
                                       "because the object was invalid; correct the existing errors to "
                                       "complete validation")]
