@@ -235,6 +235,25 @@ def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
     assert dep["metadata"]["generation"] == 1  # never changed: no rollout, no refused selector change
     assert "serving.inference-operator.io/track" not in dep["spec"]["selector"]["matchLabels"]
 
+    # Its next rollout moves it onto tracks, and a replica serves throughout.
+    kubectl.apply(manifest("legacy", ns, replicas=2, storage="pvc://models/v2"))
+    serving = []
+
+    def moved():
+        pods = kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}=legacy")["items"]
+        serving.append(sum(1 for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))))
+        dep = kubectl.maybe("deployment", "legacy-predictor", "-n", ns)
+        sets = kubectl.json("replicasets", "-n", ns, "-l", f"{ISVC_LABEL}=legacy")["items"]
+        isvc = kubectl.json("infsvc", "legacy", "-n", ns)
+        return (dep and dep["spec"]["selector"]["matchLabels"].get("serving.inference-operator.io/track") == "stable"
+                and all(any(o.get("controller") for o in s["metadata"].get("ownerReferences", [])) for s in sets)
+                and condition(isvc, "Ready").get("status") == "True"
+                and isvc["status"].get("revision") == render.revision_of(dep))
+
+    wait_for(moved, "the Deployment to move onto tracks", timeout=120, interval=0.2)
+    assert min(serving) >= 1, serving
+
 
 def test_status_is_written_under_our_field_manager_and_a_stale_write_is_refused(
         kubectl: Kubectl, namespace: str):

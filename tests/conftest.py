@@ -66,13 +66,14 @@ class FakeKube:
     def observe(self, body: dict[str, Any], terminating: bool = False) -> Observed:
         """What the operator's cache would hold: only children carrying this InferenceService's label."""
         name = body["metadata"]["name"]
-        children = {
-            (ref.kind.kind, ref.name): copy.deepcopy(obj)
-            for ref, obj in self.objects.items()
-            if ((obj.get("metadata") or {}).get("labels") or {}).get(naming.ISVC_LABEL) == name
-        }
+        mine = {ref: obj for ref, obj in self.objects.items()
+                if ((obj.get("metadata") or {}).get("labels") or {}).get(naming.ISVC_LABEL) == name}
+        children = {(ref.kind.kind, ref.name): copy.deepcopy(obj) for ref, obj in mine.items()
+                    if ref.kind.kind != "ReplicaSet"}
+        sets = tuple(copy.deepcopy(obj) for ref, obj in sorted(mine.items(), key=lambda i: i[0].name)
+                     if ref.kind.kind == "ReplicaSet")
         return Observed(isvc=copy.deepcopy(body), children=children, pods=tuple(copy.deepcopy(self.pods)),
-                        claims=frozenset(self.pvcs), namespace_terminating=terminating)
+                        claims=frozenset(self.pvcs), namespace_terminating=terminating, replicasets=sets)
 
     # writes
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +97,15 @@ class FakeKube:
         self.objects[ref] = stored
         return copy.deepcopy(stored)
 
-    def delete(self, ref: Ref, uid: str) -> None:
-        self.writes.append(("delete", str(ref)))
+    def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None:
+        self.writes.append(("delete", str(ref)) if propagation == "Background" else ("delete", f"{ref} {propagation}"))
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:
             del self.objects[ref]
+
+    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]:
+        self.writes.append(("scale", f"{ref}={replicas}"))
+        self.objects[ref]["spec"]["replicas"] = replicas
+        return copy.deepcopy(self.objects[ref])
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> dict:
         """A JSON merge patch of status, applied as the API server does: null removes a key."""

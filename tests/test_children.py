@@ -149,6 +149,6 @@ def test_every_rendered_child_is_in_the_registry_and_the_watches():
     registered = {child.kind.kind for child in children.REGISTRY}
     assert rendered == registered
     watched = {kind for _, _, _, kind in handlers.CHILD_RESOURCES}
-    assert registered | {"Pod"} == watched
+    assert registered | {"Pod", "ReplicaSet"} == watched
     assert [str(r) for r in children.possible_refs(isvc)] == [
         "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor"]

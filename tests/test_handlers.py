@@ -45,7 +45,7 @@ def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.posting.enabled is False
-    assert len(list(settings.watching.label_selectors)) == 4
+    assert len(list(settings.watching.label_selectors)) == 5  # 3 child kinds, pods, ReplicaSets
 
 
 @pytest.mark.parametrize("status,urgent", [({}, True), ({"observedGeneration": 1}, True),

@@ -21,6 +21,7 @@ POD = "Pod"
 PVC = "PersistentVolumeClaim"
 NAMESPACE = "Namespace"
 CHILD_KINDS = tuple(child.kind.kind for child in children.REGISTRY)
+REPLICASET = children.REPLICASET.kind
 
 Key = tuple[str, str]  # (namespace, name)
 GONE_REMEMBERED = 100_000
@@ -131,6 +132,8 @@ class Store:
                 objects = self._objects.get(kind, {})
                 for child in self._owned.get((kind, namespace, name), ()):
                     children[(kind, child)] = objects[(namespace, child)]
+            sets = self._objects.get(REPLICASET, {})
+            owned_sets = tuple(sets[(namespace, r)] for r in sorted(self._owned.get((REPLICASET, namespace, name), ())))
             pods = self._objects.get(POD, {})
             owned_pods = tuple(pods[(namespace, p)] for p in sorted(self._owned.get((POD, namespace, name), ())))
             claims = frozenset(n for (ns, n) in self._objects.get(PVC, {}) if ns == namespace)
@@ -140,7 +143,7 @@ class Store:
             or (ns_obj.get("status") or {}).get("phase") == "Terminating"
         )
         return Observed(isvc=isvc, children=children, pods=owned_pods, claims=claims,
-                        namespace_terminating=terminating)
+                        namespace_terminating=terminating, replicasets=owned_sets)
 
     def users_of_claim(self, namespace: str, claim: str) -> list[str]:
         """InferenceServices in namespace whose storageUri names this claim."""
@@ -174,9 +177,14 @@ class WriteThrough:
         self.store.upsert(result.get("kind") or obj["kind"], result)
         return result
 
-    def delete(self, ref: Any, uid: str) -> None:
-        self.kube.delete(ref, uid)
+    def delete(self, ref: Any, uid: str, propagation: str = "Background") -> None:
+        self.kube.delete(ref, uid, propagation)
         self.store.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": uid}})
+
+    def scale(self, ref: Any, replicas: int) -> dict[str, Any]:
+        result = self.kube.scale(ref, replicas)
+        self.store.upsert(ref.kind.kind, result)
+        return result
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> dict[str, Any]:
         result = self.kube.patch_status(namespace, name, status, resource_version)

@@ -37,6 +37,8 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 POD = Kind("v1", "Pod", "pods")  # observed, never written
+# Observed; written only to move a Deployment made before tracks (migration.py).
+REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +157,7 @@ REGISTRY: tuple[ChildKind, ...] = (
     ChildKind(PDB, lambda n: n.pdb, _pdb_drift),
 )
 KINDS = {child.kind.kind: child.kind for child in REGISTRY}
+KINDS[REPLICASET.kind] = REPLICASET
 _BY_KIND = {child.kind.kind: child for child in REGISTRY}
 
 

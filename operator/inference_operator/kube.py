@@ -66,7 +66,9 @@ class Kube(Protocol):
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
 
-    def delete(self, ref: Ref, uid: str) -> None: ...
+    def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None: ...
+
+    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]: ...
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
@@ -173,11 +175,11 @@ class RestKube:
         assert result is not None
         return result
 
-    def delete(self, ref: Ref, uid: str) -> None:
+    def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None:
         body = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
-            "propagationPolicy": "Background",
+            "propagationPolicy": propagation,
             # Only the object we looked at: never a same-named newcomer.
             "preconditions": {"uid": uid},
         }
@@ -186,6 +188,13 @@ class RestKube:
         except ApiError as exc:
             if exc.status != 404:
                 raise
+
+    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]:
+        """spec.replicas of an object no Deployment controls any more (an orphaned ReplicaSet)."""
+        result = self.request("PATCH", _path(ref), query=[("fieldManager", FIELD_MANAGER)],
+                              body={"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+        assert result is not None
+        return result
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str

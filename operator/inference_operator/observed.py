@@ -23,6 +23,8 @@ class Observed:
     claims: frozenset[str] = frozenset()
     # The namespace is being deleted: its controller removes the children; nothing is re-created.
     namespace_terminating: bool = False
+    # ReplicaSets carrying this InferenceService's label (a migration's orphans among them).
+    replicasets: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def namespace(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
-from . import api, children, defaults, naming, render, status
+from . import api, children, defaults, migration, naming, render, status
 from . import kube as kube_errors
 from .config import OperatorConfig
 from .children import Ref
@@ -107,19 +107,31 @@ class Desired:
     children: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # stamped, in apply order
     revision: Optional[str] = None  # the stable Deployment's pod template hash
     operator_defaults: Optional[dict[str, str]] = None  # what status records of the defaults used
+    # A Deployment made before tracks, due for a rollout: it is moved onto tracks (migration.py).
+    migrate_from: Optional[dict[str, Any]] = None
 
 
 def desire(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig
 ) -> tuple[Desired, Optional[Problem]]:
     """The desired state, or the problem that keeps the spec from being served. Pure."""
+    live = _own_deployment(isvc, observed)
     try:
-        render_config, pins = defaults.resolve(isvc, config, _own_deployment(isvc, observed))
-        stamped = [children.stamp(c, isvc)
-                   for c in render.render(isvc, render_config, track=_track(isvc, observed))]
+        render_config, pins = defaults.resolve(isvc, config, live)
+        track: Optional[str] = naming.STABLE
+        migrate_from = None
+        if migration.is_legacy(live):
+            # Kept as it is (no rollout for an operator upgrade) until a rollout is due anyway.
+            as_is = render.render(isvc, render_config, track=None)
+            if naming.revision_of(as_is[0]) == naming.revision_of(live):
+                track = None
+            else:
+                migrate_from = live
+        stamped = [children.stamp(c, isvc) for c in render.render(isvc, render_config, track=track)]
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
-    desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins)
+    desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins,
+                      migrate_from=migrate_from)
     return desired, _check_storage(isvc, observed)
 
 
@@ -130,13 +142,25 @@ def _own_deployment(isvc: api.InferenceService, observed: Observed) -> Optional[
     return None
 
 
-def _track(isvc: api.InferenceService, observed: Observed) -> Optional[str]:
-    """The stable Deployment's track: a Deployment made before tracks existed keeps its selector
-    (immutable) and its pod template (no rollout for an operator upgrade); anything new is 'stable'."""
-    live = _own_deployment(isvc, observed)
-    if live is not None and naming.track_of(live) is None:
-        return None
-    return naming.STABLE
+def _shrink_orphans(
+    isvc: api.InferenceService, observed: Observed, deployment: Optional[dict[str, Any]], kube: Kube,
+    deleted: list[str],
+) -> None:
+    """Step 3 of a migration: the orphaned ReplicaSet gives way as the new Deployment's replicas serve."""
+    orphaned = migration.orphans(observed.replicasets)
+    if not orphaned:
+        return
+    new_available = 0
+    if deployment is not None and naming.track_of(deployment) is not None:
+        new_available = (deployment.get("status") or {}).get("availableReplicas", 0)
+    step = migration.step(orphaned, desired_replicas=isvc.spec.replicas, new_available=new_available,
+                          max_unavailable=isvc.spec.rollout.max_unavailable)
+    by_name = {rs["metadata"]["name"]: rs for rs in orphaned}
+    for name, replicas in step.scale.items():
+        kube.scale(Ref(children.REPLICASET, isvc.namespace, name), replicas)
+    for name in step.delete:
+        kube.delete(Ref(children.REPLICASET, isvc.namespace, name), by_name[name]["metadata"]["uid"])
+        deleted.append(f"ReplicaSet/{name} (moved onto tracks)")
 
 
 def _refused_before(isvc: api.InferenceService) -> Optional[Problem]:
@@ -218,6 +242,7 @@ def _reconcile(
     deleted: list[str] = []
     written: list[dict[str, Any]] = []
     removed: list[Ref] = []
+    status_deployment: Optional[dict[str, Any]] = None
     if problem is None:
         plan = children.plan(isvc, desired, live)
         # The cache holds only objects with our labels: a same-named object someone else made
@@ -238,7 +263,22 @@ def _reconcile(
             planned = {children.ref_of(obj) for obj in plan.apply}
             extra = [obj for obj in desired if children.ref_of(obj) in hidden and children.ref_of(obj) not in planned]
             plan = dataclasses.replace(plan, apply=plan.apply + extra)
+        # An object on its way out (a migration's orphaning delete) is re-created once it is gone,
+        # never patched while it goes.
+        plan = dataclasses.replace(plan, apply=[
+            obj for obj in plan.apply
+            if not ((live.get(children.ref_of(obj)) or {}).get("metadata") or {}).get("deletionTimestamp")])
         refused = _refused_before(isvc)
+        if problem is None and want.migrate_from is not None:
+            legacy_ref = refs[0]
+            status_deployment = want.migrate_from
+            plan = dataclasses.replace(plan, apply=[o for o in plan.apply if children.ref_of(o) != legacy_ref])
+            try:
+                kube.delete(legacy_ref, want.migrate_from["metadata"]["uid"], propagation="Orphan")
+                removed.append(legacy_ref)
+                deleted.append(f"{legacy_ref} (its pods keep serving while it moves onto tracks)")
+            except ApiError as exc:
+                problem = _write_problem(exc, str(legacy_ref), failures)
         if problem is not None:
             pass
         elif refused is not None and plan.apply:
@@ -269,9 +309,14 @@ def _reconcile(
                     deleted.append(str(ref))
 
     deployment_ref = refs[0]
-    deployment = live.get(deployment_ref)
+    deployment = status_deployment or live.get(deployment_ref)
     if deployment is not None and children.controller_uid(deployment) != isvc.metadata.uid:
         deployment = None
+    if problem is None:
+        try:
+            _shrink_orphans(isvc, observed, deployment, kube, deleted)
+        except ApiError as exc:
+            problem = _write_problem(exc, "an orphaned ReplicaSet", failures)
     pods = list(observed.pods) if deployment else []
     desired_revision = want.revision if problem is None else None
 

@@ -1,0 +1,76 @@
+"""Moving a Deployment made before tracks existed onto the track label scheme. Pure decisions.
+
+Such a Deployment selects pods without a track label, and a selector is immutable. It is kept
+as it is while nothing else changes (an operator upgrade rolls nothing). When its spec next
+changes, a rollout is due anyway, and that rollout moves it:
+
+1. the old Deployment is deleted with ``propagationPolicy: Orphan``: its ReplicaSet and pods
+   stay, and keep serving through the Service, which selects every track;
+2. the new Deployment (``track: stable`` in its selector and on its pods) is created at the new
+   revision;
+3. each pass scales the orphaned ReplicaSet down as the new Deployment's replicas become
+   available, by the rollout's own rule (never fewer than ``replicas - maxUnavailable``
+   serving), and deletes it once it is at zero.
+
+Everything a pass needs is observed (the orphaned ReplicaSets carry our labels and no
+controller), so an operator restart in the middle resumes where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional, Sequence
+
+from . import naming
+
+
+def _controller(obj: Mapping[str, Any]) -> Optional[str]:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def is_legacy(deployment: Optional[Mapping[str, Any]]) -> bool:
+    return deployment is not None and naming.track_of(dict(deployment)) is None
+
+
+def orphans(replicasets: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """ReplicaSets of this InferenceService that no Deployment controls any more: what step 1 left."""
+    return sorted((rs for rs in replicasets if _controller(rs) is None
+                   and not (rs.get("metadata") or {}).get("deletionTimestamp")),
+                  key=lambda rs: rs["metadata"]["name"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """The writes of one pass: ReplicaSets to scale (name -> replicas) and to delete (names)."""
+
+    scale: dict[str, int]
+    delete: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not self.scale and not self.delete
+
+
+def step(
+    orphaned: Sequence[Mapping[str, Any]], *, desired_replicas: int, new_available: int, max_unavailable: int
+) -> Step:
+    """How far to shrink the orphaned ReplicaSets now that ``new_available`` replicas of the new
+    Deployment serve: together they keep at least ``desired - maxUnavailable`` serving, and
+    no more than ``desired`` in all once the new ones are up."""
+    keep = max(0, desired_replicas - new_available - max_unavailable)
+    scale: dict[str, int] = {}
+    delete: list[str] = []
+    # The newest orphan keeps the replicas; older ones (already at zero, usually) go first.
+    for rs in reversed(orphaned):
+        name = rs["metadata"]["name"]
+        current = (rs.get("spec") or {}).get("replicas", 0)
+        target = min(current, keep)
+        keep -= target
+        if target == 0:
+            delete.append(name)
+        elif target != current:
+            scale[name] = target
+    return Step(scale=scale, delete=sorted(delete))

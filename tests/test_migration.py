@@ -1,0 +1,95 @@
+"""Moving a Deployment made before tracks onto tracks: the orphaned ReplicaSet shrinks as the new
+Deployment's replicas come up, never below replicas - maxUnavailable serving."""
+
+import pytest
+
+from inference_operator import migration, naming
+
+
+def rs(name, replicas, controller=None):
+    meta = {"name": name, "namespace": "ns", "labels": {naming.ISVC_LABEL: "demo"}}
+    if controller:
+        meta["ownerReferences"] = [{"uid": controller, "controller": True}]
+    return {"metadata": meta, "spec": {"replicas": replicas}}
+
+
+def test_only_replicasets_no_deployment_controls_are_orphans():
+    found = migration.orphans([rs("a", 2), rs("b", 2, controller="dep-uid")])
+    assert [r["metadata"]["name"] for r in found] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "replicas,new_available,max_unavailable,scale,delete",
+    [
+        (3, 0, 0, {}, []),  # nothing new is up: the old ones all keep serving
+        (3, 1, 0, {"old": 2}, []),
+        (3, 2, 0, {"old": 1}, []),
+        (3, 3, 0, {}, ["old"]),  # all new ones up: the old ReplicaSet goes
+        (3, 0, 1, {"old": 2}, []),  # maxUnavailable 1: one old replica may go first, freeing a GPU
+        (1, 0, 1, {}, ["old"]),  # replicas 1, maxUnavailable 1: replace in place, as maxSurge 0 does
+    ],
+)
+def test_the_orphaned_replicaset_shrinks_as_new_replicas_serve(replicas, new_available, max_unavailable, scale,
+                                                               delete):
+    step = migration.step([rs("old", replicas)], desired_replicas=replicas, new_available=new_available,
+                          max_unavailable=max_unavailable)
+    assert (step.scale, step.delete) == (scale, delete)
+
+
+def test_older_orphans_at_zero_are_deleted_and_never_scaled_up():
+    step = migration.step([rs("older", 0), rs("old", 2)], desired_replicas=4, new_available=0, max_unavailable=0)
+    assert step.scale == {} and step.delete == ["older"]
+
+
+def test_a_legacy_deployment_is_one_without_a_track_in_its_selector():
+    assert migration.is_legacy({"spec": {"selector": {"matchLabels": {naming.ISVC_LABEL: "demo"}}}})
+    assert not migration.is_legacy({"spec": {"selector": {"matchLabels": {naming.TRACK_LABEL: "stable"}}}})
+    assert not migration.is_legacy(None)
+
+
+# ---- the whole move, pass by pass, over the in-memory Kube ------------------------------------------
+
+
+def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_outage(fake_kube):
+    from inference_operator import api, children, render
+
+    from .conftest import CONFIG, isvc_body
+    from .test_reconcile import DEP, cond, run
+
+    body = isvc_body(replicas=2)
+    legacy = children.stamp(render.render(api.parse(body), CONFIG, track=None)[0], api.parse(body))
+    fake_kube.apply(legacy)
+    live = fake_kube.objects[DEP]
+    live["status"] = {"observedGeneration": live["metadata"]["generation"], "replicas": 2, "updatedReplicas": 2,
+                      "readyReplicas": 2, "availableReplicas": 2,
+                      "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
+    run(fake_kube, body)
+    assert cond(body, "Ready")["status"] == "True"
+
+    # The spec changes: a rollout is due, and it moves the Deployment onto tracks.
+    body["spec"]["model"]["storageUri"] = "pvc://models/v2"
+    body["metadata"]["generation"] = 2
+    fake_kube.writes.clear()
+    run(fake_kube, body)
+    assert ("delete", "Deployment/demo-predictor Orphan") in fake_kube.writes
+    assert not [w for w in fake_kube.writes if w == ("apply", "Deployment/demo-predictor")]
+    # What the garbage collector leaves: the old ReplicaSet, uncontrolled, its pods serving.
+    old_rs = children.Ref(children.REPLICASET, "ns", "demo-predictor-old")
+    fake_kube.objects[old_rs] = {"kind": "ReplicaSet", "metadata": {
+        "name": "demo-predictor-old", "namespace": "ns", "uid": "rs-old",
+        "labels": {naming.ISVC_LABEL: "demo"}}, "spec": {"replicas": 2}}
+
+    fake_kube.writes.clear()
+    run(fake_kube, body)  # the old Deployment is gone: the new one is created with a track
+    new = fake_kube.objects[DEP]
+    assert new["spec"]["selector"]["matchLabels"][naming.TRACK_LABEL] == "stable"
+    assert fake_kube.objects[old_rs]["spec"]["replicas"] == 2  # nothing new serves yet: all old ones stay
+
+    for available, old_replicas in ((1, 1), (2, None)):
+        new["status"] = {"observedGeneration": new["metadata"]["generation"], "replicas": available,
+                         "updatedReplicas": available, "readyReplicas": available, "availableReplicas": available}
+        run(fake_kube, body)
+        if old_replicas is None:
+            assert old_rs not in fake_kube.objects  # all new replicas serve: the old ReplicaSet goes
+        else:
+            assert fake_kube.objects[old_rs]["spec"]["replicas"] == old_replicas
