@@ -152,3 +152,25 @@ def test_every_rendered_child_is_in_the_registry_and_the_watches():
     assert registered | {"Pod", "ReplicaSet"} == watched
     assert [str(r) for r in children.possible_refs(isvc)] == [
         "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor"]
+
+
+def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monkeypatch):
+    """The registry's optional CRD: such a kind is neither rendered into the plan nor watched for
+    nothing until its CRD exists (an HTTPRoute without the Gateway API, a ScaledObject without KEDA)."""
+    import dataclasses
+
+    optional = dataclasses.replace(children._BY_KIND["PodDisruptionBudget"], crd="poddisruptionbudgets.example.io")
+    monkeypatch.setitem(children._BY_KIND, "PodDisruptionBudget", optional)
+    assert not children.installable("PodDisruptionBudget", frozenset())
+    assert children.installable("PodDisruptionBudget", frozenset({"poddisruptionbudgets.example.io"}))
+    assert children.installable("Deployment", frozenset())
+
+    from inference_operator.observed import Observed
+    from inference_operator.reconcile import desire
+
+    isvc = api.parse(isvc_body(replicas=3))
+    without, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"})), CONFIG)
+    assert [c["kind"] for c in without.children] == ["Deployment", "Service"]
+    with_crd, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"}),
+                                         crds=frozenset({"poddisruptionbudgets.example.io"})), CONFIG)
+    assert [c["kind"] for c in with_crd.children] == ["Deployment", "Service", "PodDisruptionBudget"]

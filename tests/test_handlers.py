@@ -34,7 +34,8 @@ def test_kopf_has_no_change_handlers_timers_or_daemons_so_it_adds_no_finalizer()
     assert {"inferenceservice_event", "deployment_event", "pod_event", "service_event",
             "poddisruptionbudget_event", "claim_event"} <= watching
     indexing = {h.id for h in registry._indexing.get_all_handlers()}
-    assert {"cache_inferenceservice", "cache_deployment", "cache_pod", "cache_pvc", "cache_namespace"} <= indexing
+    assert {"cache_inferenceservice", "cache_deployment", "cache_pod", "cache_pvc", "cache_namespace",
+            "cache_replicaset", "cache_crd"} <= indexing
 
 
 def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):

@@ -20,6 +20,7 @@ ISVC = "InferenceService"
 POD = "Pod"
 PVC = "PersistentVolumeClaim"
 NAMESPACE = "Namespace"
+CRD = "CustomResourceDefinition"
 CHILD_KINDS = tuple(child.kind.kind for child in children.REGISTRY)
 REPLICASET = children.REPLICASET.kind
 
@@ -138,12 +139,13 @@ class Store:
             owned_pods = tuple(pods[(namespace, p)] for p in sorted(self._owned.get((POD, namespace, name), ())))
             claims = frozenset(n for (ns, n) in self._objects.get(PVC, {}) if ns == namespace)
             ns_obj = self._objects.get(NAMESPACE, {}).get(("", namespace))
+            crds = frozenset(n for (_, n) in self._objects.get(CRD, {}))
         terminating = ns_obj is not None and (
             bool(ns_obj["metadata"].get("deletionTimestamp"))
             or (ns_obj.get("status") or {}).get("phase") == "Terminating"
         )
         return Observed(isvc=isvc, children=children, pods=owned_pods, claims=claims,
-                        namespace_terminating=terminating, replicasets=owned_sets)
+                        namespace_terminating=terminating, replicasets=owned_sets, crds=crds)
 
     def users_of_claim(self, namespace: str, claim: str) -> list[str]:
         """InferenceServices in namespace whose storageUri names this claim."""

@@ -161,6 +161,12 @@ KINDS[REPLICASET.kind] = REPLICASET
 _BY_KIND = {child.kind.kind: child for child in REGISTRY}
 
 
+def installable(kind: str, crds: frozenset[str]) -> bool:
+    """Whether a child of this kind can exist here: a built-in kind, or one whose CRD is installed."""
+    child = _BY_KIND.get(kind)
+    return child is None or child.crd is None or child.crd in crds
+
+
 def drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
     """Fields someone changed behind our back (kubectl scale, set image, edit), by name."""
     return _BY_KIND[desired["kind"]].drift(desired, live)

@@ -161,6 +161,14 @@ kopf.index("", "v1", "persistentvolumeclaims", id="cache_pvc")(_cache_child(cach
 kopf.index("", "v1", "namespaces", id="cache_namespace")(_cache_child(cache.NAMESPACE))
 
 
+@kopf.index("apiextensions.k8s.io", "v1", "customresourcedefinitions", id="cache_crd")
+async def cache_crd(body: kopf.Body, **_: Any) -> None:
+    # Only the name is kept (a CRD's schema is large): which optional child kinds can exist.
+    meta = body.get("metadata") or {}
+    STORE.upsert(cache.CRD, {"metadata": {"name": meta.get("name"), "uid": meta.get("uid"),
+                                          "resourceVersion": meta.get("resourceVersion")}})
+
+
 # ---- triggers: every event wakes the runner for the InferenceService it concerns ---------------
 
 
@@ -204,3 +212,14 @@ async def claim_event(type: str, body: kopf.Body, **_: Any) -> None:
 async def namespace_event(type: str, body: kopf.Body, **_: Any) -> None:
     if type == "DELETED":
         STORE.remove(cache.NAMESPACE, _raw(body))
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+async def crd_event(type: str, body: kopf.Body, **_: Any) -> None:
+    """An optional child kind's CRD installed or removed: every InferenceService looks again."""
+    name = (body.get("metadata") or {}).get("name")
+    if type == "DELETED":
+        STORE.remove(cache.CRD, _raw(body))
+    if any(child.crd == name for child in children.REGISTRY if child.crd):
+        for key in STORE.keys(cache.ISVC):
+            RUNNER.enqueue(key)

@@ -25,6 +25,8 @@ class Observed:
     namespace_terminating: bool = False
     # ReplicaSets carrying this InferenceService's label (a migration's orphans among them).
     replicasets: tuple[Mapping[str, Any], ...] = ()
+    # Names of the CustomResourceDefinitions installed: a child kind whose CRD is absent is skipped.
+    crds: frozenset[str] = frozenset()
 
     @property
     def namespace(self) -> str:

@@ -127,7 +127,8 @@ def desire(
                 track = None
             else:
                 migrate_from = live
-        stamped = [children.stamp(c, isvc) for c in render.render(isvc, render_config, track=track)]
+        stamped = [children.stamp(c, isvc) for c in render.render(isvc, render_config, track=track)
+                   if children.installable(c["kind"], observed.crds)]
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
     desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins,
