@@ -56,6 +56,9 @@ class Store:
         # UIDs of objects seen deleted: a reply or an event about one that arrives late never
         # brings it back (uids are never reused; a re-created object has a new one).
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Names by (kind, namespace): a pass reads its namespace's claims, not every claim.
+        self._in_ns: dict[tuple[str, str], set[str]] = {}
+        self._crd_names: frozenset[str] = frozenset()
 
     # ---- the watch side ---------------------------------------------------------------------
 
@@ -74,6 +77,9 @@ class Store:
                     return False
             objects[key] = slim(obj)
             self._index(kind, key, (meta.get("labels") or {}).get(naming.ISVC_LABEL))
+            self._in_ns.setdefault((kind, key[0]), set()).add(key[1])
+            if kind == CRD:
+                self._crd_names = self._crd_names | {key[1]}
             return True
 
     def remove(self, kind: str, obj: Mapping[str, Any]) -> None:
@@ -94,6 +100,13 @@ class Store:
                 return
             del objects[key]
             self._index(kind, key, None)
+            names = self._in_ns.get((kind, key[0]))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self._in_ns[(kind, key[0])]
+            if kind == CRD:
+                self._crd_names = self._crd_names - {key[1]}
 
     def _index(self, kind: str, key: Key, owner: Optional[str]) -> None:
         ns, name = key
@@ -137,9 +150,9 @@ class Store:
             owned_sets = tuple(sets[(namespace, r)] for r in sorted(self._owned.get((REPLICASET, namespace, name), ())))
             pods = self._objects.get(POD, {})
             owned_pods = tuple(pods[(namespace, p)] for p in sorted(self._owned.get((POD, namespace, name), ())))
-            claims = frozenset(n for (ns, n) in self._objects.get(PVC, {}) if ns == namespace)
+            claims = frozenset(self._in_ns.get((PVC, namespace), ()))
             ns_obj = self._objects.get(NAMESPACE, {}).get(("", namespace))
-            crds = frozenset(n for (_, n) in self._objects.get(CRD, {}))
+            crds = self._crd_names
         terminating = ns_obj is not None and (
             bool(ns_obj["metadata"].get("deletionTimestamp"))
             or (ns_obj.get("status") or {}).get("phase") == "Terminating"
@@ -150,9 +163,10 @@ class Store:
     def users_of_claim(self, namespace: str, claim: str) -> list[str]:
         """InferenceServices in namespace whose storageUri names this claim."""
         with self._lock:
-            isvcs = [(k, v) for k, v in self._objects.get(ISVC, {}).items() if k[0] == namespace]
+            objects = self._objects.get(ISVC, {})
+            isvcs = [(name, objects[(namespace, name)]) for name in self._in_ns.get((ISVC, namespace), ())]
         result = []
-        for (_, name), body in isvcs:
+        for name, body in sorted(isvcs, key=lambda item: item[0]):
             uri = ((body.get("spec") or {}).get("model") or {}).get("storageUri") or ""
             if uri.startswith("pvc://") and uri[len("pvc://"):].split("/", 1)[0] == claim:
                 result.append(name)
@@ -160,7 +174,7 @@ class Store:
 
     def in_namespace(self, namespace: str) -> list[str]:
         with self._lock:
-            return [n for (ns, n) in self._objects.get(ISVC, {}) if ns == namespace]
+            return sorted(self._in_ns.get((ISVC, namespace), ()))
 
 
 class WriteThrough:
