@@ -266,15 +266,16 @@ def test_status_is_written_under_our_field_manager_and_a_stale_write_is_refused(
 
     ns = namespace
     kubectl.apply(manifest("resnet", ns))
-    created_version = kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"]
     wait_ready(kubectl, ns, "resnet")
+    stale_version = kubectl.json("infsvc", "resnet", "-n", ns)["metadata"]["resourceVersion"]
+    kubectl("annotate", "infsvc/resnet", "-n", ns, "e2e/touched=1")  # the object moves on
     isvc = json.loads(kubectl("get", "infsvc", "resnet", "-n", ns, "-o", "json", "--show-managed-fields").stdout)
     managers = {(m["manager"], m.get("subresource", "")) for m in isvc["metadata"]["managedFields"]}
     assert ("inference-operator", "status") in managers, managers
     # The precondition the operator's status writes carry, as the real API server enforces it.
     client = kubernetes.config.new_client_from_config(config_file=kubectl.kubeconfig)
     try:
-        RestKube(client).patch_status(ns, "resnet", {"observedGeneration": 0}, created_version)
+        RestKube(client).patch_status(ns, "resnet", {"observedGeneration": 0}, stale_version)
         raise AssertionError("a status write with a stale resourceVersion was accepted")
     except ApiError as exc:
         assert exc.kind == "conflict", exc
