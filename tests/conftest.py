@@ -102,10 +102,17 @@ class FakeKube:
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:
             del self.objects[ref]
 
-    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]:
-        self.writes.append(("scale", f"{ref}={replicas}"))
-        self.objects[ref]["spec"]["replicas"] = replicas
-        return copy.deepcopy(self.objects[ref])
+    def patch(self, ref: Ref, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of an orphaned ReplicaSet: spec.replicas or metadata.ownerReferences."""
+        self.writes.append(("patch", str(ref)))
+        obj = self.objects[ref]
+        if "replicas" in body.get("spec", {}):
+            obj["spec"]["replicas"] = body["spec"]["replicas"]
+            obj.setdefault("status", {})["availableReplicas"] = min(
+                obj.get("status", {}).get("availableReplicas", 0), body["spec"]["replicas"])
+        if "ownerReferences" in body.get("metadata", {}):
+            obj["metadata"]["ownerReferences"] = body["metadata"]["ownerReferences"]
+        return copy.deepcopy(obj)
 
     def patch_status(self, namespace: str, name: str, patch: dict[str, Any], resource_version: str) -> dict:
         """A JSON merge patch of status, applied as the API server does: null removes a key."""

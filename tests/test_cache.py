@@ -77,16 +77,27 @@ def test_the_users_of_a_claim_are_found():
     assert store.users_of_claim("ns", "models-2") == []
 
 
-def test_a_deleted_object_is_never_brought_back_by_a_late_reply_or_event():
+def test_an_object_we_deleted_is_never_brought_back_by_a_late_event():
     store = cache.Store()
     store.upsert(cache.ISVC, isvc_body())
     dep = obj("Deployment", "demo-predictor", 5, uid="d1", owner="demo")
     store.upsert("Deployment", dep)
-    store.remove("Deployment", dep)  # the watch's DELETED, while a pass was writing
+    store.remove("Deployment", dep, final=True)  # our own delete (an orphaning one takes a while)
     assert not store.upsert("Deployment", obj("Deployment", "demo-predictor", 6, uid="d1", owner="demo"))
     assert store.observe("ns", "demo").children == {}
     # Re-created under the same name: a new uid, welcome.
     assert store.upsert("Deployment", obj("Deployment", "demo-predictor", 7, uid="d2", owner="demo"))
+
+
+def test_a_child_that_lost_our_labels_comes_back_when_they_are_put_back():
+    """A label-filtered watch says DELETED when an object loses our labels; it is not gone."""
+    store = cache.Store()
+    store.upsert(cache.ISVC, isvc_body())
+    svc = obj("Service", "demo", 5, uid="s1", owner="demo")
+    store.upsert("Service", svc)
+    store.remove("Service", svc)  # the watch's DELETED: the labels were taken off
+    assert store.upsert("Service", obj("Service", "demo", 9, uid="s1", owner="demo"))  # our apply's reply
+    assert ("Service", "demo") in store.observe("ns", "demo").children
 
 
 def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():

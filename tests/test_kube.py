@@ -101,6 +101,8 @@ def test_a_stale_status_write_is_a_conflict(kube):
     [(0, "", "transient"), (429, "", "transient"), (500, "", "transient"), (503, "", "transient"),
      (409, "", "conflict"), (403, "forbidden", "refused"), (401, "", "refused"), (422, "", "invalid"),
      (400, "", "invalid"), (404, "", "gone"),
+     (400, 'admission webhook "policy.example.com" denied the request: no GPUs for you', "refused"),
+     (422, "ValidatingAdmissionPolicy 'gpu-limits' with binding 'b' denied request: too many", "refused"),
      (403, "unable to create new content in namespace x because it is being terminated", "terminating")],
 )
 def test_errors_are_classified_once(status, message, kind):

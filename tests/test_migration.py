@@ -6,16 +6,41 @@ import pytest
 from inference_operator import migration, naming
 
 
-def rs(name, replicas, controller=None):
-    meta = {"name": name, "namespace": "ns", "labels": {naming.ISVC_LABEL: "demo"}}
+def rs(name, replicas, controller=None, available=None, revision=1, track=False):
+    meta = {"name": name, "namespace": "ns", "labels": {naming.ISVC_LABEL: "demo"},
+            "annotations": {"deployment.kubernetes.io/revision": str(revision)}}
     if controller:
         meta["ownerReferences"] = [{"uid": controller, "controller": True}]
-    return {"metadata": meta, "spec": {"replicas": replicas}}
+    selector = {naming.ISVC_LABEL: "demo", **({naming.TRACK_LABEL: "stable"} if track else {})}
+    return {"metadata": meta, "spec": {"replicas": replicas, "selector": {"matchLabels": selector}},
+            "status": {"availableReplicas": replicas if available is None else available}}
 
 
 def test_only_replicasets_no_deployment_controls_are_orphans():
     found = migration.orphans([rs("a", 2), rs("b", 2, controller="dep-uid")])
     assert [r["metadata"]["name"] for r in found] == ["a"]
+
+
+def test_a_replicaset_with_a_track_is_never_an_orphan():
+    """One left by `kubectl delete deploy --cascade=orphan` of a new-style Deployment: ours adopts it."""
+    assert migration.orphans([rs("a", 2, track=True)]) == []
+
+
+def test_the_serving_replicaset_is_kept_whatever_its_name():
+    """A legacy Deployment caught mid-rollout leaves two orphans: keep the one that serves."""
+    serving = rs("demo-predictor-5f7a", 1, available=1, revision=1)
+    crashing = rs("demo-predictor-9c2b", 1, available=0, revision=2)
+    step = migration.step(migration.orphans([serving, crashing]), desired_replicas=1, new_available=0,
+                          max_unavailable=0)
+    assert step.delete == ["demo-predictor-9c2b"] and step.scale == {}
+    step = migration.step(migration.orphans([rs("demo-predictor-5f7a", 3, revision=1), crashing]),
+                          desired_replicas=3, new_available=0, max_unavailable=0)
+    assert step.delete == ["demo-predictor-9c2b"] and step.scale == {}
+
+
+def test_a_replica_still_starting_is_scaled_away_before_a_serving_one():
+    step = migration.step([rs("old", 3, available=2)], desired_replicas=3, new_available=1, max_unavailable=0)
+    assert step.scale == {"old": 2}  # the not-ready pod goes; both serving ones stay
 
 
 @pytest.mark.parametrize(
@@ -77,13 +102,17 @@ def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_ou
     old_rs = children.Ref(children.REPLICASET, "ns", "demo-predictor-old")
     fake_kube.objects[old_rs] = {"kind": "ReplicaSet", "metadata": {
         "name": "demo-predictor-old", "namespace": "ns", "uid": "rs-old",
-        "labels": {naming.ISVC_LABEL: "demo"}}, "spec": {"replicas": 2}}
+        "labels": {naming.ISVC_LABEL: "demo"}}, "spec": {"replicas": 2, "selector": {"matchLabels": {}}},
+        "status": {"availableReplicas": 2}}
 
     fake_kube.writes.clear()
     run(fake_kube, body)  # the old Deployment is gone: the new one is created with a track
     new = fake_kube.objects[DEP]
     assert new["spec"]["selector"]["matchLabels"][naming.TRACK_LABEL] == "stable"
     assert fake_kube.objects[old_rs]["spec"]["replicas"] == 2  # nothing new serves yet: all old ones stay
+    # It is owned by the InferenceService now (not as controller): a delete mid-move takes it too.
+    (owner,) = fake_kube.objects[old_rs]["metadata"]["ownerReferences"]
+    assert owner["uid"] == "uid-demo" and owner["controller"] is False
 
     for available, old_replicas in ((1, 1), (2, None)):
         new["status"] = {"observedGeneration": new["metadata"]["generation"], "replicas": available,
@@ -93,3 +122,11 @@ def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_ou
             assert old_rs not in fake_kube.objects  # all new replicas serve: the old ReplicaSet goes
         else:
             assert fake_kube.objects[old_rs]["spec"]["replicas"] == old_replicas
+
+
+def test_replicasets_are_shrunk_by_what_serves_not_by_what_they_ask_for():
+    """Two orphans half-serving each: keeping 2 serving keeps both, one available pod each."""
+    a = rs("a", 2, available=1, revision=2)
+    b = rs("b", 2, available=1, revision=1)
+    step = migration.step(migration.orphans([a, b]), desired_replicas=2, new_available=0, max_unavailable=0)
+    assert step.delete == [] and step.scale == {"a": 1, "b": 1}

@@ -368,17 +368,18 @@ def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):
     assert render.TRACK_LABEL not in live["spec"]["selector"]["matchLabels"]
 
 
-def test_a_refused_spec_is_not_sent_again_until_it_changes(fake_kube):
+def test_a_refused_spec_writes_nothing_while_it_stands_and_is_never_wedged(fake_kube):
+    """Refused as invalid: a condition, no retry timer, no write on later events; and nothing
+    remembered that would keep it refused once what refused it is gone."""
     fake_kube.reject["Deployment"] = ApiError(422, "Invalid", "spec.template.spec.affinity: Invalid value")
     body = isvc_body()
     run(fake_kube, body)
-    attempts = fake_kube.apply_attempts
+    fake_kube.writes.clear()
     for _ in range(3):  # pod and child events
         outcome = run(fake_kube, body)
-        assert outcome.problem.reason == "ApplyRejected"
-    assert fake_kube.apply_attempts == attempts
-    body["metadata"]["generation"] = 2  # the user fixes the spec
-    del fake_kube.reject["Deployment"]
+        assert outcome.problem.reason == "ApplyRejected" and outcome.requeue_after is None
+    assert fake_kube.writes == []
+    del fake_kube.reject["Deployment"]  # a webhook fixed, an operator upgrade that renders it right
     outcome = run(fake_kube, body)
     assert outcome.problem is None and ("apply", "Deployment/demo-predictor") in fake_kube.writes
 

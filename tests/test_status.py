@@ -294,14 +294,24 @@ def test_a_new_replica_whose_model_loaded_but_is_not_ready_yet_is_not_lost():
     assert conds(after)["Ready"] == ("True", "Available")
 
 
-def test_replicas_that_cannot_be_scheduled_after_a_scale_make_ready_false():
+def test_replicas_that_cannot_be_scheduled_after_a_scale_leave_ready_true_and_say_degraded():
     before = rolled_out()
     pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
     pods.append(pod("new", revision="rev1", scheduled="0/5 nodes are available: 5 Insufficient nvidia.com/gpu."))
     after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
                     now=LATER)
-    assert conds(after)["Ready"] == ("False", "Unschedulable")
+    assert conds(after)["Ready"] == ("True", "Available")
+    assert conds(after)["Degraded"] == ("True", "Unschedulable")
     assert conds(after)["Progressing"] == ("False", "RolloutComplete")
+
+
+def test_a_crash_looping_new_replica_after_a_scale_makes_ready_false():
+    before = rolled_out()
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
+    pods.append(pod("new", revision="rev1", waiting="CrashLoopBackOff"))
+    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
+                    now=LATER)
+    assert conds(after)["Ready"] == ("False", "CrashLoopBackOff")
 
 
 def test_ready_during_a_rollout_once_enough_replicas_serve_the_new_revision():

@@ -53,8 +53,8 @@ class Store:
         # Children and pods by the InferenceService named in their label: (kind, ns, owner) -> names.
         self._owned: dict[tuple[str, str, str], set[str]] = {}
         self._owner_of: dict[tuple[str, str, str], str] = {}
-        # UIDs of objects seen deleted: a reply or an event about one that arrives late never
-        # brings it back (uids are never reused; a re-created object has a new one).
+        # UIDs of objects we deleted: an event about one that arrives late never brings it back
+        # (uids are never reused; a re-created object has a new one).
         self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
         # Names by (kind, namespace): a pass reads its namespace's claims, not every claim.
         self._in_ns: dict[tuple[str, str], set[str]] = {}
@@ -82,13 +82,18 @@ class Store:
                 self._crd_names = self._crd_names | {key[1]}
             return True
 
-    def remove(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """Forget obj, unless what is stored is a different object of the same name (re-created)."""
+    def remove(self, kind: str, obj: Mapping[str, Any], final: bool = False) -> None:
+        """Forget obj, unless what is stored is a different object of the same name (re-created).
+
+        ``final``: we deleted it ourselves, so no later reply or event may bring this uid back. A
+        watch's DELETED is not final: a label-filtered watch also says DELETED when an object
+        loses our labels, and it comes back (same uid) when they are put back.
+        """
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace") or "", meta["name"])
         uid = meta.get("uid")
         with self._lock:
-            if uid:
+            if uid and final:
                 self._gone[uid] = None
                 while len(self._gone) > GONE_REMEMBERED:
                     self._gone.popitem(last=False)
@@ -195,10 +200,11 @@ class WriteThrough:
 
     def delete(self, ref: Any, uid: str, propagation: str = "Background") -> None:
         self.kube.delete(ref, uid, propagation)
-        self.store.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": uid}})
+        self.store.remove(ref.kind.kind, {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": uid}},
+                          final=True)
 
-    def scale(self, ref: Any, replicas: int) -> dict[str, Any]:
-        result = self.kube.scale(ref, replicas)
+    def patch(self, ref: Any, body: dict[str, Any]) -> dict[str, Any]:
+        result = self.kube.patch(ref, body)
         self.store.upsert(ref.kind.kind, result)
         return result
 

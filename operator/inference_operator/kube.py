@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
 from typing import Any, Optional, Protocol
 from urllib.parse import quote
@@ -30,6 +31,10 @@ GONE = "gone"  # 404
 TERMINATING = "terminating"  # the namespace is being deleted: nothing to do
 
 
+# An admission webhook's or a ValidatingAdmissionPolicy's denial: outside the spec, retried slowly.
+_ADMISSION_DENIAL = re.compile(r'admission webhook ".*" denied the request|ValidatingAdmissionPolicy .* denied request')
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str, verb: str = "", resource: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -45,12 +50,12 @@ class ApiError(Exception):
             return GONE
         if self.status == 409:
             return CONFLICT
-        if self.status in (400, 422):
+        if self.status in (400, 422) and not _ADMISSION_DENIAL.search(self.message):
             return INVALID
         if self.status == 403 and "because it is being terminated" in self.message:
             return TERMINATING
-        if self.status in (401, 403):
-            return REFUSED
+        if self.status in (400, 401, 403, 422):
+            return REFUSED  # RBAC, quota, or an admission webhook or policy that denied the request
         return TRANSIENT  # 0 (no response), 408, 410, 429, 5xx and anything unexpected
 
     @property
@@ -68,7 +73,7 @@ class Kube(Protocol):
 
     def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None: ...
 
-    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]: ...
+    def patch(self, ref: Ref, body: dict[str, Any]) -> dict[str, Any]: ...
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
@@ -189,10 +194,10 @@ class RestKube:
             if exc.status != 404:
                 raise
 
-    def scale(self, ref: Ref, replicas: int) -> dict[str, Any]:
-        """spec.replicas of an object no Deployment controls any more (an orphaned ReplicaSet)."""
+    def patch(self, ref: Ref, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of an object no Deployment controls any more (an orphaned ReplicaSet)."""
         result = self.request("PATCH", _path(ref), query=[("fieldManager", FIELD_MANAGER)],
-                              body={"spec": {"replicas": replicas}}, content_type="application/merge-patch+json")
+                              body=body, content_type="application/merge-patch+json")
         assert result is not None
         return result
 

@@ -157,20 +157,15 @@ def _shrink_orphans(
     step = migration.step(orphaned, desired_replicas=isvc.spec.replicas, new_available=new_available,
                           max_unavailable=isvc.spec.rollout.max_unavailable)
     by_name = {rs["metadata"]["name"]: rs for rs in orphaned}
+    for name, rs in by_name.items():
+        if name not in step.delete and not migration.adopted(rs, isvc.metadata.uid):
+            owner = migration.owner_reference(children.owner_reference(isvc))
+            kube.patch(Ref(children.REPLICASET, isvc.namespace, name), {"metadata": {"ownerReferences": [owner]}})
     for name, replicas in step.scale.items():
-        kube.scale(Ref(children.REPLICASET, isvc.namespace, name), replicas)
+        kube.patch(Ref(children.REPLICASET, isvc.namespace, name), {"spec": {"replicas": replicas}})
     for name in step.delete:
         kube.delete(Ref(children.REPLICASET, isvc.namespace, name), by_name[name]["metadata"]["uid"])
         deleted.append(f"ReplicaSet/{name} (moved onto tracks)")
-
-
-def _refused_before(isvc: api.InferenceService) -> Optional[Problem]:
-    """ApplyRejected, if status says this generation's children were refused as invalid."""
-    for c in isvc.status.conditions:
-        if (c.type == status.DEGRADED and c.reason == "ApplyRejected" and c.status.value == "True"
-                and c.observed_generation == isvc.metadata.generation):
-            return Problem("ApplyRejected", c.message)
-    return None
 
 
 class _Skip(Exception):
@@ -269,7 +264,6 @@ def _reconcile(
         plan = dataclasses.replace(plan, apply=[
             obj for obj in plan.apply
             if not ((live.get(children.ref_of(obj)) or {}).get("metadata") or {}).get("deletionTimestamp")])
-        refused = _refused_before(isvc)
         if problem is None and want.migrate_from is not None:
             legacy_ref = refs[0]
             status_deployment = want.migrate_from
@@ -282,10 +276,6 @@ def _reconcile(
                 problem = _write_problem(exc, str(legacy_ref), failures)
         if problem is not None:
             pass
-        elif refused is not None and plan.apply:
-            # The API server refused this very spec as invalid: sending it again on every pod event
-            # would only be refused again. A spec change (a new generation) tries again.
-            problem = refused
         elif plan.conflicts:
             problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
         else:

@@ -286,11 +286,14 @@ def compute(
         r = rollout.desired_replicas
         if r == 0:
             ready = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
-        elif degraded:
-            # Replicas that cannot start (no GPU free, a crash loop): not capacity on its way.
-            ready = ("False", degraded.reason, degraded.message)
-        elif rollout.available >= 1 and counts.lost <= max_unavailable:
+        elif (rollout.available >= 1 and counts.lost <= max_unavailable
+              and (degraded is None or degraded.reason == "Unschedulable")):
+            # Replicas an autoscaler asked for that find no free GPU leave the serving ones
+            # serving: Degraded says Unschedulable, Ready does not flap when load is high.
             ready = ("True", "Available", f"Revision {rev}: {rollout.ready}/{r} replicas ready.")
+        elif degraded:
+            # A crash loop, an image that cannot be pulled: not capacity on its way.
+            ready = ("False", degraded.reason, degraded.message)
         else:
             ready = ("False", "ReplicasUnavailable", f"Revision {rev}: {rollout.available}/{r} available.")
         if rollout.stuck:
