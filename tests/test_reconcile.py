@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from inference_operator import render
+from inference_operator import children, render
 from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
 from inference_operator.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
@@ -395,3 +395,30 @@ def test_a_child_whose_labels_were_taken_off_is_applied_back_not_looked_up_every
     fake_kube.reads.clear()
     run(fake_kube, body)
     assert fake_kube.reads == []
+
+
+def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is():
+    """Rendering is most of a no-op pass's cost; the cache keys on everything rendering reads."""
+    import dataclasses
+
+    from inference_operator import api, reconcile as rec
+    from inference_operator.observed import Observed
+
+    cache = rec.RenderCache()
+    isvc = api.parse(isvc_body())
+    first = cache.get(isvc, CONFIG, "stable")
+    assert cache.get(api.parse(isvc_body()), CONFIG, "stable") is first and cache.misses == 1
+    for other in (api.parse(isvc_body(replicas=2)),
+                  api.parse({**isvc_body(), "metadata": {**isvc_body()["metadata"], "uid": "another"}})):
+        assert cache.get(other, CONFIG, "stable") is not first
+    assert cache.get(isvc, dataclasses.replace(CONFIG, default_image="other:1"), "stable") is not first
+    assert cache.get(isvc, CONFIG, None) is not first
+    assert cache.misses == 5
+    small = rec.RenderCache(size=2)
+    for i in range(3):
+        small.get(api.parse(isvc_body(replicas=i + 1)), CONFIG, "stable")
+    assert len(small._items) == 2
+    # The desired state a pass builds is the same whether it came from the cache or not.
+    observed = Observed(isvc=isvc_body(), claims=frozenset({"models"}))
+    assert rec.desire(isvc, observed, CONFIG)[0].children == [children.stamp(c, isvc) for c in
+                                                              render.render(isvc, CONFIG)]

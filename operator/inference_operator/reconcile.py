@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import collections
 import logging
 import re
+import threading
 from typing import Any, Callable, Mapping, Optional
 
 import pydantic
@@ -111,6 +113,37 @@ class Desired:
     migrate_from: Optional[dict[str, Any]] = None
 
 
+class RenderCache:
+    """Stamped children by everything they are rendered from: the spec, the name, namespace and
+    uid, the config and the track. Rendering is most of a no-op pass's CPU (jinja2, YAML, hashes);
+    a pass over an unchanged InferenceService finds its children here. Bounded, thread-safe; the
+    lists are shared, so nobody may change them (stamping copies, apply sends them as they are)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.misses = 0
+
+    def get(self, isvc: api.InferenceService, config: OperatorConfig, track: Optional[str]) -> list[dict[str, Any]]:
+        key = (isvc.namespace, isvc.name, isvc.metadata.uid, isvc.spec.model_dump_json(), config, track)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        self.misses += 1
+        stamped = [children.stamp(c, isvc) for c in render.render(isvc, config, track=track)]
+        with self._lock:
+            self._items[key] = stamped
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return stamped
+
+
+RENDERED = RenderCache()
+
+
 def desire(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig
 ) -> tuple[Desired, Optional[Problem]]:
@@ -122,12 +155,12 @@ def desire(
         migrate_from = None
         if migration.is_legacy(live):
             # Kept as it is (no rollout for an operator upgrade) until a rollout is due anyway.
-            as_is = render.render(isvc, render_config, track=None)
+            as_is = RENDERED.get(isvc, render_config, None)
             if naming.revision_of(as_is[0]) == naming.revision_of(live):
                 track = None
             else:
                 migrate_from = live
-        stamped = [children.stamp(c, isvc) for c in render.render(isvc, render_config, track=track)
+        stamped = [c for c in RENDERED.get(isvc, render_config, track)
                    if children.installable(c["kind"], observed.crds)]
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
