@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -84,6 +86,46 @@ class OperatorProcess:
                 self.proc.wait(10)
 
 
+@dataclasses.dataclass
+class Bench:
+    kubectl: Kubectl
+    kubeconfig: str
+    operator: OperatorProcess
+    audit: pathlib.Path
+    offset: int  # of the audit log once the operator's initial lists and watches are done
+
+
+@contextlib.contextmanager
+def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resync_seconds: float):
+    """A local control plane with the CRD and RBAC of `source`, a namespace with a bound `models`
+    claim, and `source`'s operator running under its ServiceAccount; all stopped by PID after."""
+    binaries = subprocess.run(["bash", str(REPO / "e2e" / "build-binaries.sh")], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    state = work / "cluster"
+    operator = None
+    try:
+        kubeconfig = subprocess.run([sys.executable, str(REPO / "e2e" / "cluster.py"), "up", "--state", str(state),
+                                     "--bin", binaries], check=True, capture_output=True, text=True).stdout.strip()
+        kubectl = Kubectl(kubeconfig, f"{binaries}/kubectl")
+        kubectl("apply", "--server-side", "-f", str(source / "crds"))
+        kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        op_kubeconfig = operator_kubeconfig(kubectl, work, source / "manifests" / "operator.yaml")
+        kubectl("create", "namespace", namespace)
+        bound_claim(kubectl, namespace, "models")
+        operator = OperatorProcess(source, op_kubeconfig, work / "operator.log", resync_seconds)
+        operator.start()
+        audit = state / "audit.log"
+        wait_for(lambda: audit.exists(), "the audit log")
+        time.sleep(5)  # the operator's initial lists and watches
+        _, offset = audit_counts(audit, 0)
+        yield Bench(kubectl, kubeconfig, operator, audit, offset)
+    finally:
+        if operator:
+            operator.stop()
+        subprocess.run([sys.executable, str(REPO / "e2e" / "cluster.py"), "down", "--state", str(state)],
+                       capture_output=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--services", type=int, default=30)
@@ -99,55 +141,41 @@ def main() -> int:
         source = work / "source"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(source), args.ref], check=True,
                        capture_output=True)
-    binaries = subprocess.run(["bash", str(REPO / "e2e" / "build-binaries.sh")], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    state = work / "cluster"
-    py = sys.executable
-    operator = None
+    ns = "bench"
     try:
-        kubeconfig = subprocess.run([py, str(REPO / "e2e" / "cluster.py"), "up", "--state", str(state),
-                                     "--bin", binaries], check=True, capture_output=True, text=True).stdout.strip()
-        kubectl = Kubectl(kubeconfig, f"{binaries}/kubectl")
-        kubectl("apply", "--server-side", "-f", str(source / "crds"))
-        kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        import e2e.conftest as conftest
-
-        conftest.OPERATOR_MANIFEST = source / "manifests" / "operator.yaml"
-        op_kubeconfig = operator_kubeconfig(kubectl, work)
-        ns = "bench"
-        kubectl("create", "namespace", ns)
-        bound_claim(kubectl, ns, "models")
-        operator = OperatorProcess(source, op_kubeconfig, work / "operator.log", args.resync_seconds)
-        operator.start()
-        audit = state / "audit.log"
-        wait_for(lambda: audit.exists(), "the audit log")
-        time.sleep(5)  # the operator's initial lists and watches
-        _, offset = audit_counts(audit, 0)
-
-        rows = {}
-        start = time.monotonic()
-        kubectl.apply(yaml.safe_dump_all([manifest(i, ns) for i in range(args.services)]))
-        wait_for(lambda: all_ready(kubectl, ns, args.services), "every InferenceService Ready", timeout=600,
-                 interval=1)
-        converged = time.monotonic() - start
-        time.sleep(5)
-        rows["create"], offset = audit_counts(audit, offset)
-
-        time.sleep(args.idle_seconds)
-        rows["idle"], offset = audit_counts(audit, offset)
-
-        operator.stop()
-        _, offset = audit_counts(audit, offset)
-        operator.start()
-        time.sleep(max(20.0, args.resync_seconds * 2))
-        rows["restart"], offset = audit_counts(audit, offset)
+        with bench_cluster(source, work, ns, args.resync_seconds) as bench:
+            kubectl, operator, audit, offset = bench.kubectl, bench.operator, bench.audit, bench.offset
+            rows = _phases(args, kubectl, operator, audit, offset, ns)
+            converged = rows.pop("converged")
     finally:
-        if operator:
-            operator.stop()
-        subprocess.run([py, str(REPO / "e2e" / "cluster.py"), "down", "--state", str(state)], capture_output=True)
         if args.ref:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(source)], capture_output=True)
+    return _report(args, rows, converged)
 
+
+def _phases(args, kubectl, operator, audit, offset, ns) -> dict:
+    """Create, idle, restart: the operator's requests in each, from the audit log."""
+    rows: dict = {}
+    start = time.monotonic()
+    kubectl.apply(yaml.safe_dump_all([manifest(i, ns) for i in range(args.services)]))
+    wait_for(lambda: all_ready(kubectl, ns, args.services), "every InferenceService Ready", timeout=600,
+             interval=1)
+    rows["converged"] = time.monotonic() - start
+    time.sleep(5)
+    rows["create"], offset = audit_counts(audit, offset)
+
+    time.sleep(args.idle_seconds)
+    rows["idle"], offset = audit_counts(audit, offset)
+
+    operator.stop()
+    _, offset = audit_counts(audit, offset)
+    operator.start()
+    time.sleep(max(20.0, args.resync_seconds * 2))
+    rows["restart"], offset = audit_counts(audit, offset)
+    return rows
+
+
+def _report(args, rows: dict, converged: float) -> int:
     n = args.services
     label = args.ref or "working tree"
     print(f"\nrequests of the operator ({label}), from the API server's audit log; N = {n}, "

@@ -20,7 +20,6 @@ import argparse
 import json
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +31,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import kubernetes  # noqa: E402
 
-from e2e.conftest import Kubectl, bound_claim, operator_kubeconfig, wait_for  # noqa: E402
-from requests_bench import OperatorProcess, audit_counts, manifest  # noqa: E402
+from e2e.conftest import wait_for  # noqa: E402
+from requests_bench import audit_counts, bench_cluster, manifest  # noqa: E402
 
 GROUP, VERSION, PLURAL = "serving.inference-operator.io", "v1alpha1", "inferenceservices"
 
@@ -113,27 +112,10 @@ def main() -> int:
     args = p.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="scale-bench."))
-    binaries = subprocess.run(["bash", str(REPO / "e2e" / "build-binaries.sh")], check=True,
-                              capture_output=True, text=True).stdout.strip()
-    state = work / "cluster"
-    operator = None
     figures: dict = {"services": args.services, "rate": args.rate}
-    try:
-        kubeconfig = subprocess.run([sys.executable, str(REPO / "e2e" / "cluster.py"), "up", "--state", str(state),
-                                     "--bin", binaries], check=True, capture_output=True, text=True).stdout.strip()
-        kubectl = Kubectl(kubeconfig, f"{binaries}/kubectl")
-        kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-        kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        op_kubeconfig = operator_kubeconfig(kubectl, work)
-        ns = "scale"
-        kubectl("create", "namespace", ns)
-        bound_claim(kubectl, ns, "models")
-        operator = OperatorProcess(REPO, op_kubeconfig, work / "operator.log", args.resync_seconds)
-        operator.start()
-        audit = state / "audit.log"
-        wait_for(lambda: audit.exists(), "the audit log")
-        time.sleep(5)
-        _, offset = audit_counts(audit, 0)
+    ns = "scale"
+    with bench_cluster(REPO, work, ns, args.resync_seconds) as bench:
+        kubeconfig, operator, audit, offset = bench.kubeconfig, bench.operator, bench.audit, bench.offset
         _, _, cpu0 = proc_stats(operator.proc.pid)
 
         client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
@@ -183,11 +165,6 @@ def main() -> int:
         figures["new_during_restart_seconds"] = watcher.created[body["metadata"]["name"]] - t0
         figures["http_429"] = count_429(audit)
         watcher.stop()
-    finally:
-        if operator:
-            operator.stop()
-        subprocess.run([sys.executable, str(REPO / "e2e" / "cluster.py"), "down", "--state", str(state)],
-                       capture_output=True)
 
     n = args.services
 

@@ -198,13 +198,14 @@ OPERATOR_MANIFEST = REPO / "manifests" / "operator.yaml"
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "inference-operator", "inference-operator"
 
 
-def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path) -> str:
+def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path,
+                        manifest: pathlib.Path = OPERATOR_MANIFEST) -> str:
     """A kubeconfig for the operator's own ServiceAccount, with the RBAC of manifests/operator.yaml
     (everything in it but the Deployment): the suite runs the operator as production does, not as
     an admin, so a verb missing from the ClusterRole fails here."""
     import yaml
 
-    docs = [d for d in yaml.safe_load_all(OPERATOR_MANIFEST.read_text()) if d and d["kind"] != "Deployment"]
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] != "Deployment"]
     kubectl.apply(yaml.safe_dump_all(docs))
     token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=6h").stdout.strip()
     admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)

@@ -218,7 +218,7 @@ def test_an_operator_upgrade_that_changes_a_default_rolls_nothing(
 
 def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
         kubectl: Kubectl, namespace: str, operator: Operator):
-    from inference_operator import api, children, render
+    from inference_operator import api, children, naming, render
     from inference_operator.config import OperatorConfig
 
     ns = namespace
@@ -252,7 +252,7 @@ def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
         return (dep and dep["spec"]["selector"]["matchLabels"].get("serving.inference-operator.io/track") == "stable"
                 and all(any(o.get("controller") for o in s["metadata"].get("ownerReferences", [])) for s in sets)
                 and condition(isvc, "Ready").get("status") == "True"
-                and isvc["status"].get("revision") == render.revision_of(dep))
+                and isvc["status"].get("revision") == naming.revision_of(dep))
 
     wait_for(moved, "the Deployment to move onto tracks", timeout=120, interval=0.2)
     assert min(serving) >= 1, serving

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from inference_operator import api, children, render
+from inference_operator import api, children, naming, render
 
 from .conftest import CONFIG, isvc_body
 
@@ -58,7 +58,7 @@ def test_changed_hash_reapplies_only_that_child():
     isvc, desired = setup()
     live = live_of(desired)
     dep_ref = children.ref_of(desired[0])
-    live[dep_ref]["metadata"]["annotations"][render.SPEC_HASH_ANNOTATION] = "stale"
+    live[dep_ref]["metadata"]["annotations"][naming.SPEC_HASH_ANNOTATION] = "stale"
     p = children.plan(isvc, desired, live)
     assert [children.ref_of(o) for o in p.apply] == [dep_ref]
 
@@ -105,7 +105,7 @@ def _edit(obj, change):
          "container triton image"),
         ("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0]["args"].append("--log-verbose=9"),
          "container triton args"),
-        ("Deployment", lambda d: d["spec"]["template"]["metadata"]["labels"].pop(render.REVISION_LABEL),
+        ("Deployment", lambda d: d["spec"]["template"]["metadata"]["labels"].pop(naming.REVISION_LABEL),
          "spec.template.metadata.labels"),
         ("Service", lambda s: s["spec"]["ports"].pop(), "spec.ports"),
         ("Service", lambda s: s["spec"]["selector"].update(extra="x"), "spec.selector"),
@@ -174,3 +174,4 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
     with_crd, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"}),
                                          crds=frozenset({"poddisruptionbudgets.example.io"})), CONFIG)
     assert [c["kind"] for c in with_crd.children] == ["Deployment", "Service", "PodDisruptionBudget"]
+

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from inference_operator import defaults, render
+from inference_operator import defaults, naming
 from inference_operator.reconcile import reconcile
 
 from .conftest import CONFIG, isvc_body
@@ -26,7 +26,7 @@ def settled(kube, body, config=CONFIG):
     run(kube, body, config)
     finish_rollout(kube)
     run(kube, body, config)
-    assert body["status"]["revision"] == render.revision_of(kube.objects[DEP])
+    assert body["status"]["revision"] == naming.revision_of(kube.objects[DEP])
 
 
 def test_the_defaults_a_revision_was_made_with_are_recorded(fake_kube):

@@ -61,7 +61,9 @@ def test_a_spec_no_pass_has_acted_on_is_urgent(status, urgent):
 # ---- a pass through the cache --------------------------------------------------------------------
 
 
-def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(monkeypatch):
+@pytest.fixture
+def cached(monkeypatch):
+    """The handlers' API and cache, in memory, holding one InferenceService and its claim."""
     kube = FakeKube()
     store = cache.Store()
     monkeypatch.setattr(handlers, "_kube", kube)
@@ -71,6 +73,11 @@ def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(monkeypatch):
     kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
     store.upsert(cache.ISVC, body)
     store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    return kube, store, body
+
+
+def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(cached):
+    kube, store, body = cached
     handlers.process(("ns", "demo"), 0)
     assert [w[0] for w in kube.writes] == ["apply", "apply", "status"]
     # The cache now holds what the API server answered, before any watch event: the next pass,
@@ -246,17 +253,9 @@ def test_workers_run_passes_for_different_keys_in_parallel_but_never_one_key_twi
     assert overlap == [] and not both.broken
 
 
-def test_a_reported_transient_failure_keeps_backing_off(monkeypatch):
+def test_a_reported_transient_failure_keeps_backing_off(cached):
     """Reporting TransientError in status must not reset the backoff to a quick retry loop."""
-    kube = FakeKube()
-    store = cache.Store()
-    monkeypatch.setattr(handlers, "_kube", kube)
-    monkeypatch.setattr(handlers, "STORE", store)
-    body = isvc_body()
-    body["metadata"]["resourceVersion"] = "1"
-    kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
-    store.upsert(cache.ISVC, body)
-    store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    kube, store, _ = cached
     kube.reject["Deployment"] = ApiError(503, "ServiceUnavailable", "etcd leader changed")
     clock = Clock()
     r = runner.Runner(handlers.process, clock=clock, rng=random.Random(3))

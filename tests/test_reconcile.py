@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from inference_operator import children, render
+from inference_operator import children, naming, render
 from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
 from inference_operator.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
@@ -76,7 +76,7 @@ def test_ready_event_once_and_revision_recorded(fake_kube):
     fake_kube.events.clear()
     run(fake_kube, body)
     assert [(e.type, e.reason) for e in fake_kube.events] == [("Normal", "Ready")]
-    assert body["status"]["revision"] == render.revision_of(fake_kube.objects[DEP])
+    assert body["status"]["revision"] == naming.revision_of(fake_kube.objects[DEP])
 
 
 def test_spec_change_reapplies_only_what_changed(fake_kube):
@@ -91,14 +91,14 @@ def test_spec_change_reapplies_only_what_changed(fake_kube):
     body["metadata"]["generation"] = 2
     run(fake_kube, body)
     assert fake_kube.writes == [("apply", "Deployment/demo-predictor"), ("status", "ns/demo")]
-    assert render.revision_of(fake_kube.objects[DEP]) != old_revision
+    assert naming.revision_of(fake_kube.objects[DEP]) != old_revision
     assert body["status"]["revision"] == old_revision  # still what is deployed
     assert cond(body, "Ready")["reason"] == "RolloutInProgress"
     assert cond(body, "Ready")["observedGeneration"] == 2
 
     finish_rollout(fake_kube)
     run(fake_kube, body)
-    assert body["status"]["revision"] == render.revision_of(fake_kube.objects[DEP])
+    assert body["status"]["revision"] == naming.revision_of(fake_kube.objects[DEP])
 
 
 def test_scaling_down_to_one_deletes_the_pdb(fake_kube):
@@ -365,7 +365,7 @@ def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):
     run(fake_kube, body)
     assert ("apply", "Deployment/demo-predictor") not in fake_kube.writes
     live = fake_kube.objects[DEP]
-    assert render.TRACK_LABEL not in live["spec"]["selector"]["matchLabels"]
+    assert naming.TRACK_LABEL not in live["spec"]["selector"]["matchLabels"]
 
 
 def test_a_refused_spec_writes_nothing_while_it_stands_and_is_never_wedged(fake_kube):

@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from inference_operator import api, render
+from inference_operator import api, naming, render
 
 from .conftest import CONFIG, HERE, isvc_body, load_case
 
@@ -152,7 +152,7 @@ def test_service_ports_and_selector():
     deployment = by_kind(children(isvc_body()))["Deployment"]
     # The Service selects every track (a canary serves too); the Deployment its own track only.
     assert svc["spec"]["selector"].items() < deployment["spec"]["selector"]["matchLabels"].items()
-    assert deployment["spec"]["selector"]["matchLabels"][render.TRACK_LABEL] == "stable"
+    assert deployment["spec"]["selector"]["matchLabels"][naming.TRACK_LABEL] == "stable"
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
@@ -162,10 +162,10 @@ def test_the_revision_is_the_same_whatever_the_track():
     isvc = api.parse(isvc_body())
     new = render.render(isvc, CONFIG)[0]
     legacy = render.render(isvc, CONFIG, track=None)[0]
-    assert render.revision_of(new) == render.revision_of(legacy)
-    assert render.TRACK_LABEL not in legacy["spec"]["selector"]["matchLabels"]
-    assert render.TRACK_LABEL not in legacy["spec"]["template"]["metadata"]["labels"]
-    assert legacy["spec"]["selector"]["matchLabels"] == render.selector("demo")
+    assert naming.revision_of(new) == naming.revision_of(legacy)
+    assert naming.TRACK_LABEL not in legacy["spec"]["selector"]["matchLabels"]
+    assert naming.TRACK_LABEL not in legacy["spec"]["template"]["metadata"]["labels"]
+    assert legacy["spec"]["selector"]["matchLabels"] == naming.selector("demo")
 
 
 def test_a_pod_template_can_be_carried_by_two_workloads_side_by_side():
@@ -174,7 +174,7 @@ def test_a_pod_template_can_be_carried_by_two_workloads_side_by_side():
     template = render.pod_template(ctx)
     stable = render.deployment(ctx, template, render.Workload("demo-predictor", "stable", 3))
     canary = render.deployment(ctx, template, render.Workload("demo-predictor-canary", "canary", 1))
-    assert render.revision_of(stable) == render.revision_of(canary) == template.revision
+    assert naming.revision_of(stable) == naming.revision_of(canary) == template.revision
     assert stable["spec"]["selector"] != canary["spec"]["selector"]
     assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 1)
 
@@ -194,7 +194,7 @@ def test_pdb_only_with_more_than_one_replica(replicas, has_pdb):
 
 
 def revision(body):
-    return render.revision_of(by_kind(children(body))["Deployment"])
+    return naming.revision_of(by_kind(children(body))["Deployment"])
 
 
 def test_revision_follows_the_pod_template_not_the_replica_count():
@@ -217,7 +217,7 @@ def test_children_carry_standard_labels_and_namespace():
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "inference-operator"
         assert labels["app.kubernetes.io/instance"] == "demo"
-        assert labels[render.ISVC_LABEL] == "demo"
+        assert labels[naming.ISVC_LABEL] == "demo"
         assert obj["metadata"]["namespace"] == "ns"
 
 

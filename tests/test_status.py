@@ -2,7 +2,7 @@
 
 import pytest
 
-from inference_operator import api, render, status
+from inference_operator import api, naming, status
 from inference_operator.status import Problem
 
 from .conftest import CONFIG, isvc_body
@@ -16,7 +16,7 @@ def deployment(replicas=2, updated=2, ready=2, available=2, total=None, revision
         conditions = [{"type": "Progressing", "status": "True", "reason": progressing}]
     return {
         "metadata": {"name": "demo-predictor", "generation": generation},
-        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {render.REVISION_LABEL: revision}}}},
+        "spec": {"replicas": replicas, "template": {"metadata": {"labels": {naming.REVISION_LABEL: revision}}}},
         "status": {
             "observedGeneration": observed, "replicas": replicas if total is None else total,
             "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available,
@@ -29,7 +29,7 @@ def pod(name="demo-predictor-abc", scheduled=None, waiting=None, init_waiting=No
         revision=None, ready=False, started=False, lost=False):
     """started: its containers run; lost: it was ready once (its Ready=False came after the start)."""
     ready_since = "2026-11-23T09:00:00Z" if not lost else "2026-11-23T09:30:00Z"
-    p = {"metadata": {"name": name, "labels": {render.REVISION_LABEL: revision} if revision else {}},
+    p = {"metadata": {"name": name, "labels": {naming.REVISION_LABEL: revision} if revision else {}},
          "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                     "lastTransitionTime": ready_since}]}}
     if started or lost:
@@ -284,33 +284,29 @@ def test_a_lost_replica_beyond_max_unavailable_makes_ready_false():
     assert conds(after)["Ready"] == ("False", "ReplicasUnavailable")
 
 
+def scaled_from_two_to_three(new_pod):
+    """The status once a rolled-out revision of two serving replicas is scaled to three."""
+    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)] + [new_pod]
+    return compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods,
+                   previous=rolled_out(), now=LATER)
+
+
 def test_a_new_replica_whose_model_loaded_but_is_not_ready_yet_is_not_lost():
     """The startup probe passed (started) before the first readiness probe: still capacity on its way."""
-    before = rolled_out()
-    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
-    pods.append(pod("new", revision="rev1", started=True))
-    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
-                    now=LATER)
+    after = scaled_from_two_to_three(pod("new", revision="rev1", started=True))
     assert conds(after)["Ready"] == ("True", "Available")
 
 
 def test_replicas_that_cannot_be_scheduled_after_a_scale_leave_ready_true_and_say_degraded():
-    before = rolled_out()
-    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
-    pods.append(pod("new", revision="rev1", scheduled="0/5 nodes are available: 5 Insufficient nvidia.com/gpu."))
-    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
-                    now=LATER)
+    after = scaled_from_two_to_three(
+        pod("new", revision="rev1", scheduled="0/5 nodes are available: 5 Insufficient nvidia.com/gpu."))
     assert conds(after)["Ready"] == ("True", "Available")
     assert conds(after)["Degraded"] == ("True", "Unschedulable")
     assert conds(after)["Progressing"] == ("False", "RolloutComplete")
 
 
 def test_a_crash_looping_new_replica_after_a_scale_makes_ready_false():
-    before = rolled_out()
-    pods = [pod(f"p{i}", revision="rev1", ready=True, started=True) for i in range(2)]
-    pods.append(pod("new", revision="rev1", waiting="CrashLoopBackOff"))
-    after = compute(deployment(replicas=3, updated=3, ready=2, available=2, total=3), pods=pods, previous=before,
-                    now=LATER)
+    after = scaled_from_two_to_three(pod("new", revision="rev1", waiting="CrashLoopBackOff"))
     assert conds(after)["Ready"] == ("False", "CrashLoopBackOff")
 
 

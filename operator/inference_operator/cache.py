@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from . import children, naming
 from .observed import Observed
@@ -26,6 +26,11 @@ REPLICASET = children.REPLICASET.kind
 
 Key = tuple[str, str]  # (namespace, name)
 GONE_REMEMBERED = 100_000
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta["name"]
 
 
 def _rv(obj: Mapping[str, Any]) -> Optional[int]:
@@ -65,7 +70,7 @@ class Store:
     def upsert(self, kind: str, obj: Mapping[str, Any]) -> bool:
         """Store obj unless a newer version of the same object is already here; True if stored."""
         meta = obj.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta["name"])
+        key = key_of(obj)
         with self._lock:
             if meta.get("uid") in self._gone:
                 return False
@@ -89,9 +94,8 @@ class Store:
         watch's DELETED is not final: a label-filtered watch also says DELETED when an object
         loses our labels, and it comes back (same uid) when they are put back.
         """
-        meta = obj.get("metadata") or {}
-        key = (meta.get("namespace") or "", meta["name"])
-        uid = meta.get("uid")
+        key = key_of(obj)
+        uid = (obj.get("metadata") or {}).get("uid")
         with self._lock:
             if uid and final:
                 self._gone[uid] = None
@@ -136,10 +140,6 @@ class Store:
         with self._lock:
             return list(self._objects.get(kind, {}))
 
-    def count(self, kind: str) -> int:
-        with self._lock:
-            return len(self._objects.get(kind, {}))
-
     def observe(self, namespace: str, name: str) -> Optional[Observed]:
         """Everything a pass over this InferenceService reads; None if it is not (or no longer) there."""
         with self._lock:
@@ -177,10 +177,6 @@ class Store:
                 result.append(name)
         return result
 
-    def in_namespace(self, namespace: str) -> list[str]:
-        with self._lock:
-            return sorted(self._in_ns.get((ISVC, namespace), ()))
-
 
 class WriteThrough:
     """The operator's writes, each put into the cache as soon as the API server answers it (also
@@ -215,8 +211,3 @@ class WriteThrough:
 
     def event(self, isvc: Any, event: Any) -> None:
         self.kube.event(isvc, event)
-
-
-def load(store: Store, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
-    for obj in objects:
-        store.upsert(kind, obj)

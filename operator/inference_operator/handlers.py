@@ -63,8 +63,11 @@ def process(key: Hashable, failures: int) -> runner.Result:
     return runner.Result(requeue_after=outcome.requeue_after)
 
 
-RUNNER = runner.Runner(process, workers=WORKERS, resync_seconds=RESYNC_SECONDS,
-                       keys=lambda: STORE.keys(cache.ISVC))
+def _runner(workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS) -> runner.Runner:
+    return runner.Runner(process, workers=workers, resync_seconds=resync_seconds, keys=lambda: STORE.keys(cache.ISVC))
+
+
+RUNNER = _runner()
 
 
 def configure_runner(
@@ -73,8 +76,7 @@ def configure_runner(
     """Set before kopf starts (the CLI's --workers, --resync-seconds and --slow-retry-seconds)."""
     global RUNNER, _slow_retry_seconds
     _slow_retry_seconds = slow_retry_seconds
-    RUNNER = runner.Runner(process, workers=workers, resync_seconds=resync_seconds,
-                           keys=lambda: STORE.keys(cache.ISVC))
+    RUNNER = _runner(workers, resync_seconds)
 
 
 @kopf.on.startup()
@@ -126,11 +128,6 @@ def _owner(body: Mapping[str, Any]) -> str | None:
     return ((body.get("metadata") or {}).get("labels") or {}).get(naming.ISVC_LABEL)
 
 
-def _key(body: Mapping[str, Any]) -> tuple[str, str]:
-    meta = body.get("metadata") or {}
-    return meta.get("namespace") or "", meta["name"]
-
-
 def _new_work(body: Mapping[str, Any]) -> bool:
     """A spec no pass has acted on yet: it goes before resumes and resyncs."""
     generation = (body.get("metadata") or {}).get("generation")
@@ -174,7 +171,7 @@ async def cache_crd(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
-    key = _key(body)
+    key = cache.key_of(body)
     if type == "DELETED":
         STORE.remove(cache.ISVC, _raw(body))
         RUNNER.forget(key)
@@ -188,7 +185,7 @@ def _child_event(kind: str):
             STORE.remove(kind, _raw(body))
         owner = _owner(body)
         if owner:
-            RUNNER.enqueue((_key(body)[0], owner))
+            RUNNER.enqueue((cache.key_of(body)[0], owner))
 
     handler.__name__ = f"{kind.lower()}_event"
     return handler
@@ -203,7 +200,7 @@ async def claim_event(type: str, body: kopf.Body, **_: Any) -> None:
     """A claim appeared or went: the InferenceServices that name it look again, at once."""
     if type == "DELETED":
         STORE.remove(cache.PVC, _raw(body))
-    namespace, claim = _key(body)
+    namespace, claim = cache.key_of(body)
     for name in STORE.users_of_claim(namespace, claim):
         RUNNER.enqueue((namespace, name))
 

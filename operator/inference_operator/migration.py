@@ -21,14 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
-from . import naming
-
-
-def _controller(obj: Mapping[str, Any]) -> Optional[str]:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
+from . import children, naming
 
 
 def is_legacy(deployment: Optional[Mapping[str, Any]]) -> bool:
@@ -49,7 +42,7 @@ def orphans(replicasets: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     """ReplicaSets of a Deployment made before tracks that no Deployment controls any more: what
     step 1 left. One with a track in its selector is never one (a Deployment of ours may adopt it)."""
     found = [rs for rs in replicasets
-             if _controller(rs) is None
+             if children.controller_uid(dict(rs)) is None
              and not (rs.get("metadata") or {}).get("deletionTimestamp")
              and naming.TRACK_LABEL not in (((rs.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})]
     return sorted(found, key=_revision)

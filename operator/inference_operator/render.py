@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
-import json
 import re
 from typing import Any
 
@@ -17,9 +15,9 @@ import jinja2
 import yaml
 
 from . import api, model_config
-from .naming import (  # noqa: F401  (re-exported: the renderer's callers use these names)
-    COMPONENT, ISVC_LABEL, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, LABEL_PREFIX, MANAGED_BY, PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, Names,
-    content_hash, labels, names, revision_of, selector, selector_string, url, workload_selector,
+from .naming import (
+    PORTS, REVISION_LABEL, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, content_hash, labels, names, selector,
+    workload_selector,
 )
 from .config import OperatorConfig
 

@@ -291,7 +291,3 @@ def defaulted(body: dict[str, Any]) -> dict[str, Any]:
     """The body as the API server stores it on create: defaults filled in."""
     return apply_defaults(schema(), copy.deepcopy(body))
 
-
-def first_problem(body: dict[str, Any]) -> Optional[str]:
-    found = validate(body)
-    return "; ".join(str(v) for v in found) if found else None

@@ -38,9 +38,5 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def ambiguous(value: str) -> bool:
-    return value == "" or bool(_AMBIGUOUS.match(value))
-
-
 def dump_all(documents: Iterable[Any]) -> str:
     return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, width=100)
