@@ -175,3 +175,15 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
                                          crds=frozenset({"poddisruptionbudgets.example.io"})), CONFIG)
     assert [c["kind"] for c in with_crd.children] == ["Deployment", "Service", "PodDisruptionBudget"]
 
+
+def test_the_plan_applies_a_child_of_ours_found_by_a_look_up_and_waits_for_one_going_away():
+    isvc = api.parse(isvc_body())
+    desired = [children.stamp(c, isvc) for c in render.render(isvc, CONFIG)]
+    live = {children.ref_of(o): copy.deepcopy(o) for o in desired}
+    dep, svc = (children.ref_of(o) for o in desired[:2])
+    assert children.plan(isvc, desired, live).apply == []
+    assert [children.ref_of(o) for o in children.plan(isvc, desired, live, looked_up=frozenset({svc})).apply] == [svc]
+    live[dep]["metadata"]["deletionTimestamp"] = "2026-11-24T00:00:00Z"
+    live[svc] = None
+    plan = children.plan(isvc, desired, live, hold=frozenset({svc}))
+    assert plan.apply == []  # the Deployment is going away; the Service is held back

@@ -194,12 +194,17 @@ def plan(
     isvc: api.InferenceService,
     desired: list[dict[str, Any]],
     live: dict[Ref, Optional[dict[str, Any]]],
+    looked_up: frozenset[Ref] = frozenset(),
+    hold: frozenset[Ref] = frozenset(),
 ) -> Plan:
     """Decide the writes that take the live children to the desired ones.
 
     ``desired`` must be stamped. A child is written only when it is missing, its spec-hash
     differs, or someone changed a field we set (drift); a same-named object that another
-    controller (or nobody) owns is never touched.
+    controller (or nobody) owns is never touched. Also written: one of ours that had to be
+    ``looked_up`` because the cache did not show it (its labels were taken off: applying puts
+    them back, and the watch with them). Never written: one on its way out (it is re-created
+    once gone, not patched while it goes), and those held back (``hold``).
     """
     apply, delete, conflicts, unchanged = [], [], [], []
     wanted = {ref_of(obj): obj for obj in desired}
@@ -216,7 +221,10 @@ def plan(
                 )
             continue
         if ref in wanted:
-            if current is None or spec_hash(current) != spec_hash(wanted[ref]) or drift(wanted[ref], current):
+            if ref in hold or (current is not None and current["metadata"].get("deletionTimestamp")):
+                continue
+            if (current is None or ref in looked_up or spec_hash(current) != spec_hash(wanted[ref])
+                    or drift(wanted[ref], current)):
                 apply.append(wanted[ref])
             else:
                 unchanged.append(ref)

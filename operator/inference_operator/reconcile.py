@@ -42,10 +42,6 @@ class Outcome:
     deleted: list[str]
     status_written: bool
     problem: Optional[Problem]
-    # What the API server returned for our writes: the cache takes them at once.
-    written: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    removed: list[Ref] = dataclasses.field(default_factory=list)
-    isvc: Optional[dict[str, Any]] = None
     requeue_after: Optional[float] = None
     skipped: bool = False
 
@@ -269,13 +265,13 @@ def _reconcile(
     live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}
     applied: list[str] = []
     deleted: list[str] = []
-    written: list[dict[str, Any]] = []
-    removed: list[Ref] = []
     status_deployment: Optional[dict[str, Any]] = None
     if problem is None:
-        plan = children.plan(isvc, desired, live)
         # The cache holds only objects with our labels: a same-named object someone else made
         # is invisible to it, so look before creating (a read only on this path).
+        # A legacy Deployment being moved onto tracks is deleted first; its successor comes later.
+        hold = frozenset({refs[0]}) if want.migrate_from is not None else frozenset()
+        plan = children.plan(isvc, desired, live, hold=hold)
         missing = [children.ref_of(obj) for obj in plan.apply if live.get(children.ref_of(obj)) is None]
         for ref in missing:
             try:
@@ -283,27 +279,13 @@ def _reconcile(
             except ApiError as exc:
                 problem = _write_problem(exc, str(ref), failures)
                 break
-        if missing and problem is None:
-            plan = children.plan(isvc, desired, live)
-            # One of ours the cache did not show (its labels were taken off): apply it, which
-            # puts the labels back, and the watch with them, instead of looking it up every pass.
-            hidden = [ref for ref in missing if live.get(ref) is not None
-                      and children.controller_uid(live[ref]) == isvc.metadata.uid]
-            planned = {children.ref_of(obj) for obj in plan.apply}
-            extra = [obj for obj in desired if children.ref_of(obj) in hidden and children.ref_of(obj) not in planned]
-            plan = dataclasses.replace(plan, apply=plan.apply + extra)
-        # An object on its way out (a migration's orphaning delete) is re-created once it is gone,
-        # never patched while it goes.
-        plan = dataclasses.replace(plan, apply=[
-            obj for obj in plan.apply
-            if not ((live.get(children.ref_of(obj)) or {}).get("metadata") or {}).get("deletionTimestamp")])
+        if missing:
+            plan = children.plan(isvc, desired, live, looked_up=frozenset(missing), hold=hold)
         if problem is None and want.migrate_from is not None:
             legacy_ref = refs[0]
             status_deployment = want.migrate_from
-            plan = dataclasses.replace(plan, apply=[o for o in plan.apply if children.ref_of(o) != legacy_ref])
             try:
                 kube.delete(legacy_ref, want.migrate_from["metadata"]["uid"], propagation="Orphan")
-                removed.append(legacy_ref)
                 deleted.append(f"{legacy_ref} (its pods keep serving while it moves onto tracks)")
             except ApiError as exc:
                 problem = _write_problem(exc, str(legacy_ref), failures)
@@ -319,7 +301,6 @@ def _reconcile(
                 except ApiError as exc:
                     problem = _write_problem(exc, str(ref), failures)
                     break
-                written.append(live[ref])
                 applied.append(str(ref))
             if problem is None:
                 for ref in plan.delete:
@@ -329,7 +310,6 @@ def _reconcile(
                         problem = _write_problem(exc, str(ref), failures)
                         break
                     live[ref] = None
-                    removed.append(ref)
                     deleted.append(str(ref))
 
     deployment_ref = refs[0]
@@ -365,7 +345,7 @@ def _reconcile(
             )
         except ApiError as exc:
             if exc.kind == kube_errors.GONE:  # deleted meanwhile: nothing left to report on
-                return Outcome(applied, deleted, False, problem, written, removed)
+                return Outcome(applied, deleted, False, problem)
             raise  # 409: the InferenceService moved on; the runner runs the pass again
 
     emitted: list[Event] = []
@@ -383,5 +363,5 @@ def _reconcile(
     requeue = SLOW_RETRY_SECONDS if problem is not None and problem.reason in RETRYABLE else None
     return Outcome(
         applied=applied, deleted=deleted, status_written=written_isvc is not None, problem=problem,
-        written=written, removed=removed, isvc=written_isvc, requeue_after=requeue,
+        requeue_after=requeue,
     )
