@@ -97,6 +97,15 @@ class FakeKube:
         self.objects[ref] = stored
         return copy.deepcopy(stored)
 
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create-only, as RestKube.create: a taken name answers 409 and is left as it was."""
+        from inference_operator.children import ref_of
+
+        if ref_of(obj) in self.objects:
+            self.apply_attempts += 1
+            raise ApiError(409, "Conflict", "the object has been modified", "apply", obj["kind"].lower() + "s")
+        return self.apply(obj)
+
     def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None:
         self.writes.append(("delete", str(ref)) if propagation == "Background" else ("delete", f"{ref} {propagation}"))
         if ref in self.objects and self.objects[ref]["metadata"]["uid"] == uid:

@@ -41,11 +41,32 @@ def test_hash_changes_with_content_and_owner():
     assert children.spec_hash(restamped) != children.spec_hash(desired[0])
 
 
-def test_nothing_live_applies_everything():
-    isvc, desired = setup()
+def test_nothing_live_creates_everything_the_workload_last():
+    isvc, desired = setup(replicas=2)
     p = children.plan(isvc, desired, {})
-    assert [children.ref_of(o) for o in p.apply] == [children.ref_of(o) for o in desired]
+    assert [str(children.ref_of(o)) for o in p.apply] == [
+        "Service/demo", "PodDisruptionBudget/demo-predictor", "Deployment/demo-predictor"]
+    assert p.creates == {children.ref_of(o) for o in desired}
     assert p.delete == [] and p.conflicts == []
+
+
+def test_updates_go_before_creations_and_are_not_creations():
+    isvc, desired = setup(replicas=2)
+    live = live_of(desired)
+    svc_ref, pdb_ref = children.ref_of(desired[1]), children.ref_of(desired[2])
+    del live[pdb_ref]
+    live[svc_ref]["spec"]["selector"] = {"other": "x"}  # drift
+    p = children.plan(isvc, desired, live)
+    assert [children.ref_of(o) for o in p.apply] == [svc_ref, pdb_ref]
+    assert p.creates == {pdb_ref}
+
+
+def test_a_looked_up_child_of_ours_is_applied_not_created():
+    isvc, desired = setup()
+    live = live_of(desired)
+    dep_ref = children.ref_of(desired[0])
+    p = children.plan(isvc, desired, live, looked_up=frozenset({dep_ref}))
+    assert [children.ref_of(o) for o in p.apply] == [dep_ref] and p.creates == frozenset()
 
 
 def test_unchanged_children_are_not_written():

@@ -47,12 +47,27 @@ def cond(body, ctype):
 def test_first_pass_creates_children_and_writes_status(fake_kube):
     body = isvc_body()
     outcome = run(fake_kube, body)
-    assert fake_kube.writes == [("apply", "Deployment/demo-predictor"), ("apply", "Service/demo"), ("status", "ns/demo")]
+    # Created without a read first, the workload last; one Event says both.
+    assert fake_kube.writes == [("apply", "Service/demo"), ("apply", "Deployment/demo-predictor"), ("status", "ns/demo")]
+    assert fake_kube.reads == []
     assert outcome.problem is None and outcome.writes == 3
     assert cond(body, "Ready")["status"] == "False"
     assert cond(body, "Progressing")["status"] == "True"
     assert body["status"]["observedGeneration"] == 1
-    assert [e.reason for e in fake_kube.events] == ["ChildrenUpdated", "RollingOut"]
+    (event,) = fake_kube.events
+    assert event.reason == "RollingOut"
+    assert "(applied Service/demo, applied Deployment/demo-predictor)" in event.message
+
+
+def test_children_written_without_a_transition_get_an_event_of_their_own(fake_kube):
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    fake_kube.events.clear()
+    del fake_kube.objects[SVC]  # deleted by hand: re-made, no condition changes
+    run(fake_kube, body)
+    assert [(e.reason, e.message) for e in fake_kube.events] == [("ChildrenUpdated", "applied Service/demo")]
 
 
 def test_unchanged_resync_writes_nothing(fake_kube):
@@ -265,16 +280,17 @@ def test_transient_errors_raise_until_they_persist_then_are_reported(fake_kube, 
     for failures in range(REPORT_AFTER_FAILURES - 1):
         with pytest.raises(ApiError):
             reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock, failures=failures)
-    assert fake_kube.writes == []  # invisible while it is being retried
+    # Invisible while it is being retried (the Service, created before the workload, is made once).
+    assert fake_kube.writes == [("apply", "Service/demo")]
     outcome = reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock,
                         failures=REPORT_AFTER_FAILURES - 1)
     assert outcome.problem.reason == "TransientError" and outcome.backoff
-    assert fake_kube.writes == [("status", "ns/demo")]
+    assert fake_kube.writes == [("apply", "Service/demo"), ("status", "ns/demo")]
     # Reported again on the next failures: worded the same, so nothing more is written.
     body["status"] = fake_kube.last_status
     for failures in range(REPORT_AFTER_FAILURES, REPORT_AFTER_FAILURES + 3):
         reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock, failures=failures)
-    assert fake_kube.writes == [("status", "ns/demo")]
+    assert fake_kube.writes == [("apply", "Service/demo"), ("status", "ns/demo")]
 
 
 def test_a_terminating_namespace_is_left_alone(fake_kube):
@@ -284,7 +300,7 @@ def test_a_terminating_namespace_is_left_alone(fake_kube):
 
 
 def test_a_refusal_because_the_namespace_terminates_is_not_a_problem(fake_kube):
-    fake_kube.reject["Deployment"] = ApiError(
+    fake_kube.reject["Service"] = ApiError(
         403, "Forbidden", "unable to create new content in namespace ns because it is being terminated")
     outcome = run(fake_kube, isvc_body())
     assert outcome.skipped and outcome.problem is None and fake_kube.writes == []
@@ -309,10 +325,16 @@ def test_an_unchanged_pass_sends_no_request_at_all(fake_kube):
     assert fake_kube.writes == [] and fake_kube.reads == [] and fake_kube.events == []
 
 
-def test_only_children_the_cache_does_not_show_are_looked_up_before_creation(fake_kube):
+def test_a_create_that_finds_the_name_taken_reads_it_once_and_never_touches_it(fake_kube):
+    """The cache cannot show someone else's object: the create-only apply finds it (409), and the
+    one read of the pass tells whose it is."""
+    fake_kube.objects[SVC] = {"apiVersion": "v1", "kind": "Service",
+                              "metadata": {"name": "demo", "namespace": "ns", "uid": "theirs"}}
     body = isvc_body()
     run(fake_kube, body)
-    assert sorted(fake_kube.reads) == ["Deployment/demo-predictor", "Service/demo"]
+    assert fake_kube.reads == ["Service/demo"]
+    assert cond(body, "Degraded")["reason"] == "ChildConflict"
+    assert fake_kube.objects[SVC]["metadata"]["uid"] == "theirs"
 
 
 def test_a_partial_apply_does_not_claim_the_previous_revision_serves(fake_kube):
@@ -337,7 +359,9 @@ def test_a_remote_model_needs_no_claim_and_gets_an_init_container(fake_kube):
 
 
 def test_a_refused_look_before_create_is_reported_like_a_refused_write(fake_kube):
-    """The one read a pass may send (before creating a child) is classified like a write."""
+    """The one read a pass may send (a create found the name taken) is classified like a write."""
+    fake_kube.objects[PDB_REF] = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                                  "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "theirs"}}
     original = fake_kube.get
 
     def get(ref):
@@ -351,7 +375,8 @@ def test_a_refused_look_before_create_is_reported_like_a_refused_write(fake_kube
     outcome = run(fake_kube, body)
     assert outcome.problem.reason == "Forbidden" and outcome.requeue_after == SLOW_RETRY_SECONDS
     assert "refused to get poddisruptionbudgets" in cond(body, "Degraded")["message"]
-    assert [w for w in fake_kube.writes if w[0] == "apply"] == []
+    # The Service went first; the workload, last, was not made.
+    assert [w for w in fake_kube.writes if w[0] == "apply"] == [("apply", "Service/demo")]
 
 
 def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):

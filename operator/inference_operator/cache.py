@@ -190,8 +190,13 @@ class WriteThrough:
         return self.kube.get(ref)
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        result = self.kube.apply(obj)
-        self.store.upsert(result.get("kind") or obj["kind"], result)
+        return self._keep(obj, self.kube.apply(obj))
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._keep(obj, self.kube.create(obj))
+
+    def _keep(self, sent: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        self.store.upsert(result.get("kind") or sent["kind"], result)
         return result
 
     def delete(self, ref: Any, uid: str, propagation: str = "Background") -> None:

@@ -156,6 +156,7 @@ REGISTRY: tuple[ChildKind, ...] = (
     ChildKind(SERVICE, lambda n: n.service, _service_drift),
     ChildKind(PDB, lambda n: n.pdb, _pdb_drift),
 )
+WORKLOAD = DEPLOYMENT  # the child that runs pods
 KINDS = {child.kind.kind: child.kind for child in REGISTRY}
 KINDS[REPLICASET.kind] = REPLICASET
 _BY_KIND = {child.kind.kind: child for child in REGISTRY}
@@ -180,10 +181,12 @@ class Conflict:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    apply: list[dict[str, Any]]
+    apply: list[dict[str, Any]]  # updates first, then creations with the workload last
     delete: list[Ref]
     conflicts: list[Conflict]
     unchanged: list[Ref]
+    # Of ``apply``: children no object of that name was seen for; created only if it is still free.
+    creates: frozenset[Ref] = frozenset()
 
     @property
     def writes(self) -> int:
@@ -205,8 +208,13 @@ def plan(
     ``looked_up`` because the cache did not show it (its labels were taken off: applying puts
     them back, and the watch with them). Never written: one on its way out (it is re-created
     once gone, not patched while it goes), and those held back (``hold``).
+
+    A child no object was seen for is created, create-only (Kube.create): the cache shows only
+    objects with our labels, so the name may still be someone else's; reconcile then looks at
+    what holds it (``looked_up``) and plans again. Creations come after updates and the workload
+    comes last, so that a name someone else holds stops the pass before a pod is scheduled.
     """
-    apply, delete, conflicts, unchanged = [], [], [], []
+    apply, create, delete, conflicts, unchanged = [], [], [], [], []
     wanted = {ref_of(obj): obj for obj in desired}
     for ref in possible_refs(isvc):
         current = live.get(ref)
@@ -223,11 +231,14 @@ def plan(
         if ref in wanted:
             if ref in hold or (current is not None and current["metadata"].get("deletionTimestamp")):
                 continue
-            if (current is None or ref in looked_up or spec_hash(current) != spec_hash(wanted[ref])
-                    or drift(wanted[ref], current)):
+            if current is None:
+                create.append(wanted[ref])
+            elif ref in looked_up or spec_hash(current) != spec_hash(wanted[ref]) or drift(wanted[ref], current):
                 apply.append(wanted[ref])
             else:
                 unchanged.append(ref)
         elif current is not None:
             delete.append(ref)
-    return Plan(apply=apply, delete=delete, conflicts=conflicts, unchanged=unchanged)
+    create.sort(key=lambda obj: obj["kind"] == WORKLOAD.kind)  # stable: otherwise in registry order
+    return Plan(apply=apply + create, delete=delete, conflicts=conflicts, unchanged=unchanged,
+                creates=frozenset(ref_of(obj) for obj in create))

@@ -35,6 +35,10 @@ TERMINATING = "terminating"  # the namespace is being deleted: nothing to do
 _ADMISSION_DENIAL = re.compile(r'admission webhook ".*" denied the request|ValidatingAdmissionPolicy .* denied request')
 
 
+# Etcd revisions are int64 counting up from 1: no object ever carries the largest one.
+UNREACHABLE_RESOURCE_VERSION = str(2**63 - 1)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str, verb: str = "", resource: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -67,9 +71,12 @@ class Kube(Protocol):
     """What reconcile needs from the cluster; tests pass an in-memory fake."""
 
     def get(self, ref: Ref) -> Optional[dict[str, Any]]:
-        """A read the cache cannot answer: only before creating a child the cache does not show."""
+        """A read the cache cannot answer: only after a create found the name taken."""
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply that only creates: 409 (CONFLICT) if the name is taken, untouched."""
 
     def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None: ...
 
@@ -179,6 +186,14 @@ class RestKube:
         )
         assert result is not None
         return result
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Creates with server-side apply (the fields are the apply manager's from the start, so a
+        field later dropped from the template is removed), made create-only by a resourceVersion
+        precondition no object can meet: an object of that name, whoever made it, fails it with
+        409 and is left as it was. One request, where a GET before the apply would be two."""
+        meta = dict(obj["metadata"], resourceVersion=UNREACHABLE_RESOURCE_VERSION)
+        return self.apply(dict(obj, metadata=meta))
 
     def delete(self, ref: Ref, uid: str, propagation: str = "Background") -> None:
         body = {

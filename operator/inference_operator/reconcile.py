@@ -223,6 +223,55 @@ def _write_problem(exc: ApiError, what: str, failures: int) -> Problem:
     raise exc
 
 
+def _write_children(
+    isvc: api.InferenceService, desired: list[dict[str, Any]], live: dict[Ref, Optional[dict[str, Any]]],
+    hold: frozenset[Ref], kube: Kube, failures: int, applied: list[str],
+) -> tuple[children.Plan, Optional[Problem]]:
+    """Carry out the plan's applies (``live`` and ``applied`` follow each write). A create that finds
+    the name taken (by an object the cache cannot show: someone else's, or one of ours whose labels
+    were taken off) reads that object, once, and the plan is decided again with it: a foreign one
+    is a ChildConflict and stays untouched. The only read a pass sends, and only on that path."""
+    looked_up: set[Ref] = set()
+    while True:
+        plan = children.plan(isvc, desired, live, looked_up=frozenset(looked_up), hold=hold)
+        if plan.conflicts:
+            return plan, Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
+        for obj in plan.apply:
+            ref = children.ref_of(obj)
+            try:
+                live[ref] = kube.create(obj) if ref in plan.creates else kube.apply(obj)
+            except ApiError as exc:
+                if ref not in plan.creates or exc.kind != kube_errors.CONFLICT:
+                    return plan, _write_problem(exc, str(ref), failures)
+                try:
+                    found = kube.get(ref)
+                except ApiError as read_exc:
+                    return plan, _write_problem(read_exc, str(ref), failures)
+                if found is None:  # gone again meanwhile: the next pass creates it
+                    return plan, _write_problem(exc, str(ref), failures)
+                live[ref] = found
+                looked_up.add(ref)
+                break
+            looked_up.discard(ref)
+            applied.append(str(ref))
+        else:
+            return plan, None
+
+
+def _with_children(transitions: list[Event], applied: list[str], deleted: list[str]) -> list[Event]:
+    """The Events of a pass: its transitions, and what it wrote to the children, said within the
+    RollingOut event when the pass starts a rollout (one Event for a new InferenceService's
+    children, not two), in a ChildrenUpdated event otherwise (drift put right, a child re-made)."""
+    if not (applied or deleted):
+        return transitions
+    what = ", ".join([f"applied {a}" for a in applied] + [f"deleted {d}" for d in deleted])
+    for i, event in enumerate(transitions):
+        if event.reason == "RollingOut":
+            return transitions[:i] + [dataclasses.replace(event, message=f"{event.message} ({what})")] \
+                + transitions[i + 1:]
+    return [Event("Normal", "ChildrenUpdated", what)] + transitions
+
+
 def reconcile(
     observed: Observed,
     kube: Kube,
@@ -233,7 +282,7 @@ def reconcile(
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
 
-    Reads only ``observed`` (plus one GET before creating a child the cache does not show).
+    Reads only ``observed`` (plus a GET where a create finds the name taken).
     Raises ApiError for failures the runner retries with backoff (transient, a stale
     resourceVersion); every problem with the spec or its surroundings ends in status and an Event
     instead, with serving children untouched.
@@ -267,21 +316,9 @@ def _reconcile(
     deleted: list[str] = []
     status_deployment: Optional[dict[str, Any]] = None
     if problem is None:
-        # The cache holds only objects with our labels: a same-named object someone else made
-        # is invisible to it, so look before creating (a read only on this path).
         # A legacy Deployment being moved onto tracks is deleted first; its successor comes later.
         hold = frozenset({refs[0]}) if want.migrate_from is not None else frozenset()
-        plan = children.plan(isvc, desired, live, hold=hold)
-        missing = [children.ref_of(obj) for obj in plan.apply if live.get(children.ref_of(obj)) is None]
-        for ref in missing:
-            try:
-                live[ref] = kube.get(ref)
-            except ApiError as exc:
-                problem = _write_problem(exc, str(ref), failures)
-                break
-        if missing:
-            plan = children.plan(isvc, desired, live, looked_up=frozenset(missing), hold=hold)
-        if problem is None and want.migrate_from is not None:
+        if want.migrate_from is not None:
             legacy_ref = refs[0]
             status_deployment = want.migrate_from
             try:
@@ -289,19 +326,8 @@ def _reconcile(
                 deleted.append(f"{legacy_ref} (its pods keep serving while it moves onto tracks)")
             except ApiError as exc:
                 problem = _write_problem(exc, str(legacy_ref), failures)
-        if problem is not None:
-            pass
-        elif plan.conflicts:
-            problem = Problem("ChildConflict", "; ".join(c.message for c in plan.conflicts))
-        else:
-            for obj in plan.apply:
-                ref = children.ref_of(obj)
-                try:
-                    live[ref] = kube.apply(obj)
-                except ApiError as exc:
-                    problem = _write_problem(exc, str(ref), failures)
-                    break
-                applied.append(str(ref))
+        if problem is None:
+            plan, problem = _write_children(isvc, desired, live, hold, kube, failures, applied)
             if problem is None:
                 for ref in plan.delete:
                     try:
@@ -348,13 +374,8 @@ def _reconcile(
                 return Outcome(applied, deleted, False, problem)
             raise  # 409: the InferenceService moved on; the runner runs the pass again
 
-    emitted: list[Event] = []
-    if applied or deleted:
-        what = ", ".join([f"applied {a}" for a in applied] + [f"deleted {d}" for d in deleted])
-        emitted.append(Event("Normal", "ChildrenUpdated", what))
-    if written_isvc is not None:
-        emitted.extend(status.events(old_status, new_status))
-    for event in emitted:
+    transitions = status.events(old_status, new_status) if written_isvc is not None else []
+    for event in _with_children(transitions, applied, deleted):
         try:
             kube.event(isvc, event)
         except ApiError as exc:  # an Event is a courtesy; it never fails the pass
