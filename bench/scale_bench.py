@@ -30,11 +30,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import kubernetes  # noqa: E402
+import urllib3  # noqa: E402
 
 from e2e.conftest import wait_for  # noqa: E402
 from requests_bench import audit_counts, bench_cluster, manifest  # noqa: E402
 
 GROUP, VERSION, PLURAL = "serving.inference-operator.io", "v1alpha1", "inferenceservices"
+
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the local cluster's own CA
 
 
 def count_429(log: pathlib.Path) -> int:
