@@ -21,13 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import yaml
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from e2e.cluster import OPERATOR_USER  # noqa: E402
+from e2e.cluster import OPERATOR_USER, free_port  # noqa: E402
 from e2e.conftest import Kubectl, bound_claim, operator_kubeconfig, wait_for  # noqa: E402
 
 
@@ -61,20 +62,30 @@ def all_ready(kubectl: Kubectl, ns: str, n: int) -> bool:
 
 
 class OperatorProcess:
-    def __init__(self, source: pathlib.Path, kubeconfig: str, log: pathlib.Path, resync: float) -> None:
+    def __init__(self, source: pathlib.Path, kubeconfig: str, log: pathlib.Path, resync: float,
+                 env: dict[str, str] | None = None) -> None:
         self.source, self.kubeconfig, self.log, self.resync = source, kubeconfig, log, resync
+        self.env = env or {}
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, PYTHONPATH=str(self.source / "operator"),
-                   PYTHONUNBUFFERED="1")
+                   PYTHONUNBUFFERED="1", **self.env)
         cmd = [sys.executable, "-m", "inference_operator.cli", "run", "--bind-address=127.0.0.1",
-               "--metrics-port=0", "--liveness-port=0"]
+               f"--metrics-port={self.metrics_port}", "--liveness-port=0"]
         helptext = subprocess.run(cmd[:4] + ["--help"], env=env, capture_output=True, text=True).stdout
         if "--resync-seconds" in helptext:
             cmd.append(f"--resync-seconds={self.resync}")
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.source, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def metric(self, name: str) -> float:
+        """The sum of a counter of the operator's /metrics over its labels (0 if absent)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + "{") or line.startswith(name + " "))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -96,7 +107,8 @@ class Bench:
 
 
 @contextlib.contextmanager
-def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resync_seconds: float):
+def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resync_seconds: float,
+                  operator_env: dict[str, str] | None = None):
     """A local control plane with the CRD and RBAC of `source`, a namespace with a bound `models`
     claim, and `source`'s operator running under its ServiceAccount; all stopped by PID after."""
     binaries = subprocess.run(["bash", str(REPO / "e2e" / "build-binaries.sh")], check=True,
@@ -112,7 +124,7 @@ def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resy
         op_kubeconfig = operator_kubeconfig(kubectl, work, source / "manifests" / "operator.yaml")
         kubectl("create", "namespace", namespace)
         bound_claim(kubectl, namespace, "models")
-        operator = OperatorProcess(source, op_kubeconfig, work / "operator.log", resync_seconds)
+        operator = OperatorProcess(source, op_kubeconfig, work / "operator.log", resync_seconds, operator_env)
         operator.start()
         audit = state / "audit.log"
         wait_for(lambda: audit.exists(), "the audit log")

@@ -81,6 +81,9 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import memprofile
+
+    memprofile.install_from_env()  # before the imports below, so that their allocations count too
     import kopf
 
     from . import handlers, metrics  # noqa: F401  (registers the handlers)

@@ -27,6 +27,12 @@ API_REQUESTS = Counter(
     "by verb (get, apply, patch, create, delete), resource and HTTP code.",
     ["verb", "resource", "code"],
 )
+WATCH_EVENTS = Counter(
+    "inference_operator_watch_events_total",
+    "Watch events that woke (or would have woken) a pass, by kind; passes coalesce them, so "
+    "inference_operator_reconcile_total grows slower than this under pod churn.",
+    ["kind"],
+)
 QUEUE_DEPTH = Gauge(
     "inference_operator_queue_depth", "InferenceServices waiting for a pass (due now)."
 )
