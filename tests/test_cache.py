@@ -122,3 +122,28 @@ def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fai
     ref = children.Ref(children.DEPLOYMENT, "ns", "demo-predictor")
     writer.delete(ref, store.get("Deployment", "ns", "demo-predictor")["metadata"]["uid"])
     assert store.get("Deployment", "ns", "demo-predictor") is None
+
+
+def test_pods_are_kept_without_what_passes_never_read():
+    """At a thousand InferenceServices pods are most of the cache: their spec is never read."""
+    pod = obj("Pod", "demo-a", 1, owner="demo", spec={"containers": [{"name": "triton", "image": "x"}]},
+              status={"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                      "containerStatuses": [{"name": "triton", "ready": True}], "podIP": "10.0.0.1"})
+    pod["metadata"].update(annotations={"a": "b"}, deletionTimestamp="t")
+    store = cache.Store()
+    store.upsert(cache.POD, pod)
+    (kept,) = store.observe("ns", "demo").pods if store.upsert(cache.ISVC, isvc_body()) else ()
+    assert "spec" not in kept and "annotations" not in kept["metadata"]
+    assert kept["metadata"]["labels"] == {naming.ISVC_LABEL: "demo"} and kept["metadata"]["deletionTimestamp"] == "t"
+    assert kept["status"] == {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                              "containerStatuses": [{"name": "triton", "ready": True}]}
+
+
+def test_only_an_orphaned_replicaset_is_wanted_and_without_its_pod_template():
+    controlled = obj(cache.REPLICASET, "demo-predictor-1", 1, owner="demo",
+                     spec={"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {}}})
+    controlled["metadata"]["ownerReferences"] = [{"uid": "dep", "controller": True}]
+    orphan = obj(cache.REPLICASET, "demo-predictor-2", 1, owner="demo",
+                 spec={"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {}}})
+    assert not cache.wanted(cache.REPLICASET, controlled) and cache.wanted(cache.REPLICASET, orphan)
+    assert cache.slim(orphan, cache.REPLICASET)["spec"] == {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}}

@@ -7,7 +7,7 @@ import threading
 import kopf
 import pytest
 
-from inference_operator import cache, handlers, runner
+from inference_operator import cache, handlers, naming, runner
 from inference_operator.kube import ApiError
 
 from .conftest import FakeKube, isvc_body
@@ -91,6 +91,25 @@ def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(cached):
     assert kube.writes == [] and kube.reads == []
 
 
+def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached, monkeypatch):
+    """Over create/delete churn the operator's memory must not grow: what a deleted
+    InferenceService left in the cache, the queue and the render cache goes with it."""
+    import asyncio
+
+    from inference_operator import reconcile
+
+    kube, store, body = cached
+    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process))
+    monkeypatch.setattr(handlers, "RENDERED", reconcile.RenderCache())
+    monkeypatch.setattr(reconcile, "RENDERED", handlers.RENDERED)
+    handlers.process(("ns", "demo"), 0)
+    assert len(handlers.RENDERED) == 1
+    asyncio.run(handlers.inferenceservice_event(type="DELETED", body=store.get(cache.ISVC, "ns", "demo")))
+    assert store.get(cache.ISVC, "ns", "demo") is None
+    assert len(handlers.RENDERED) == 0
+    assert handlers.RUNNER.queue.delayed(("ns", "demo")) is None and handlers.RUNNER.failures(("ns", "demo")) == 0
+
+
 def test_a_pass_for_an_inferenceservice_not_in_the_cache_does_nothing(monkeypatch):
     kube = FakeKube()
     monkeypatch.setattr(handlers, "_kube", kube)
@@ -122,6 +141,51 @@ def test_adds_during_processing_coalesce_into_one_more_pass():
     assert q.get(0) == "a"
     q.done("a")
     assert q.get(0) is None
+
+
+def test_a_pass_soon_rides_along_with_one_already_due_and_gathers_events_meanwhile():
+    clock = Clock()
+    q = runner.WorkQueue(clock)
+    q.add("a")
+    q.add_soon("a", 0.25)  # already due: nothing more
+    assert q.get(0) == "a" and q.delayed("a") is None
+    q.add_soon("a", 0.25)  # while its pass runs: once more after it
+    q.done("a")
+    assert q.get(0) == "a"
+    q.done("a")
+    for _ in range(5):  # a pod, its ReplicaSet, its Deployment...
+        q.add_soon("b", 0.25)
+    assert q.get(0) is None and q.delayed("b") == 0.25
+    clock.now += 0.25
+    assert q.get(0) == "b"
+    q.done("b")
+    assert q.get(0) is None
+
+
+def test_child_events_wake_one_pass_and_a_controlled_replicaset_wakes_none(monkeypatch):
+    import asyncio
+
+    store = cache.Store()
+    clock = Clock()
+    monkeypatch.setattr(handlers, "STORE", store)
+    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process, clock=clock))
+    labels = {naming.ISVC_LABEL: "demo", "app.kubernetes.io/managed-by": naming.MANAGED_BY}
+    rs = {"kind": "ReplicaSet", "metadata": {"name": "demo-predictor-1", "namespace": "ns", "uid": "r",
+                                              "labels": labels, "ownerReferences": [{"uid": "d", "controller": True}]}}
+    pod = {"kind": "Pod", "metadata": {"name": "demo-predictor-1-x", "namespace": "ns", "uid": "p", "labels": labels}}
+    dep = {"kind": "Deployment", "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "d", "labels": labels}}
+    events = {"ReplicaSet": rs, "Pod": pod, "Deployment": dep}
+    asyncio.run(handlers._cache_child("ReplicaSet")(body=rs))
+    asyncio.run(handlers._child_event("ReplicaSet")(type="MODIFIED", body=rs))
+    assert store.get("ReplicaSet", "ns", "demo-predictor-1") is None
+    assert handlers.RUNNER.queue.delayed(("ns", "demo")) is None and len(handlers.RUNNER.queue) == 0
+    for kind in ("Pod", "Deployment"):
+        asyncio.run(handlers._child_event(kind)(type="MODIFIED", body=events[kind]))
+    assert len(handlers.RUNNER.queue) == 0 and handlers.RUNNER.queue.delayed(("ns", "demo")) == \
+        handlers.CHILD_EVENT_DELAY
+    clock.now += handlers.CHILD_EVENT_DELAY
+    assert handlers.RUNNER.queue.get(0) == ("ns", "demo")
+    assert handlers.RUNNER.queue.get(0) is None  # one pass for both
 
 
 def test_new_work_goes_before_background_work():

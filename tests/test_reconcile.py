@@ -439,10 +439,15 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     assert cache.get(isvc, dataclasses.replace(CONFIG, default_image="other:1"), "stable") is not first
     assert cache.get(isvc, CONFIG, None) is not first
     assert cache.misses == 5
+    # One slot per InferenceService and track: a change replaces it, a deletion takes it.
+    assert len(cache) == 2
+    cache.forget("ns", "demo")
+    assert len(cache) == 0
     small = rec.RenderCache(size=2)
     for i in range(3):
-        small.get(api.parse(isvc_body(replicas=i + 1)), CONFIG, "stable")
-    assert len(small._items) == 2
+        small.get(api.parse({**isvc_body(), "metadata": {**isvc_body()["metadata"], "name": f"m{i}"}}),
+                  CONFIG, "stable")
+    assert len(small) == 2
     # The desired state a pass builds is the same whether it came from the cache or not.
     observed = Observed(isvc=isvc_body(), claims=frozenset({"models"}))
     assert rec.desire(isvc, observed, CONFIG)[0].children == [children.stamp(c, isvc) for c in

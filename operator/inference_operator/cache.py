@@ -40,13 +40,33 @@ def _rv(obj: Mapping[str, Any]) -> Optional[int]:
         return None
 
 
-def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The object as cached: managedFields are dropped (often half an object's size, never read)."""
+# What passes read of the kinds the cache holds most of, the rest dropped: a pod's spec (most of
+# a pod) is never read, only its labels, deletion and status; of a ReplicaSet (only an orphaned
+# one is held, see ``wanted``), its selector, replicas and status, not its pod template.
+_POD_STATUS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
+
+
+def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
+    """The object as cached: managedFields are dropped (often half an object's size, never read),
+    and of pods and ReplicaSets what passes never read (their size at a thousand InferenceServices)."""
     result = dict(obj)
     meta = dict(result.get("metadata") or {})
     meta.pop("managedFields", None)
     result["metadata"] = meta
+    if kind == POD:
+        meta.pop("annotations", None)
+        result.pop("spec", None)
+        status = result.get("status") or {}
+        result["status"] = {k: status[k] for k in _POD_STATUS if k in status}
+    elif kind == REPLICASET:
+        result["spec"] = {k: v for k, v in (result.get("spec") or {}).items() if k != "template"}
     return result
+
+
+def wanted(kind: str, obj: Mapping[str, Any]) -> bool:
+    """Whether the cache holds this object at all. A ReplicaSet a Deployment controls is never read
+    (its Deployment's status says what it does): only an orphaned one is, for a migration."""
+    return kind != REPLICASET or children.controller_uid(dict(obj)) is None
 
 
 class Store:
@@ -80,7 +100,7 @@ class Store:
                 old, new = _rv(current), _rv(obj)
                 if old is not None and new is not None and new < old:
                     return False
-            objects[key] = slim(obj)
+            objects[key] = slim(obj, kind)
             self._index(kind, key, (meta.get("labels") or {}).get(naming.ISVC_LABEL))
             self._in_ns.setdefault((kind, key[0]), set()).add(key[1])
             if kind == CRD:

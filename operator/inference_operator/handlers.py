@@ -17,13 +17,15 @@ import kopf
 from . import api, cache, children, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
-from .reconcile import SLOW_RETRY_SECONDS, reconcile
+from .reconcile import RENDERED, SLOW_RETRY_SECONDS, reconcile
 
 log = logging.getLogger(__name__)
 
 # A full pass over every InferenceService per period, spread over it, in case an event was missed.
 RESYNC_SECONDS = 600
 WORKERS = 4
+# How long a child's event waits for the events that follow it (seconds); see _child_event.
+CHILD_EVENT_DELAY = 0.25
 CHILD_LABELS = {"app.kubernetes.io/managed-by": naming.MANAGED_BY}
 # The child kinds of the registry, and pods: streamed with our label only.
 CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
@@ -145,7 +147,10 @@ async def cache_inferenceservice(body: kopf.Body, **_: Any) -> None:
 
 def _cache_child(kind: str):
     async def index(body: kopf.Body, **_: Any) -> None:
-        STORE.upsert(kind, _raw(body))
+        if cache.wanted(kind, body):
+            STORE.upsert(kind, _raw(body))
+        else:  # e.g. a ReplicaSet a Deployment adopted: what an older version of it said is stale
+            STORE.remove(kind, _raw(body))
 
     index.__name__ = f"cache_{kind.lower()}"
     return index
@@ -171,21 +176,26 @@ async def cache_crd(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
+    metrics.WATCH_EVENTS.labels(api.KIND).inc()
     key = cache.key_of(body)
     if type == "DELETED":
         STORE.remove(cache.ISVC, _raw(body))
         RUNNER.forget(key)
+        RENDERED.forget(*key)
         return
     RUNNER.enqueue(key, urgent=_new_work(body))
 
 
 def _child_event(kind: str):
     async def handler(type: str, body: kopf.Body, **_: Any) -> None:
+        metrics.WATCH_EVENTS.labels(kind).inc()
         if type == "DELETED":
             STORE.remove(kind, _raw(body))
         owner = _owner(body)
-        if owner:
-            RUNNER.enqueue((cache.key_of(body)[0], owner))
+        if owner and cache.wanted(kind, body):
+            # A moment's wait: a pod's change moves its ReplicaSet and Deployment a few
+            # milliseconds later, and the pass that runs then sees all three.
+            RUNNER.enqueue_soon((cache.key_of(body)[0], owner), CHILD_EVENT_DELAY)
 
     handler.__name__ = f"{kind.lower()}_event"
     return handler

@@ -112,8 +112,11 @@ class Desired:
 class RenderCache:
     """Stamped children by everything they are rendered from: the spec, the name, namespace and
     uid, the config and the track. Rendering is most of a no-op pass's CPU (jinja2, YAML, hashes);
-    a pass over an unchanged InferenceService finds its children here. Bounded, thread-safe; the
-    lists are shared, so nobody may change them (stamping copies, apply sends them as they are)."""
+    a pass over an unchanged InferenceService finds its children here. One slot per
+    InferenceService and track, so a change replaces its entry instead of adding one, and a
+    deleted InferenceService's slot goes with it (``forget``): the cache holds what the live
+    InferenceServices render to, never more (bounded too, least recently used out). Thread-safe;
+    the lists are shared, so nobody may change them (stamping copies, apply sends them as they are)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
@@ -122,19 +125,29 @@ class RenderCache:
         self.misses = 0
 
     def get(self, isvc: api.InferenceService, config: OperatorConfig, track: Optional[str]) -> list[dict[str, Any]]:
-        key = (isvc.namespace, isvc.name, isvc.metadata.uid, isvc.spec.model_dump_json(), config, track)
+        slot = (isvc.namespace, isvc.name, track)
+        key = (isvc.metadata.uid, isvc.spec.model_dump_json(), config)
         with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-                return found
+            found = self._items.get(slot)
+            if found is not None and found[0] == key:
+                self._items.move_to_end(slot)
+                return found[1]
         self.misses += 1
         stamped = [children.stamp(c, isvc) for c in render.render(isvc, config, track=track)]
         with self._lock:
-            self._items[key] = stamped
+            self._items[slot] = (key, stamped)
+            self._items.move_to_end(slot)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return stamped
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            for slot in [s for s in self._items if s[:2] == (namespace, name)]:
+                del self._items[slot]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 RENDERED = RenderCache()

@@ -131,6 +131,17 @@ class WorkQueue:
             if key in self._again:
                 self._add(key, self._again.pop(key))
 
+    def add_soon(self, key: Hashable, delay: float) -> None:
+        """A pass within ``delay``: none more if one is already due (queued), and events that
+        come in the meantime ride along with it. A key being processed runs again once done."""
+        with self._cond:
+            if key in self._queued:
+                return
+            if key in self._processing:
+                self._add(key, False)
+                return
+        self.add_after(key, delay)
+
     def forget(self, key: Hashable) -> None:
         """Drop delayed wake-ups of a key (its object is gone)."""
         with self._cond:
@@ -195,6 +206,9 @@ class Runner:
 
     def enqueue(self, key: Hashable, urgent: bool = False) -> None:
         self.queue.add(key, urgent)
+
+    def enqueue_soon(self, key: Hashable, delay: float) -> None:
+        self.queue.add_soon(key, delay)
 
     def forget(self, key: Hashable) -> None:
         self.queue.forget(key)
