@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test unit e2e e2e-kind binaries cluster-up cluster-down crd up down clean
+.PHONY: venv test unit e2e scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ venv: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps '$(PYTRITON)'
 
-# Everything: unit and process tests, then the e2e suite on a fresh local control plane.
-test: unit e2e
+# Everything: unit and process tests, the e2e suite on a fresh local control plane, then the scale
+# benchmark's smoke variant (N = 50 on another fresh one; fails when a request count regresses).
+test: unit e2e scale-smoke
 
 unit: venv
 	@echo "==> unit and process tests (pytest tests/)"
@@ -33,6 +34,12 @@ binaries:
 e2e: venv
 	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
 	PY=$(PY) bash e2e/run-local.sh
+
+# bench/scale_bench.py at N = 50 with --check: exits 1 when a count is over its budget, never on a time.
+scale-smoke: venv
+	@echo "==> scale benchmark, smoke variant (bench/scale_bench.py --services 50 --check)"
+	$(PY) bench/scale_bench.py --services 50 --idle-seconds 20 --resync-seconds 5 --flap-services 10 \
+		--flap-seconds 5 --churn-cycles 2 --churn-services 20 --check
 
 # The same suite on kind (needs Docker); not run in CI.
 e2e-kind: venv

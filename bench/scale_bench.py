@@ -65,12 +65,14 @@ BUDGETS = {
 }
 
 
-def count_429(log: pathlib.Path) -> int:
-    found = 0
+def replies_429(log: pathlib.Path) -> list[str]:
+    """The operator's requests the API server answered with 429 (the audit log holds only its)."""
+    found = []
     for line in log.read_bytes().splitlines():
         event = json.loads(line)
         if event.get("stage") == "ResponseComplete" and (event.get("responseStatus") or {}).get("code") == 429:
-            found += 1
+            found.append(f"{event['requestReceivedTimestamp']} {event['verb']} {event['requestURI']}: "
+                         f"{(event.get('responseStatus') or {}).get('message', '')}")
     return found
 
 
@@ -344,6 +346,8 @@ def report(args, f: dict) -> int:
     print("\nrequests by verb:")
     for phase in ("create", "idle", "flap", "restart", "churn"):
         print(f"  {phase:<8} {by_verb(f[phase + '_requests'])}")
+    for reply in f["replies_429"]:
+        print(f"  429: {reply}")
     if "memory_profile" in f:
         print("\nmemory profile after the create phase (tracemalloc):\n" + f["memory_profile"][:6000])
     f["checked"], f["budgets"] = checked, BUDGETS
@@ -381,7 +385,8 @@ def main() -> int:
         for phase in (bench.create, bench.idle, bench.flap, bench.restart, bench.churn):
             print(f"==> {time.strftime('%H:%M:%S')} {phase.__name__}", flush=True)
             phase()
-        bench.figures["http_429"] = count_429(cluster.audit)
+        bench.figures["replies_429"] = replies_429(cluster.audit)
+        bench.figures["http_429"] = len(bench.figures["replies_429"])
         bench.watcher.stop()
     return report(args, bench.figures)
 

@@ -44,6 +44,10 @@ def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     settings = kopf.OperatorSettings()
     handlers.configure(settings=settings)
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    # No change handlers, so kopf's per-event diff is never read: it builds none (no deep copy).
+    body = kopf.Body({"metadata": {"name": "x", "annotations": {"a": "b"}}, "spec": {"x": 1}})
+    assert settings.persistence.diffbase_storage.build(body=body) is None
+    assert settings.persistence.diffbase_storage.fetch(body=body) is None
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.posting.enabled is False
     assert len(list(settings.watching.label_selectors)) == 5  # 3 child kinds, pods, ReplicaSets

@@ -81,13 +81,26 @@ def configure_runner(
     RUNNER = _runner(workers, resync_seconds)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf diffs every event's body against the last handled one, for change handlers, building
+    a deep copy of the body each time: a tenth of the operator's CPU at a thousand
+    InferenceServices. There are no change handlers here, so nothing reads the diff: build none."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: Any, essence: Any) -> None:
+        pass
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Kopf keeps no state on our objects; were it ever to, annotations under our prefix, not status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Explicit watch timeouts: a silently stalled watch is kopf's most reported failure.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

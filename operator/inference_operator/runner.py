@@ -261,7 +261,7 @@ class Runner:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            self.process_one(timeout=1.0)
+            self.process_one()  # woken by work, or by stop (the queue closes)
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self._resync_seconds):
