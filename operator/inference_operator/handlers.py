@@ -14,12 +14,13 @@ from typing import Any, Hashable, Mapping
 
 import kopf
 
-from . import api, cache, children, metrics, naming, runner
+from . import api, cache, children, kopfpatch, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
 from .reconcile import RENDERED, SLOW_RETRY_SECONDS, reconcile
 
 log = logging.getLogger(__name__)
+kopfpatch.apply()  # kopf's start-up barrier, linear in the objects instead of quadratic
 
 # A full pass over every InferenceService per period, spread over it, in case an event was missed.
 RESYNC_SECONDS = 600
