@@ -147,3 +147,25 @@ def test_only_an_orphaned_replicaset_is_wanted_and_without_its_pod_template():
                  spec={"replicas": 1, "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {}}})
     assert not cache.wanted(cache.REPLICASET, controlled) and cache.wanted(cache.REPLICASET, orphan)
     assert cache.slim(orphan, cache.REPLICASET)["spec"] == {"replicas": 1, "selector": {"matchLabels": {"a": "b"}}}
+
+
+def test_a_cached_deployment_keeps_everything_a_pass_reads_of_it():
+    """Drift, the running defaults, the revision and the track read the cached Deployment: slimmed,
+    it must answer each as the whole one does, while holding a fraction of it."""
+    import json
+
+    from inference_operator import api, children, defaults, migration, render
+
+    from .conftest import CONFIG
+
+    isvc = api.parse(isvc_body(model={"name": "m", "storageUri": "s3://bucket/m"}, replicas=2))
+    deployment = children.stamp(render.render(isvc, CONFIG)[0], isvc)
+    deployment["status"] = {"replicas": 2, "readyReplicas": 2, "observedGeneration": 1}
+    kept = cache.slim(deployment, "Deployment")
+    assert children.drift(deployment, kept) == []
+    assert defaults._from_running(kept, CONFIG) == defaults._from_running(deployment, CONFIG)
+    assert naming.revision_of(kept) == naming.revision_of(deployment)
+    assert naming.track_of(kept) == naming.track_of(deployment) and not migration.is_legacy(kept)
+    assert kept["status"] == deployment["status"] and kept["metadata"] == deployment["metadata"]
+    assert kept["spec"]["replicas"] == 2
+    assert len(json.dumps(kept)) < len(json.dumps(deployment)) * 0.6, (len(json.dumps(kept)), len(json.dumps(deployment)))

@@ -114,6 +114,30 @@ def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached, monk
     assert handlers.RUNNER.queue.delayed(("ns", "demo")) is None and handlers.RUNNER.failures(("ns", "demo")) == 0
 
 
+def test_the_echo_of_our_own_write_wakes_no_pass_and_a_change_does(cached, monkeypatch):
+    import asyncio
+
+    kube, store, body = cached
+    clock = Clock()
+    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process, clock=clock))
+    handlers.process(("ns", "demo"), 0)  # writes status: the reply is cached
+    written = copy.deepcopy(store.get(cache.ISVC, "ns", "demo"))
+    dep = copy.deepcopy(store.get("Deployment", "ns", "demo-predictor"))
+
+    def event(index, handler, obj):
+        asyncio.run(index(body=obj))
+        asyncio.run(handler(type="MODIFIED", body=obj))
+
+    event(handlers.cache_inferenceservice, handlers.inferenceservice_event, written)
+    event(handlers._cache_child("Deployment"), handlers._child_event("Deployment"), dep)
+    assert len(handlers.RUNNER.queue) == 0 and handlers.RUNNER.queue.delayed(("ns", "demo")) is None
+    assert not handlers._ECHOES  # each note taken by its event
+    changed = copy.deepcopy(written)
+    changed["metadata"]["resourceVersion"] = str(int(written["metadata"]["resourceVersion"]) + 100)
+    event(handlers.cache_inferenceservice, handlers.inferenceservice_event, changed)
+    assert len(handlers.RUNNER.queue) == 1
+
+
 def test_a_pass_for_an_inferenceservice_not_in_the_cache_does_nothing(monkeypatch):
     kube = FakeKube()
     monkeypatch.setattr(handlers, "_kube", kube)

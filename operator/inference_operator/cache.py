@@ -41,25 +41,40 @@ def _rv(obj: Mapping[str, Any]) -> Optional[int]:
 
 
 # What passes read of the kinds the cache holds most of, the rest dropped: a pod's spec (most of
-# a pod) is never read, only its labels, deletion and status; of a ReplicaSet (only an orphaned
-# one is held, see ``wanted``), its selector, replicas and status, not its pod template.
+# a pod) is never read, only its labels, deletion and status; of a Deployment's pod template only
+# the containers' names, images, commands and args (drift, defaults) and its labels; of a
+# ReplicaSet (only an orphaned one is held, see ``wanted``), its selector, replicas and status.
 _POD_STATUS = ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
+_CONTAINER = ("name", "image", "command", "args")
+
+
+def _containers(spec: Mapping[str, Any], field: str) -> list[dict[str, Any]]:
+    return [{k: c[k] for k in _CONTAINER if k in c} for c in spec.get(field) or []]
 
 
 def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
     """The object as cached: managedFields are dropped (often half an object's size, never read),
-    and of pods and ReplicaSets what passes never read (their size at a thousand InferenceServices)."""
+    and of pods, Deployments and ReplicaSets what passes never read (their size at a thousand
+    InferenceServices). What is kept is shared with the watch event's body, never changed."""
     result = dict(obj)
     meta = dict(result.get("metadata") or {})
     meta.pop("managedFields", None)
     result["metadata"] = meta
+    spec = result.get("spec") or {}
     if kind == POD:
         meta.pop("annotations", None)
         result.pop("spec", None)
         status = result.get("status") or {}
         result["status"] = {k: status[k] for k in _POD_STATUS if k in status}
+    elif kind == children.WORKLOAD.kind and "template" in spec:
+        template = spec["template"] or {}
+        pod = template.get("spec") or {}
+        result["spec"] = dict(spec, template={
+            "metadata": {"labels": (template.get("metadata") or {}).get("labels") or {}},
+            "spec": {"containers": _containers(pod, "containers"),
+                     "initContainers": _containers(pod, "initContainers")}})
     elif kind == REPLICASET:
-        result["spec"] = {k: v for k, v in (result.get("spec") or {}).items() if k != "template"}
+        result["spec"] = {k: v for k, v in spec.items() if k != "template"}
     return result
 
 
@@ -88,7 +103,8 @@ class Store:
     # ---- the watch side ---------------------------------------------------------------------
 
     def upsert(self, kind: str, obj: Mapping[str, Any]) -> bool:
-        """Store obj unless a newer version of the same object is already here; True if stored."""
+        """Store obj unless this version of the same object, or a newer one, is already here (the
+        reply to our own write comes before its watch event); True if stored: something new."""
         meta = obj.get("metadata") or {}
         key = key_of(obj)
         with self._lock:
@@ -98,7 +114,7 @@ class Store:
             current = objects.get(key)
             if current is not None and current["metadata"].get("uid") == meta.get("uid"):
                 old, new = _rv(current), _rv(obj)
-                if old is not None and new is not None and new < old:
+                if old is not None and new is not None and new <= old:
                     return False
             objects[key] = slim(obj, kind)
             self._index(kind, key, (meta.get("labels") or {}).get(naming.ISVC_LABEL))

@@ -9,6 +9,7 @@ is ever put on an InferenceService (a finalizer an older version left is removed
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any, Hashable, Mapping
 
@@ -154,15 +155,44 @@ def _new_work(body: Mapping[str, Any]) -> bool:
 # before any event handler, and holds event handlers until every indexed kind is listed. --------
 
 
+# Events that bring nothing the cache did not hold: the echo of the operator's own write (its
+# reply is cached already), or a late, older version. Their index call notes them here and their
+# event wakes no pass: a pass per own write would be most passes. Kopf runs an object's index
+# call and then its event handlers, one event at a time, so each note is taken at once.
+_ECHOES: collections.OrderedDict[tuple[str, str, str], None] = collections.OrderedDict()
+_ECHOES_KEPT = 10_000
+
+
+def _note(kind: str, body: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = body.get("metadata") or {}
+    return kind, meta.get("uid") or "", meta.get("resourceVersion") or ""
+
+
+def _cache(kind: str, body: Mapping[str, Any]) -> None:
+    if not STORE.upsert(kind, _raw(body)):
+        _ECHOES[_note(kind, body)] = None
+        while len(_ECHOES) > _ECHOES_KEPT:
+            _ECHOES.popitem(last=False)
+
+
+def _news(kind: str, type: str, body: Mapping[str, Any]) -> bool:
+    """Whether this event may change what a pass decides (an echo of our own write does not)."""
+    note = _note(kind, body)
+    if type == "DELETED" or note not in _ECHOES:
+        return True
+    del _ECHOES[note]
+    return False
+
+
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
 async def cache_inferenceservice(body: kopf.Body, **_: Any) -> None:
-    STORE.upsert(cache.ISVC, _raw(body))
+    _cache(cache.ISVC, body)
 
 
 def _cache_child(kind: str):
     async def index(body: kopf.Body, **_: Any) -> None:
         if cache.wanted(kind, body):
-            STORE.upsert(kind, _raw(body))
+            _cache(kind, body)
         else:  # e.g. a ReplicaSet a Deployment adopted: what an older version of it said is stale
             STORE.remove(kind, _raw(body))
 
@@ -197,7 +227,8 @@ async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
         RUNNER.forget(key)
         RENDERED.forget(*key)
         return
-    RUNNER.enqueue(key, urgent=_new_work(body))
+    if _news(cache.ISVC, type, body):
+        RUNNER.enqueue(key, urgent=_new_work(body))
 
 
 def _child_event(kind: str):
@@ -206,7 +237,7 @@ def _child_event(kind: str):
         if type == "DELETED":
             STORE.remove(kind, _raw(body))
         owner = _owner(body)
-        if owner and cache.wanted(kind, body):
+        if owner and cache.wanted(kind, body) and _news(kind, type, body):
             # A moment's wait: a pod's change moves its ReplicaSet and Deployment a few
             # milliseconds later, and the pass that runs then sees all three.
             RUNNER.enqueue_soon((cache.key_of(body)[0], owner), CHILD_EVENT_DELAY)
