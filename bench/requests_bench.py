@@ -108,7 +108,7 @@ class Bench:
 
 @contextlib.contextmanager
 def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resync_seconds: float,
-                  operator_env: dict[str, str] | None = None):
+                  operator_env: dict[str, str] | None = None, controller_qps: int | None = None):
     """A local control plane with the CRD and RBAC of `source`, a namespace with a bound `models`
     claim, and `source`'s operator running under its ServiceAccount; all stopped by PID after."""
     binaries = subprocess.run(["bash", str(REPO / "e2e" / "build-binaries.sh")], check=True,
@@ -116,11 +116,15 @@ def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resy
     state = work / "cluster"
     operator = None
     try:
+        qps = ["--controller-qps", str(controller_qps)] if controller_qps else []
         kubeconfig = subprocess.run([sys.executable, str(REPO / "e2e" / "cluster.py"), "up", "--state", str(state),
-                                     "--bin", binaries], check=True, capture_output=True, text=True).stdout.strip()
+                                     "--bin", binaries, *qps], check=True, capture_output=True, text=True).stdout.strip()
         kubectl = Kubectl(kubeconfig, f"{binaries}/kubectl")
         kubectl("apply", "--server-side", "-f", str(source / "crds"))
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        # Established comes a moment before the new resource's storage serves (until then a list
+        # is answered 429 "storage is (re)initializing"): the operator starts once it serves.
+        wait_for(lambda: kubectl("get", "inferenceservices", "-A", check=False).returncode == 0, "the CRD's storage")
         op_kubeconfig = operator_kubeconfig(kubectl, work, source / "manifests" / "operator.yaml")
         kubectl("create", "namespace", namespace)
         bound_claim(kubectl, namespace, "models")

@@ -4,12 +4,15 @@ and one status write at the end. Whatever event woke it, the pass is the same.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
-import collections
+import hashlib
+import json
 import logging
 import re
 import threading
+import zlib
 from typing import Any, Callable, Mapping, Optional
 
 import pydantic
@@ -115,8 +118,9 @@ class RenderCache:
     a pass over an unchanged InferenceService finds its children here. One slot per
     InferenceService and track, so a change replaces its entry instead of adding one, and a
     deleted InferenceService's slot goes with it (``forget``): the cache holds what the live
-    InferenceServices render to, never more (bounded too, least recently used out). Thread-safe;
-    the lists are shared, so nobody may change them (stamping copies, apply sends them as they are)."""
+    InferenceServices render to, never more (bounded too, least recently used out). Entries are
+    kept as compressed JSON (about 1.5 KB for an InferenceService's children, against some 17 KB
+    as Python objects) and each ``get`` returns a fresh copy, which its caller owns. Thread-safe."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
@@ -126,16 +130,17 @@ class RenderCache:
 
     def get(self, isvc: api.InferenceService, config: OperatorConfig, track: Optional[str]) -> list[dict[str, Any]]:
         slot = (isvc.namespace, isvc.name, track)
-        key = (isvc.metadata.uid, isvc.spec.model_dump_json(), config)
+        key = (isvc.metadata.uid, hashlib.sha256(isvc.spec.model_dump_json().encode()).digest(), config)
         with self._lock:
             found = self._items.get(slot)
             if found is not None and found[0] == key:
                 self._items.move_to_end(slot)
-                return found[1]
+                return json.loads(zlib.decompress(found[1]))
         self.misses += 1
         stamped = [children.stamp(c, isvc) for c in render.render(isvc, config, track=track)]
+        blob = zlib.compress(json.dumps(stamped, separators=(",", ":")).encode(), 1)
         with self._lock:
-            self._items[slot] = (key, stamped)
+            self._items[slot] = (key, blob)
             self._items.move_to_end(slot)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
