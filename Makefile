@@ -39,7 +39,7 @@ e2e: venv
 scale-smoke: venv
 	@echo "==> scale benchmark, smoke variant (bench/scale_bench.py --services 50 --check)"
 	$(PY) bench/scale_bench.py --services 50 --idle-seconds 20 --resync-seconds 5 --flap-services 10 \
-		--flap-seconds 5 --churn-cycles 2 --churn-services 20 --check
+		--flap-seconds 5 --quiet-seconds 10 --churn-cycles 2 --churn-services 20 --check
 
 # The same suite on kind (needs Docker); not run in CI.
 e2e-kind: venv

@@ -193,7 +193,7 @@ def up(state: pathlib.Path = DEFAULT_STATE, bin_dir: pathlib.Path | None = None,
     bin_dir = bin_dir or binaries()
     for attempt in range(1, PORT_ATTEMPTS + 1):
         try:
-            return _up(state, bin_dir)
+            return _up(state, bin_dir, controller_qps)
         except BaseException as exc:
             # A free port is chosen, then bound by another process: another process (even an
             # outgoing connection) can take it in between. Such a start-up is simply tried again.
@@ -212,7 +212,7 @@ def up(state: pathlib.Path = DEFAULT_STATE, bin_dir: pathlib.Path | None = None,
     raise AssertionError("unreachable")
 
 
-def _up(state: pathlib.Path, bin_dir: pathlib.Path) -> pathlib.Path:
+def _up(state: pathlib.Path, bin_dir: pathlib.Path, controller_qps: int | None = None) -> pathlib.Path:
     t0 = time.monotonic()
     (state / "logs").mkdir(parents=True, exist_ok=True)
     (state / "pki").mkdir(exist_ok=True)
