@@ -169,3 +169,15 @@ def test_a_cached_deployment_keeps_everything_a_pass_reads_of_it():
     assert kept["status"] == deployment["status"] and kept["metadata"] == deployment["metadata"]
     assert kept["spec"]["replicas"] == 2
     assert len(json.dumps(kept)) < len(json.dumps(deployment)) * 0.6, (len(json.dumps(kept)), len(json.dumps(deployment)))
+
+
+def test_cached_objects_share_their_keys_and_short_values():
+    import json
+
+    text = json.dumps(obj("Service", "demo", 1, owner="demo", spec={"type": "ClusterIP", "note": "x" * 100}))
+    a, b = (cache.slim(json.loads(text), "Service") for _ in range(2))
+    assert a == json.loads(text) | {"metadata": a["metadata"]} and "managedFields" not in a["metadata"]
+    key_a = next(k for k in a["spec"] if k == "type")
+    key_b = next(k for k in b["spec"] if k == "type")
+    assert key_a is key_b and a["spec"]["type"] is b["spec"]["type"]
+    assert a["spec"]["note"] is not b["spec"]["note"]  # long values are left as they are

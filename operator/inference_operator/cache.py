@@ -10,6 +10,7 @@ arrives late with an older resourceVersion of the same object is ignored.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 from typing import Any, Mapping, Optional
 
@@ -55,7 +56,7 @@ def _containers(spec: Mapping[str, Any], field: str) -> list[dict[str, Any]]:
 def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
     """The object as cached: managedFields are dropped (often half an object's size, never read),
     and of pods, Deployments and ReplicaSets what passes never read (their size at a thousand
-    InferenceServices). What is kept is shared with the watch event's body, never changed."""
+    InferenceServices). What is kept is a compact copy (_compact), never changed."""
     result = dict(obj)
     meta = dict(result.get("metadata") or {})
     meta.pop("managedFields", None)
@@ -75,7 +76,23 @@ def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
                      "initContainers": _containers(pod, "initContainers")}})
     elif kind == REPLICASET:
         result["spec"] = {k: v for k, v in spec.items() if k != "template"}
-    return result
+    return _compact(result)
+
+
+def _compact(value: Any) -> Any:
+    """A copy with every key, and every short string value, interned: each watch event is decoded
+    on its own, so thousands of objects would each hold their own "metadata", "lastTransitionTime",
+    "True"... Halves what a cached object holds (a tracemalloc count over a thousand of them)."""
+    if isinstance(value, dict):
+        return {sys.intern(k): _compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= _INTERNED_VALUE:
+        return sys.intern(value)
+    return value
+
+
+_INTERNED_VALUE = 24  # enums, names, short labels, timestamps; not messages or images with digests
 
 
 def wanted(kind: str, obj: Mapping[str, Any]) -> bool:
