@@ -62,7 +62,7 @@ def all_ready(kubectl: Kubectl, ns: str, n: int) -> bool:
 
 
 class OperatorProcess:
-    def __init__(self, source: pathlib.Path, kubeconfig: str, log: pathlib.Path, resync: float,
+    def __init__(self, source: pathlib.Path, kubeconfig: str, log: pathlib.Path, resync: float | None,
                  env: dict[str, str] | None = None) -> None:
         self.source, self.kubeconfig, self.log, self.resync = source, kubeconfig, log, resync
         self.env = env or {}
@@ -75,7 +75,7 @@ class OperatorProcess:
         cmd = [sys.executable, "-m", "inference_operator.cli", "run", "--bind-address=127.0.0.1",
                f"--metrics-port={self.metrics_port}", "--liveness-port=0"]
         helptext = subprocess.run(cmd[:4] + ["--help"], env=env, capture_output=True, text=True).stdout
-        if "--resync-seconds" in helptext:
+        if self.resync is not None and "--resync-seconds" in helptext:
             cmd.append(f"--resync-seconds={self.resync}")
         self.proc = subprocess.Popen(cmd, env=env, cwd=self.source, stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT, start_new_session=True)

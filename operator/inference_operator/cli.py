@@ -81,8 +81,9 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import memprofile
+    from . import heap, memprofile
 
+    heap.reexec_with_malloc(args.argv)  # returns at once when the allocator is chosen already
     memprofile.install_from_env()  # before the imports below, so that their allocations count too
     import kopf
 
@@ -143,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness-port", type=int, default=8081, help="/healthz port (0: off)")
     run.add_argument("--bind-address", default="0.0.0.0", help="address for /metrics and /healthz")
     run.add_argument("--workers", type=int, default=4, help="passes run in parallel (threads)")
-    run.add_argument("--resync-seconds", type=float, default=600,
+    run.add_argument("--resync-seconds", type=float, default=3600,
                      help="every InferenceService is reconciled once per this period, spread over it")
     run.add_argument("--slow-retry-seconds", type=float, default=60,
                      help="how often a problem outside the spec (RBAC, quota, a name taken) is looked at again")
@@ -153,7 +154,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 
