@@ -181,3 +181,20 @@ def test_cached_objects_share_their_keys_and_short_values():
     key_b = next(k for k in b["spec"] if k == "type")
     assert key_a is key_b and a["spec"]["type"] is b["spec"]["type"]
     assert a["spec"]["note"] is not b["spec"]["note"]  # long values are left as they are
+
+
+def test_a_deferred_store_compacts_everything_at_once_when_told():
+    import json
+
+    text = json.dumps(obj("Service", "demo", 1, owner="demo", spec={"type": "ClusterIP"}))
+    store = cache.Store(deferred=True)
+    body = json.loads(text)
+    store.upsert("Service", body)
+    kept = store.get("Service", "ns", "demo")
+    assert kept["spec"] is body["spec"]  # shared with the event's body until compacted
+    store.compact_all()
+    compacted = store.get("Service", "ns", "demo")
+    assert compacted == kept and compacted["spec"] is not body["spec"] and not store.deferred
+    other = obj("Service", "other", 1, owner="demo", spec={"type": "ClusterIP"})
+    store.upsert("Service", other)
+    assert store.get("Service", "ns", "other")["spec"] is not other["spec"]

@@ -53,7 +53,7 @@ def _containers(spec: Mapping[str, Any], field: str) -> list[dict[str, Any]]:
     return [{k: c[k] for k in _CONTAINER if k in c} for c in spec.get(field) or []]
 
 
-def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
+def slim(obj: Mapping[str, Any], kind: str = "", compact: bool = True) -> dict[str, Any]:
     """The object as cached: managedFields are dropped (often half an object's size, never read),
     and of pods, Deployments and ReplicaSets what passes never read (their size at a thousand
     InferenceServices). What is kept is a compact copy (_compact), never changed."""
@@ -76,7 +76,7 @@ def slim(obj: Mapping[str, Any], kind: str = "") -> dict[str, Any]:
                      "initContainers": _containers(pod, "initContainers")}})
     elif kind == REPLICASET:
         result["spec"] = {k: v for k, v in spec.items() if k != "template"}
-    return _compact(result)
+    return _compact(result) if compact else result
 
 
 def _compact(value: Any) -> Any:
@@ -102,9 +102,15 @@ def wanted(kind: str, obj: Mapping[str, Any]) -> bool:
 
 
 class Store:
-    """Thread-safe: the watch side writes, passes read. Objects are never mutated once stored."""
+    """Thread-safe: the watch side writes, passes read. Objects are never mutated once stored.
 
-    def __init__(self) -> None:
+    ``deferred``: objects are kept slimmed but not yet compacted (they share what they keep with
+    the watch event's body) until ``compact_all``. A start lists every object and kopf holds each
+    one's full body until all are indexed; compact copies made one by one in between would pin the
+    memory of those bodies once they are freed. Made together after that, they do not."""
+
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
         self._lock = threading.Lock()
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {}
         # Children and pods by the InferenceService named in their label: (kind, ns, owner) -> names.
@@ -133,12 +139,22 @@ class Store:
                 old, new = _rv(current), _rv(obj)
                 if old is not None and new is not None and new <= old:
                     return False
-            objects[key] = slim(obj, kind)
+            objects[key] = slim(obj, kind, compact=not self.deferred)
             self._index(kind, key, (meta.get("labels") or {}).get(naming.ISVC_LABEL))
             self._in_ns.setdefault((kind, key[0]), set()).add(key[1])
             if kind == CRD:
                 self._crd_names = self._crd_names | {key[1]}
             return True
+
+    def compact_all(self) -> None:
+        """Compact what was kept deferred, and compact from now on."""
+        with self._lock:
+            if not self.deferred:
+                return
+            for objects in self._objects.values():
+                for key, obj in objects.items():
+                    objects[key] = _compact(obj)
+            self.deferred = False
 
     def remove(self, kind: str, obj: Mapping[str, Any], final: bool = False) -> None:
         """Forget obj, unless what is stored is a different object of the same name (re-created).

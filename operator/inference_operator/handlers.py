@@ -39,7 +39,8 @@ _config = OperatorConfig.from_env()
 _slow_retry_seconds = SLOW_RETRY_SECONDS
 _kube: RestKube | None = None
 _trimming = None  # the heap trimmer's stop event, once started
-STORE = cache.Store()
+# Compacted once kopf's start-up barrier opens (the first event handler call): see cache.Store.
+STORE = cache.Store(deferred=True)
 
 
 def kube() -> RestKube:
@@ -185,6 +186,13 @@ def _cache(kind: str, body: Mapping[str, Any]) -> None:
             _ECHOES.popitem(last=False)
 
 
+def _opened() -> None:
+    """Every event handler calls this first: the first call after a start is kopf's start-up
+    barrier opening, every object listed and indexed, and the cache compacts what it kept."""
+    if STORE.deferred:
+        STORE.compact_all()
+
+
 def _news(kind: str, type: str, body: Mapping[str, Any]) -> bool:
     """Whether this event may change what a pass decides (an echo of our own write does not)."""
     note = _note(kind, body)
@@ -230,6 +238,7 @@ async def cache_crd(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
+    _opened()
     metrics.WATCH_EVENTS.labels(api.KIND).inc()
     key = cache.key_of(body)
     if type == "DELETED":
@@ -243,6 +252,7 @@ async def inferenceservice_event(type: str, body: kopf.Body, **_: Any) -> None:
 
 def _child_event(kind: str):
     async def handler(type: str, body: kopf.Body, **_: Any) -> None:
+        _opened()
         metrics.WATCH_EVENTS.labels(kind).inc()
         if type == "DELETED":
             STORE.remove(kind, _raw(body))
@@ -263,6 +273,7 @@ for _group, _version, _plural, _kind in CHILD_RESOURCES:
 @kopf.on.event("", "v1", "persistentvolumeclaims")
 async def claim_event(type: str, body: kopf.Body, **_: Any) -> None:
     """A claim appeared or went: the InferenceServices that name it look again, at once."""
+    _opened()
     if type == "DELETED":
         STORE.remove(cache.PVC, _raw(body))
     namespace, claim = cache.key_of(body)
@@ -272,6 +283,7 @@ async def claim_event(type: str, body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "namespaces")
 async def namespace_event(type: str, body: kopf.Body, **_: Any) -> None:
+    _opened()
     if type == "DELETED":
         STORE.remove(cache.NAMESPACE, _raw(body))
 
@@ -279,6 +291,7 @@ async def namespace_event(type: str, body: kopf.Body, **_: Any) -> None:
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 async def crd_event(type: str, body: kopf.Body, **_: Any) -> None:
     """An optional child kind's CRD installed or removed: every InferenceService looks again."""
+    _opened()
     name = (body.get("metadata") or {}).get("name")
     if type == "DELETED":
         STORE.remove(cache.CRD, _raw(body))
