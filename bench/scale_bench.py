@@ -259,7 +259,7 @@ class Bench:
         self.operator.stop()
         self.operator.resync = None  # the operator's default
         self.operator.start()
-        time.sleep(30)  # the start's lists and its first passes
+        time.sleep(75)  # the start's lists, its first passes, and the heap trim once they are over
         _, _, cpu0 = self.stats()
         time.sleep(self.args.quiet_seconds)
         rss, _, cpu1 = self.stats()

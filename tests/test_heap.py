@@ -1,7 +1,6 @@
 """Giving freed memory back: the re-exec with glibc's allocator, and trimming after bursts."""
 
 import sys
-import time
 
 import pytest
 
@@ -31,23 +30,17 @@ def test_the_cli_passes_its_own_arguments_to_the_re_exec(monkeypatch):
     assert seen == [["run", "--resync-seconds", "5"]]
 
 
-def test_trims_after_a_burst_and_not_while_idle(monkeypatch):
-    trims = []
-    monkeypatch.setattr(heap, "trim", lambda: trims.append(1) or True)
-    work = [0]
-    stop = heap.start_trimming(lambda: work[0], every=0.02)
-    try:
-        time.sleep(0.15)
-        assert trims == []  # nothing happened: nothing to give back
+def test_trims_once_a_burst_is_over_never_during_it_or_while_idle():
+    trims, work = [], [0]
+    trimmer = heap.Trimmer(lambda: work[0], trim=lambda: trims.append(work[0]) or True)
+    assert not any(trimmer.look() for _ in range(3))  # idle: nothing to give back
+    for _ in range(5):  # a burst: work moved at every look
         work[0] += 100
-        deadline = time.monotonic() + 5
-        while not trims and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(trims) == 1
-        time.sleep(0.15)
-        assert len(trims) == 1
-    finally:
-        stop.set()
+        assert not trimmer.look()
+    assert trimmer.look() and trims == [500]  # calm for one look after it
+    assert not any(trimmer.look() for _ in range(3))
+    work[0] += 1
+    assert not trimmer.look() and trimmer.look() and trims == [500, 501]
 
 
 def test_trim_gives_memory_back_where_glibc_is():
