@@ -195,10 +195,14 @@ class Bench:
         f["cpu_ms_per_created"] = (cpu1 - cpu0) / n * 1000
         f["passes_per_created"] = (self.operator.metric(PASSES) - passes0) / n
         if self.args.memory_profile:
-            os.kill(self.operator.proc.pid, signal.SIGUSR2)
-            profile = self.args.work / "memory-profile.txt"
-            wait_for(profile.exists, "the memory profile", timeout=120)
-            f["memory_profile"] = profile.read_text()
+            f["memory_profile"] = self.memory_profile()
+
+    def memory_profile(self) -> str:
+        profile = self.args.work / "memory-profile.txt"
+        profile.unlink(missing_ok=True)
+        os.kill(self.operator.proc.pid, signal.SIGUSR2)
+        wait_for(profile.exists, "the memory profile", timeout=120)
+        return profile.read_text()
 
     def idle(self) -> None:
         f = self.figures
@@ -266,6 +270,8 @@ class Bench:
         f["quiet_cpu_per_180s"] = (cpu1 - cpu0) / self.args.quiet_seconds * 180
         f["quiet_rss_mib"] = rss
         f["quiet_requests"] = self.requests()
+        if self.args.memory_profile:
+            f["memory_profile_after_restart"] = self.memory_profile()
 
     def single(self) -> None:
         """One InferenceService at a time on the idle cluster (N existing): apply → Deployment."""
@@ -387,8 +393,9 @@ def report(args, f: dict) -> int:
         print(f"  {phase:<8} {by_verb(f[phase + '_requests'])}")
     for reply in f["replies_429"]:
         print(f"  429: {reply}")
-    if "memory_profile" in f:
-        print("\nmemory profile after the create phase (tracemalloc):\n" + f["memory_profile"][:6000])
+    for key, when in (("memory_profile", "the create phase"), ("memory_profile_after_restart", "a restart")):
+        if key in f:
+            print(f"\nmemory profile after {when} (tracemalloc):\n" + f[key][:6000])
     f["checked"], f["budgets"] = checked, BUDGETS
     if args.json:
         args.json.write_text(json.dumps(f, indent=2))
