@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test unit e2e scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
+.PHONY: venv test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ binaries:
 e2e: venv
 	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
 	PY=$(PY) bash e2e/run-local.sh
+
+# The scale benchmark at N = 1000 (about 12 minutes): prints the table, writes scale.json.
+scale: venv
+	$(PY) bench/scale_bench.py --json scale.json
 
 # bench/scale_bench.py at N = 50 with --check: exits 1 when a count is over its budget, never on a time.
 scale-smoke: venv

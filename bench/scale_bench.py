@@ -52,12 +52,14 @@ PASSES = "inference_operator_reconcile_total"
 EVENTS = "inference_operator_watch_events_total"
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the local cluster's own CA
 
-# --check: what may be spent, counted, never timed. A new InferenceService of this benchmark has
-# 2.5 children on average (replicas 1 or 2; a PDB with 2): their creates, a status write at
-# creation and at Ready, and one Event for each; the slack covers a replica that becomes Ready a
-# moment after its sibling (one more status write).
+# --check: what may be spent, counted, never timed. A new InferenceService of this benchmark (replicas
+# 1 or 2; a PDB with 2) may write: its children's creates (2 or 3), status when created and at each
+# change of ready replicas (1 + replicas), and two Events (RollingOut, Ready): 6 or 8, 7.0 on
+# average; 6.5 when replicas become ready together, as they mostly do. 0.2 more for status writes
+# the API server refused as stale (409) and that were sent again. One more write for every
+# InferenceService is over the budget.
 BUDGETS = {
-    "writes per new InferenceService": 7.0,
+    "writes per new InferenceService": 7.2,
     "reads per new InferenceService": 0,
     "requests idle through resyncs (watches aside)": 0,
     "requests across a restart naming an object": 0,

@@ -27,6 +27,7 @@ REPLICASET = children.REPLICASET.kind
 
 Key = tuple[str, str]  # (namespace, name)
 GONE_REMEMBERED = 100_000
+ECHOES_REMEMBERED = 10_000
 
 
 def key_of(obj: Mapping[str, Any]) -> Key:
@@ -79,16 +80,22 @@ def slim(obj: Mapping[str, Any], kind: str = "", compact: bool = True) -> dict[s
     return _compact(result) if compact else result
 
 
+# CPython 3.12.0 to 3.12.5 never free an interned string (cpython#113993): there, interning would
+# keep every resourceVersion and timestamp ever seen. Elsewhere interned strings die with their
+# last reference.
+_INTERN = sys.intern if not (3, 12, 0) <= sys.version_info[:3] < (3, 12, 6) else (lambda text: text)
+
+
 def _compact(value: Any) -> Any:
     """A copy with every key, and every short string value, interned: each watch event is decoded
     on its own, so thousands of objects would each hold their own "metadata", "lastTransitionTime",
     "True"... Halves what a cached object holds (a tracemalloc count over a thousand of them)."""
     if isinstance(value, dict):
-        return {sys.intern(k): _compact(v) for k, v in value.items()}
+        return {_INTERN(k): _compact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_compact(v) for v in value]
     if isinstance(value, str) and len(value) <= _INTERNED_VALUE:
-        return sys.intern(value)
+        return _INTERN(value)
     return value
 
 
@@ -112,6 +119,9 @@ class Store:
     def __init__(self, deferred: bool = False) -> None:
         self.deferred = deferred
         self._lock = threading.Lock()
+        # (kind, uid, resourceVersion) of versions our own writes made: their watch events are
+        # echoes (see take_echo). Bounded: an echo that never arrives is forgotten in time.
+        self._echoes: collections.OrderedDict[tuple[str, str, str], None] = collections.OrderedDict()
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {}
         # Children and pods by the InferenceService named in their label: (kind, ns, owner) -> names.
         self._owned: dict[tuple[str, str, str], set[str]] = {}
@@ -124,6 +134,26 @@ class Store:
         self._crd_names: frozenset[str] = frozenset()
 
     # ---- the watch side ---------------------------------------------------------------------
+
+    def written(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """The API server's reply to our own write: cached, and its watch event will be an echo."""
+        meta = obj.get("metadata") or {}
+        with self._lock:
+            self._echoes[(kind, meta.get("uid") or "", meta.get("resourceVersion") or "")] = None
+            while len(self._echoes) > ECHOES_REMEMBERED:
+                self._echoes.popitem(last=False)
+        self.upsert(kind, obj)
+
+    def take_echo(self, kind: str, obj: Mapping[str, Any]) -> bool:
+        """Whether a watch event carries exactly a version our own write made (and its reply is
+        cached already): it brings nothing a pass has not seen. Each echo is taken once."""
+        meta = obj.get("metadata") or {}
+        key = (kind, meta.get("uid") or "", meta.get("resourceVersion") or "")
+        with self._lock:
+            if key in self._echoes:
+                del self._echoes[key]
+                return True
+        return False
 
     def upsert(self, kind: str, obj: Mapping[str, Any]) -> bool:
         """Store obj unless this version of the same object, or a newer one, is already here (the
@@ -265,7 +295,7 @@ class WriteThrough:
         return self._keep(obj, self.kube.create(obj))
 
     def _keep(self, sent: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        self.store.upsert(result.get("kind") or sent["kind"], result)
+        self.store.written(result.get("kind") or sent["kind"], result)
         return result
 
     def delete(self, ref: Any, uid: str, propagation: str = "Background") -> None:
@@ -275,12 +305,12 @@ class WriteThrough:
 
     def patch(self, ref: Any, body: dict[str, Any]) -> dict[str, Any]:
         result = self.kube.patch(ref, body)
-        self.store.upsert(ref.kind.kind, result)
+        self.store.written(ref.kind.kind, result)
         return result
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any], resource_version: str) -> dict[str, Any]:
         result = self.kube.patch_status(namespace, name, status, resource_version)
-        self.store.upsert(ISVC, result)
+        self.store.written(ISVC, result)
         return result
 
     def event(self, isvc: Any, event: Any) -> None:

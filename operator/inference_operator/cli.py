@@ -83,7 +83,8 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import heap, memprofile
 
-    heap.reexec_with_malloc(args.argv)  # returns at once when the allocator is chosen already
+    if args.own_process:  # not when called in another program's process (tests)
+        heap.reexec_with_malloc()  # returns at once when the allocator is chosen already
     memprofile.install_from_env()  # before the imports below, so that their allocations count too
     import kopf
 
@@ -154,9 +155,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
-    args.argv = argv
+    args.own_process = argv is None  # the command line is this process's own
     return args.func(args)
 
 

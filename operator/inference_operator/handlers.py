@@ -163,27 +163,13 @@ def _new_work(body: Mapping[str, Any]) -> bool:
 # before any event handler, and holds event handlers until every indexed kind is listed. --------
 
 
-# Events that bring nothing the cache did not hold: the echo of the operator's own write (its
-# reply is cached already), or a late, older version. Their index call notes them here and their
-# event wakes no pass: a pass per own write would be most passes. Kopf runs an object's index
-# call and then its event handlers, one event at a time, so each note is taken at once.
-_ECHOES: collections.OrderedDict[tuple[str, str, str], None] = collections.OrderedDict()
-_ECHOES_KEPT = 10_000
 _events_seen = 0  # what heap trimming watches: it gives memory back after bursts of events
-
-
-def _note(kind: str, body: Mapping[str, Any]) -> tuple[str, str, str]:
-    meta = body.get("metadata") or {}
-    return kind, meta.get("uid") or "", meta.get("resourceVersion") or ""
 
 
 def _cache(kind: str, body: Mapping[str, Any]) -> None:
     global _events_seen
     _events_seen += 1
-    if not STORE.upsert(kind, _raw(body)):
-        _ECHOES[_note(kind, body)] = None
-        while len(_ECHOES) > _ECHOES_KEPT:
-            _ECHOES.popitem(last=False)
+    STORE.upsert(kind, _raw(body))
 
 
 def _opened() -> None:
@@ -194,12 +180,10 @@ def _opened() -> None:
 
 
 def _news(kind: str, type: str, body: Mapping[str, Any]) -> bool:
-    """Whether this event may change what a pass decides (an echo of our own write does not)."""
-    note = _note(kind, body)
-    if type == "DELETED" or note not in _ECHOES:
-        return True
-    del _ECHOES[note]
-    return False
+    """Whether this event may change what a pass decides: the echo of our own write does not (its
+    reply is in the cache already, and the pass that wrote saw it). At creation that was most
+    passes: each child's create and both status writes."""
+    return type == "DELETED" or not STORE.take_echo(kind, body)
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)

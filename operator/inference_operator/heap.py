@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,14 @@ ENV = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "2"}
 TRIM_SECONDS = 30.0
 
 
-def reexec_with_malloc(argv: Sequence[str]) -> None:
-    """Replace this process with one that allocates through malloc; returns if it already does."""
-    if "PYTHONMALLOC" in os.environ or not _libc():
+def reexec_with_malloc() -> None:
+    """Replace this process with the same command line (interpreter flags included) allocating
+    through malloc; returns if it already does, if PYTHONMALLOC is set (a choice is kept: set it
+    to ``pymalloc`` to opt out), if there is no glibc to trim, or if this is no plain interpreter."""
+    if "PYTHONMALLOC" in os.environ or not _libc() or getattr(sys, "frozen", False) or not sys.executable:
         return
     env = dict(os.environ, **ENV)
-    os.execve(sys.executable, [sys.executable, "-m", "inference_operator.cli", *argv], env)
+    os.execve(sys.executable, list(sys.orig_argv), env)
 
 
 _LIBC: Optional[ctypes.CDLL] = None
