@@ -97,23 +97,28 @@ class Watcher:
         self.ready: dict[str, float] = {}
         self._stop = threading.Event()
         for target in (self._deployments, self._isvcs):
-            threading.Thread(target=target, args=(client, namespace), daemon=True).start()
+            threading.Thread(target=self._watch, args=(target, client, namespace), daemon=True).start()
+
+    def _watch(self, target, client, namespace):
+        while not self._stop.is_set():
+            try:
+                target(client, namespace)
+            except Exception:  # a stream cut short (the cluster stopping): watch again, or stop
+                if not self._stop.is_set():
+                    time.sleep(0.5)
 
     def _deployments(self, client, namespace):
         apps = kubernetes.client.AppsV1Api(client)
-        while not self._stop.is_set():
-            for event in kubernetes.watch.Watch().stream(apps.list_namespaced_deployment, namespace,
-                                                          timeout_seconds=30):
-                name = event["object"].metadata.name.removesuffix("-predictor")
-                self.created.setdefault(name, time.monotonic())
+        for event in kubernetes.watch.Watch().stream(apps.list_namespaced_deployment, namespace, timeout_seconds=30):
+            name = event["object"].metadata.name.removesuffix("-predictor")
+            self.created.setdefault(name, time.monotonic())
 
     def _isvcs(self, client, namespace):
         api = kubernetes.client.CustomObjectsApi(client)
-        while not self._stop.is_set():
-            for event in kubernetes.watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION,
-                                                          namespace, PLURAL, timeout_seconds=30):
-                if ready(event["object"]):
-                    self.ready.setdefault(event["object"]["metadata"]["name"], time.monotonic())
+        for event in kubernetes.watch.Watch().stream(api.list_namespaced_custom_object, GROUP, VERSION,
+                                                      namespace, PLURAL, timeout_seconds=30):
+            if ready(event["object"]):
+                self.ready.setdefault(event["object"]["metadata"]["name"], time.monotonic())
 
     def stop(self) -> None:
         self._stop.set()

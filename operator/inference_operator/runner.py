@@ -140,6 +140,8 @@ class WorkQueue:
             if key in self._processing:
                 self._add(key, False)
                 return
+        # This may replace a later booking (a slow retry, a requeue) with this earlier one, and
+        # its urgency: harmless, as every pass books its own next wake-up again.
         self.add_after(key, delay)
 
     def forget(self, key: Hashable) -> None:
