@@ -360,7 +360,7 @@ def report(args, f: dict) -> int:
     growth = (rss[-1] - rss[1]) / rss[1] * 100 if len(rss) > 2 else 0.0
     print(f"\nscale benchmark, N = {n} applied at {args.rate:g}/s (this checkout's operator)\n")
     rows = [
-        (f"one at a time, idle cluster: apply → Deployment", percentiles(f["single_apply_to_children"]),
+        ("one at a time, idle cluster: apply → Deployment", percentiles(f["single_apply_to_children"]),
          "p50 ≤ 0.5 s, p99 ≤ 2 s"),
         (f"{n} at {args.rate:g}/s: apply → Deployment created", percentiles(f["apply_to_children"]), ""),
         ("apply → Ready", percentiles(f["apply_to_ready"]), ""),

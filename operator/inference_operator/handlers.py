@@ -9,7 +9,6 @@ is ever put on an InferenceService (a finalizer an older version left is removed
 
 from __future__ import annotations
 
-import collections
 import logging
 from typing import Any, Hashable, Mapping
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 import sys
 import threading
 from typing import Callable, Optional
 
-log = logging.getLogger(__name__)
 
 ENV = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "2"}
 TRIM_SECONDS = 30.0

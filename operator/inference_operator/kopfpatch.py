@@ -16,7 +16,7 @@ as it is, and ``applied()`` says so (a unit test fails then, so an upgrade of ko
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import kopf
 
@@ -32,30 +32,27 @@ _MARK = "_inference_operator_notifies_on_change"
 TESTED = ("1.45.",)
 
 
-async def _make_toggle(self: Any, __val: bool = False, *, name: Optional[str] = None) -> aiotoggles.Toggle:
-    toggle = aiotoggles.Toggle(__val, name=name, condition=self._condition)
+async def _notify_on_change(self: Any, change: Callable[[], None]) -> None:
+    """Change the set's toggles; wake its waiters only if that turned the set on or off."""
     async with self._condition:
         before = self.is_on()
-        self._toggles.add(toggle)
+        change()
         if self.is_on() != before:
             self._condition.notify_all()
+
+
+async def _make_toggle(self: Any, __val: bool = False, *, name: Optional[str] = None) -> aiotoggles.Toggle:
+    toggle = aiotoggles.Toggle(__val, name=name, condition=self._condition)
+    await _notify_on_change(self, lambda: self._toggles.add(toggle))
     return toggle
 
 
 async def _drop_toggle(self: Any, toggle: aiotoggles.Toggle) -> None:
-    async with self._condition:
-        before = self.is_on()
-        self._toggles.discard(toggle)
-        if self.is_on() != before:
-            self._condition.notify_all()
+    await _notify_on_change(self, lambda: self._toggles.discard(toggle))
 
 
 async def _drop_toggles(self: Any, toggles: Any) -> None:
-    async with self._condition:
-        before = self.is_on()
-        self._toggles.difference_update(toggles)
-        if self.is_on() != before:
-            self._condition.notify_all()
+    await _notify_on_change(self, lambda: self._toggles.difference_update(toggles))
 
 
 def _fits() -> bool:

@@ -140,9 +140,9 @@ class WorkQueue:
             if key in self._processing:
                 self._add(key, False)
                 return
-        # This may replace a later booking (a slow retry, a requeue) with this earlier one, and
-        # its urgency: harmless, as every pass books its own next wake-up again.
-        self.add_after(key, delay)
+            # This may replace a later booking (a slow retry, a requeue) with this earlier one,
+            # and its urgency: harmless, as every pass books its own next wake-up again.
+            self.add_after(key, delay)  # the condition's lock is reentrant
 
     def forget(self, key: Hashable) -> None:
         """Drop delayed wake-ups of a key (its object is gone)."""
