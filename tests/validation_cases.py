@@ -30,6 +30,12 @@ def model(**changes: Any) -> Callable[[dict], None]:
     return change
 
 
+def canary(**fields: Any) -> Callable[[dict], None]:
+    def change(body: dict) -> None:
+        body["spec"]["rollout"] = {"canary": copy.deepcopy(fields)}
+    return change
+
+
 def name(value: str) -> Callable[[dict], None]:
     def change(body: dict) -> None:
         body["metadata"]["name"] = value
@@ -95,6 +101,41 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("label-ok", lambda b: b["metadata"].update(labels={"example.com/team": "ml-platform"}), None),
     ("duplicate-env", spec(runtime={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
      "Duplicate value"),
+    ("canary", canary(steps=[{"weight": 10}, {"pause": {}}, {"weight": 50, "duration": "2m"}],
+                      analysis={"interval": "15s", "checks": [
+                          {"name": "errorRate", "max": "1%"}, {"name": "queueTime", "max": "50ms", "maxIncrease": "20%"},
+                          {"name": "latencyQuantile", "quantile": 0.99, "max": "1.5s"},
+                          {"name": "gpuUtil", "query": "avg(nv_gpu_utilization{ {{selector}} })", "max": "0.9"}]}),
+     None),
+    ("canary-descending", canary(steps=[{"weight": 50}, {"weight": 10}]), "must increase from one step"),
+    ("canary-repeated", canary(steps=[{"weight": 10}, {"pause": {}}, {"weight": 10}]), "must increase from one step"),
+    ("canary-step-both", canary(steps=[{"weight": 10, "pause": {}}]), "exactly one of weight and pause"),
+    ("canary-step-neither", canary(steps=[{"duration": "1m"}]), "exactly one of weight and pause"),
+    ("canary-no-steps", canary(steps=[]), "should have at least 1 items"),
+    ("canary-weight", canary(steps=[{"weight": 0}]), "greater than or equal to 1"),
+    ("canary-duration", canary(steps=[{"weight": 10, "duration": "ten minutes"}]), "must be a duration"),
+    ("canary-gateway", canary(steps=[{"weight": 10}], traffic="gatewayAPI"), "needs canary.gatewayAPI.parentRefs"),
+    ("canary-gateway-ok", canary(steps=[{"weight": 10}], traffic="gatewayAPI",
+                                 gatewayAPI={"parentRefs": [{"name": "gw", "namespace": "infra"}]}), None),
+    ("canary-traffic", canary(steps=[{"weight": 10}], traffic="istio"), "Unsupported value"),
+    ("check-no-bound", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "errorRate"}]}),
+     "needs max, maxIncrease or both"),
+    ("check-error-rate-unit", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "errorRate", "max": "0.01"}]}),
+     "percentage such as 1%"),
+    ("check-time-unit", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "queueTime", "max": "5"}]}),
+     "a time such as 50ms"),
+    ("check-unknown", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "latency", "max": "5"}]}),
+     "or has a query, not both"),
+    ("check-query-selector", canary(steps=[{"weight": 10}], analysis={"checks": [
+        {"name": "mine", "query": "sum(up)", "max": "1"}]}), "must contain {{selector}}"),
+    ("check-quantile", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "latencyQuantile", "max": "1s"}]}),
+     "quantile is set for latencyQuantile"),
+    ("check-increase", canary(steps=[{"weight": 10}], analysis={"checks": [{"name": "queueTime", "maxIncrease": "20"}]}),
+     "maxIncrease is a percentage"),
+    ("check-duplicate", canary(steps=[{"weight": 10}], analysis={"checks": [
+        {"name": "errorRate", "max": "1%"}, {"name": "errorRate", "max": "2%"}]}), "Duplicate value"),
+    ("prometheus-address", canary(steps=[{"weight": 10}], analysis={"prometheus": {"address": "prom:9090"}}),
+     "http:// or https:// URL"),
 ]
 
 

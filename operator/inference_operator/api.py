@@ -452,6 +452,233 @@ class SchedulingSpec(Base):
     runtime_class_name: Optional[str] = Field(default=None, max_length=253)
 
 
+# A duration as Kubernetes and Prometheus write one: 30s, 5m, 1h30m, 500ms.
+DURATION_RE = r"^([0-9]+(ms|s|m|h))+$"
+DURATION_MESSAGE = "must be a duration such as 30s, 5m or 1h30m"
+# The built-in checks of a canary's analysis, read from Triton's own metrics (analysis.py).
+BUILTIN_CHECKS = ("errorRate", "queueTime", "requestLatency", "computeTime", "latencyQuantile")
+TIME_CHECKS = ("queueTime", "requestLatency", "computeTime", "latencyQuantile")
+
+
+def duration(default: Optional[str] = None, description: Optional[str] = None) -> Any:
+    return Field(
+        default=default,
+        max_length=32,
+        description=description,
+        json_schema_extra=validations(cel(f"self.matches('{_cel_regex(DURATION_RE)}')", DURATION_MESSAGE)),
+    )
+
+
+class Pause(Base):
+    duration: Optional[str] = duration(
+        description="How long to hold before the next step. Unset: a manual gate, held until promoted."
+    )
+
+
+class CanaryStep(Base):
+    """One step of a canary: a traffic weight held for a while and analysed, or a pause."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.weight) != has(self.pause)", "a canary step sets exactly one of weight and pause"),
+            cel("!has(self.duration) || has(self.weight)",
+                "a step's duration goes with a weight; a pause sets pause.duration"),
+        )
+    )
+
+    weight: Optional[int] = Field(
+        default=None, ge=1, le=100, description="The canary's share of the traffic, in percent."
+    )
+    duration: Optional[str] = duration(
+        description="How long the weight is held (and analysed). Unset: analysis.interval x "
+        "analysis.checksPerStep."
+    )
+    pause: Optional[Pause] = Field(
+        default=None, description="Hold here: for pause.duration, or (pause: {}) until promoted by hand."
+    )
+
+
+class Check(Base):
+    """A check of the canary against an absolute bound and/or the stable revision over the same window."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.max) || has(self.maxIncrease)", "a check needs max, maxIncrease or both"),
+            cel(
+                "has(self.query) != (self.name in " + repr(list(BUILTIN_CHECKS)) + ")",
+                "a check is built in (errorRate, queueTime, requestLatency, computeTime, latencyQuantile) "
+                "or has a query, not both",
+            ),
+            cel(
+                "!has(self.max) || self.name != 'errorRate' || self.max.endsWith('%')",
+                "errorRate's max is a percentage such as 1%",
+            ),
+            cel(
+                "!has(self.max) || !(self.name in " + repr(list(TIME_CHECKS)) + ") || "
+                "self.max.matches('^[0-9]+(\\\\.[0-9]+)?(us|ms|s)$')",
+                "the max of a time check is a time such as 50ms, 800us or 1.5s",
+            ),
+            cel(
+                "!has(self.max) || !has(self.query) || self.max.matches('^-?[0-9]+(\\\\.[0-9]+)?$')",
+                "the max of a query check is a number",
+            ),
+            cel(
+                "has(self.quantile) == (self.name == 'latencyQuantile')",
+                "quantile is set for latencyQuantile, and only for it",
+            ),
+        )
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        description="errorRate, queueTime, requestLatency, computeTime, latencyQuantile, or a name of "
+        "your own for a query check.",
+        json_schema_extra=validations(
+            cel("self.matches('^[A-Za-z][A-Za-z0-9_-]*$')",
+                "a check's name starts with a letter and holds letters, digits, '_' and '-'")
+        ),
+    )
+    max: Optional[str] = Field(
+        default=None,
+        max_length=32,
+        description="The absolute bound: a percentage for errorRate (1%), a time for the latency "
+        "checks (50ms), a number for a query.",
+    )
+    max_increase: Optional[str] = Field(
+        default=None,
+        max_length=16,
+        description="The bound relative to the stable revision over the same window, e.g. 20%.",
+        json_schema_extra=validations(
+            cel("self.matches('^[0-9]+(\\\\.[0-9]+)?%$')", "maxIncrease is a percentage such as 20%")
+        ),
+    )
+    quantile: Optional[float] = Field(
+        default=None,
+        ge=0.01,
+        le=0.999,
+        description="latencyQuantile: which one (0.5, 0.9, 0.95, 0.99); Triton reports them with "
+        "--metrics-config=summary_latencies=true.",
+    )
+    query: Optional[str] = Field(
+        default=None,
+        max_length=4096,
+        description="PromQL returning one number, with {{selector}} where the revision's label "
+        "matchers go (it runs once for the canary and once for the stable).",
+        json_schema_extra=validations(
+            cel("self.contains('{{selector}}')", "a check's query must contain {{selector}}")
+        ),
+    )
+
+
+class PrometheusSpec(Base):
+    address: Optional[str] = Field(
+        default=None,
+        max_length=512,
+        description="Prometheus's base URL. Unset: INFERENCE_OPERATOR_PROMETHEUS_URL.",
+        json_schema_extra=validations(
+            cel("self.matches('^https?://[^/]+')", "analysis.prometheus.address must be an http:// or https:// URL")
+        ),
+    )
+    secret_name: Optional[str] = Field(
+        default=None,
+        max_length=253,
+        description="A Secret in the InferenceService's namespace: `token` (bearer), or `username` "
+        "and `password` (basic).",
+    )
+
+
+def _default_checks() -> list["Check"]:
+    return [Check(name="errorRate", max="1%"), Check(name="requestLatency", max_increase="20%")]
+
+
+class Analysis(Base):
+    prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec, json_schema_extra={"default": {}})
+    interval: str = duration("30s", "How often the checks run.")
+    window: Optional[str] = duration(description="The range each check's rates cover. Unset: interval.")
+    initial_delay: str = duration(
+        "60s", "How long after the canary's pods are ready before the first check: model load and warm-up."
+    )
+    checks_per_step: int = Field(
+        default=3, ge=1, le=100,
+        description="Passed checks that end a weight step without a duration of its own.",
+    )
+    min_requests: int = Field(
+        default=20, ge=1, le=1_000_000,
+        description="Requests the canary must serve in a check's window; fewer is inconclusive, never a pass.",
+    )
+    failure_limit: int = Field(
+        default=2, ge=1, le=100, description="Consecutive failed checks that roll the canary back."
+    )
+    inconclusive_limit: int = Field(
+        default=5, ge=1, le=1000,
+        description="Consecutive inconclusive checks after which the canary holds (a condition says "
+        "so) until there is traffic, or it is promoted or aborted by hand.",
+    )
+    checks: list[Check] = Field(
+        default_factory=_default_checks,
+        min_length=1,
+        max_length=16,
+        json_schema_extra={
+            "default": [{"name": "errorRate", "max": "1%"}, {"name": "requestLatency", "maxIncrease": "20%"}],
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+
+
+class ParentRef(Base):
+    """A Gateway API parentReference."""
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: Optional[str] = Field(default=None, max_length=63)
+    section_name: Optional[str] = Field(default=None, max_length=253)
+    port: Optional[int] = Field(default=None, ge=1, le=65535)
+    group: Optional[str] = Field(default=None, max_length=253)
+    kind: Optional[str] = Field(default=None, max_length=63)
+
+
+class GatewayAPIRouting(Base):
+    parent_refs: list[ParentRef] = Field(
+        min_length=1, max_length=32, description="The Gateways (or other parents) the HTTPRoute attaches to."
+    )
+    hostnames: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=16)
+
+
+class Canary(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "(has(self.traffic) ? self.traffic : 'replicas') != 'gatewayAPI' || has(self.gatewayAPI)",
+                "traffic: gatewayAPI needs canary.gatewayAPI.parentRefs",
+            ),
+            cel(
+                "self.steps.filter(s, has(s.weight)).map(s, s.weight).isSorted() && "
+                "self.steps.filter(s, has(s.weight)).all(s, "
+                "self.steps.filter(t, has(t.weight) && t.weight == s.weight).size() == 1)",
+                "canary step weights must increase from one step to the next",
+            ),
+        )
+    )
+
+    traffic: Literal["replicas", "gatewayAPI"] = Field(
+        default="replicas",
+        description="replicas: the weight is the canary's share of the Service's ready pods (no mesh). "
+        "gatewayAPI: an HTTPRoute splits traffic between a stable and a canary Service at exact weights.",
+    )
+    gateway_api: Optional[GatewayAPIRouting] = Field(default=None, alias="gatewayAPI")
+    steps: list[CanaryStep] = Field(
+        min_length=1, max_length=20,
+        description="Ascending weights, each held and analysed; pauses between them. Promotion follows the last.",
+    )
+    analysis: Analysis = Field(default_factory=Analysis, json_schema_extra={"default": {}})
+    progress_deadline_seconds: Optional[int] = Field(
+        default=None, ge=60, le=86400,
+        description="A canary whose pods are not ready this long after it started is rolled back "
+        "(ProgressDeadlineExceeded). Unset: runtime.startupTimeoutSeconds + 600.",
+    )
+
+
 class RolloutSpec(Base):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -478,6 +705,11 @@ class RolloutSpec(Base):
         default=0, ge=0, le=100,
         description="Replicas a rollout may take down at once; also how many replicas may be "
         "unavailable while Ready stays True.",
+    )
+    canary: Optional[Canary] = Field(
+        default=None,
+        description="Roll a new revision out through a canary judged on Triton's metrics, instead of "
+        "a plain rolling update.",
     )
 
 
@@ -548,6 +780,52 @@ class OperatorDefaults(StatusBase):
     )
 
 
+class CheckResult(StatusBase):
+    """One check of one analysis: what was measured against what bound."""
+
+    name: str
+    result: Literal["Pass", "Fail", "Inconclusive", "Error"]
+    value: Optional[float] = Field(default=None, description="The canary's value (seconds for times, a fraction for rates).")
+    stable: Optional[float] = Field(default=None, description="The stable revision's value over the same window.")
+    bound: Optional[str] = Field(default=None, description="The bound it was held to, as written in the spec.")
+    message: str = ""
+
+
+class CanaryStatus(StatusBase):
+    """Everything a canary needs to resume after an operator restart: it lives here, never only in memory."""
+
+    phase: Optional[str] = Field(
+        default=None,
+        description="Progressing, Paused, Holding, Promoted, RolledBack or Aborted.",
+    )
+    revision: Optional[str] = Field(default=None, description="The revision under test.")
+    stable_revision: Optional[str] = None
+    stable_track: Optional[str] = Field(
+        default=None,
+        description="Which Deployment (track) runs the stable revision: a promotion keeps the canary's "
+        "pods, so after one the canary's Deployment is the stable one.",
+    )
+    step_index: Optional[int] = None
+    step_started_at: Optional[str] = None
+    started_at: Optional[str] = None
+    ready_at: Optional[str] = Field(default=None, description="When the canary's pods of this step were all ready.")
+    weight: Optional[int] = Field(default=None, description="The weight the current step asks for.")
+    effective_weight: Optional[int] = Field(default=None, description="The canary's share of the ready pods (replicas mode).")
+    consecutive_failures: Optional[int] = None
+    consecutive_inconclusive: Optional[int] = None
+    checks_passed: Optional[int] = Field(default=None, description="Passed checks in the current step.")
+    last_analysis_at: Optional[str] = None
+    analysis: list[CheckResult] = Field(default_factory=list, description="The last analysis, check by check.")
+    failed_revision: Optional[str] = Field(
+        default=None,
+        description="A revision rolled back or aborted: not tried again until the spec names another.",
+    )
+    handled: dict[str, str] = Field(
+        default_factory=dict, description="The manual requests (annotations) already acted on, by action."
+    )
+    message: Optional[str] = None
+
+
 class InferenceServiceStatus(StatusBase):
     observed_generation: Optional[int] = None
     conditions: list[Condition] = Field(
@@ -568,6 +846,7 @@ class InferenceServiceStatus(StatusBase):
         description="The operator's defaults (images) this InferenceService runs with: an operator "
         "upgrade that changes them rolls an InferenceService only when its spec next changes.",
     )
+    canary: Optional[CanaryStatus] = None
 
 
 # ---- the resource -------------------------------------------------------------------------

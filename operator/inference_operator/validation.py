@@ -87,6 +87,8 @@ def _context(variables: dict[str, Any], errors: Optional[_Errors] = None) -> cel
         return (x > y) - (x < y)
 
     ctx.add_function("compareTo", compare)
+    # Kubernetes' lists library (the canary's ascending step weights).
+    ctx.add_function("isSorted", lambda items: list(items) == sorted(items))
     for name, value in variables.items():
         ctx.add_variable(name, value)
     return ctx
@@ -166,6 +168,9 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
         if "pattern" in node and not re.search(node["pattern"], value):
             yield Violation(path, f"Invalid value: \"{value}\": {path} in body should match '{node['pattern']}'")
     if isinstance(value, list):
+        if "minItems" in node and len(value) < node["minItems"]:
+            yield Violation(path, f"Invalid value: {len(value)}: {path} in body should have at least "
+                                  f"{node['minItems']} items")
         if "maxItems" in node and len(value) > node["maxItems"]:
             yield Violation(path, f"Too many: {len(value)}: must have at most {node['maxItems']} items")
         if isinstance(node.get("items"), dict):
