@@ -67,16 +67,18 @@ def effective_weight(pods: Pods) -> int:
     return round(100 * pods.canary_ready / pods.ready) if pods.ready else 0
 
 
-def next_split(replicas: int, weight: int, max_surge: int, max_unavailable: int, pods: Pods) -> Split:
+def next_split(replicas: int, weight: int, max_surge: int, max_unavailable: int, pods: Pods,
+               other: int = 0) -> Split:
     """The replica counts to set now, moving ``pods`` toward ``target`` within the bounds above.
 
     The canary grows into the room the surge leaves (counting pods that still exist); the stable
     shrinks by its not-ready pods, then by as many ready ones as keep ``replicas -
     max_unavailable`` ready. Called again as pods come and go, it reaches the target; with both
     bounds at 0 it cannot move (Kubernetes refuses that pair too). A lower weight than the canary
-    runs (a rollback) removes canary pods at once, and the stable grows back as room frees."""
+    runs (a rollback) removes canary pods at once, and the stable grows back as room frees.
+    ``other`` pods (an earlier canary's, on their way out) take room too."""
     goal = target(replicas, weight, max_surge)
-    room = replicas + max_surge - pods.total
+    room = replicas + max_surge - pods.total - other
     if goal.canary >= pods.canary:
         canary = min(goal.canary, pods.canary + max(room, 0))
     else:

@@ -1,0 +1,367 @@
+"""The canary state machine, pure: every transition, walked tick by tick over a simulated world
+whose pods follow the split, with the state carried only through its JSON (as status carries it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+import pytest
+
+from inference_operator import analysis, api, canary
+from inference_operator.canary import (
+    ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs,
+)
+from inference_operator.canary_split import Pods
+
+T0 = 1_800_000_000.0
+
+
+def spec(steps=({"weight": 25}, {"weight": 50}), **analysis_fields) -> api.Canary:
+    fields = {"interval": "10s", "initialDelay": "20s", "checksPerStep": 2, "minRequests": 10,
+              "failureLimit": 2, "inconclusiveLimit": 3}
+    fields.update(analysis_fields)
+    return api.Canary.model_validate({"steps": list(steps), "analysis": fields})
+
+
+def verdict(result: str) -> analysis.Verdict:
+    check = api.CheckResult(name="errorRate", result=result, value=0.5 if result == "Fail" else 0.0,
+                            bound="max 1%", message=f"{result} message")
+    return analysis.Verdict(result, (check,), 100, f"errorRate {result.lower()}")
+
+
+@dataclasses.dataclass
+class World:
+    """Pods that follow the split a tick later (ready a tick after that), a clock, and status as JSON."""
+
+    cfg: Optional[api.Canary]
+    replicas: int = 4
+    max_surge: int = 1
+    max_unavailable: int = 0
+    desired: str = "new"
+    stable_revision: str = "old"
+    state_json: Optional[str] = None
+    pods: Pods = Pods(4, 0, 4, 0)
+    other: int = 0
+    now: float = T0
+    annotations: dict = dataclasses.field(default_factory=dict)
+    history: list = dataclasses.field(default_factory=list)
+    events: list = dataclasses.field(default_factory=list)
+    asked: int = 0
+    pods_ready: bool = True  # new canary pods become ready (False: they never do)
+
+    def inputs(self) -> Inputs:
+        state = api.CanaryStatus.model_validate(json.loads(self.state_json)) if self.state_json else None
+        return Inputs(canary=self.cfg, replicas=self.replicas, max_surge=self.max_surge,
+                      max_unavailable=self.max_unavailable, startup_timeout_seconds=600,
+                      desired_revision=self.desired, stable_revision=self.stable_revision, state=state,
+                      pods=self.pods, other=self.other, actions=canary.actions_of(self.annotations), now=self.now)
+
+    def tick(self, result: Optional[str] = "Pass", seconds: float = 5.0) -> canary.Decision:
+        # Pods made on the last tick are ready now (canary pods only if they can be).
+        p = self.pods
+        self.pods = Pods(p.stable, p.canary, p.stable, p.canary if self.pods_ready else p.canary_ready)
+        inputs = self.inputs()
+        v = None
+        if canary.analysis_due(inputs):
+            self.asked += 1
+            v = verdict(result) if result else None
+        d = canary.decide(inputs, v)
+        self.state_json = json.dumps(d.state) if d.state is not None else None
+        self.events += [e.reason for e in d.events]
+        if d.promoted:
+            self.stable_revision = self.desired
+            # The canary track is the stable one now.
+            self.pods = Pods(self.pods.canary, 0, self.pods.canary_ready, 0)
+        if d.split is not None:
+            self._follow(d)
+        self.history.append((d.state or {}).get("phase"))
+        self.now += seconds
+        return d
+
+    def _follow(self, d: canary.Decision) -> None:
+        p, s = self.pods, d.split
+        after = Pods(s.stable, s.canary, min(p.stable_ready, s.stable), min(p.canary_ready, s.canary))
+        # The invariants, on what runs after this tick: never more pods than the surge allows;
+        # while a canary runs (a rollback takes its pods at once), never fewer ready than allowed.
+        assert after.total + self.other <= max(self.replicas + self.max_surge, p.total + self.other), (p, s)
+        if d.active and p.ready >= self.replicas - self.max_unavailable:
+            assert after.ready >= self.replicas - self.max_unavailable, (p, s)
+        if (d.state or {}).get("phase") == PROMOTING:
+            assert s.canary >= p.canary, "a promotion removed a canary pod"
+        self.pods = after
+        self.other = 0
+
+    @property
+    def state(self) -> dict:
+        return json.loads(self.state_json) if self.state_json else {}
+
+    def run(self, result="Pass", until=None, ticks=200, seconds=5.0):
+        for _ in range(ticks):
+            self.tick(result, seconds)
+            if until and until(self):
+                return self
+        return self
+
+
+def test_a_good_canary_walks_every_step_and_is_promoted_without_restarting_its_pods():
+    w = World(spec())
+    w.tick()
+    assert w.state["phase"] == PROGRESSING and w.state["weight"] == 25 and w.state["revision"] == "new"
+    assert w.events == ["CanaryStarted"]
+    seen_weights = []
+    for _ in range(200):
+        d = w.tick()
+        seen_weights.append(w.state.get("weight"))
+        if d.promoted:
+            break
+    assert w.state["phase"] == PROMOTED and w.state["stableTrack"] == "canary"
+    assert w.state["stableRevision"] == "new" and w.stable_revision == "new"
+    assert [x for i, x in enumerate(seen_weights) if i == 0 or x != seen_weights[i - 1]] == [25, 50, 100]
+    assert w.events.count("CanaryStep") == 1 and "CanaryPromoting" in w.events and "CanaryPromoted" in w.events
+    # The pods that serve now are the canary track's (stable now): the ones that were analysed,
+    # never removed on the way (_follow checks that a promotion only grows the canary).
+    assert w.pods == Pods(4, 0, 4, 0)
+    # Two passing checks a step, no more: the analysis waited for the pods and the initial delay.
+    assert w.asked == 4
+    after = w.tick()
+    assert not after.active and after.split is None and w.state["phase"] == PROMOTED
+
+
+def test_no_analysis_before_the_pods_are_ready_and_warmed_up():
+    w = World(spec())
+    w.tick(seconds=1)
+    starts = w.now
+    while w.now < starts + 20:
+        w.tick(seconds=1)
+        assert w.asked == 0, "analysed during the initial delay"
+    w.run(until=lambda w: w.asked, seconds=1)
+    state = w.state
+    assert canary.parse_time(state["lastAnalysisAt"]) >= canary.parse_time(state["readyAt"]) + 20 + 10
+
+
+def test_failed_checks_up_to_the_limit_roll_back_at_once_and_name_the_checks():
+    w = World(spec())
+    w.run("Pass", until=lambda w: w.asked == 1)
+    w.tick("Fail")
+    while not w.state.get("consecutiveFailures"):
+        w.tick("Fail")
+    assert w.state["phase"] == PROGRESSING and w.state["consecutiveFailures"] == 1
+    w.run("Fail", until=lambda w: w.state["phase"] != PROGRESSING)
+    assert w.state["phase"] == ROLLED_BACK and w.state["failedRevision"] == "new"
+    assert w.asked == 1 + 2, "rolled back after another number of failures than failureLimit"
+    last = canary.decide(w.inputs())
+    assert last.split.canary == 0 and not last.active and last.route_weight == 0
+    assert "AnalysisFailed" in w.events
+    # Every check that failed, with its value and bound, for the Warning Event.
+    w2 = World(spec(failureLimit=1))
+    w2.run("Fail", until=lambda w: w.state.get("phase") == ROLLED_BACK)
+    inputs = w2.inputs()
+    assert inputs.state.analysis[0].result == "Fail" and inputs.state.analysis[0].value == 0.5
+
+
+def test_a_failure_between_passes_is_not_consecutive():
+    w = World(spec(failureLimit=2, checksPerStep=5))
+    results = iter(["Pass", "Fail", "Pass", "Fail", "Pass", "Fail", "Pass"])
+    current = "Pass"
+    for _ in range(200):
+        before = w.asked
+        w.tick(current)
+        if w.asked != before:
+            current = next(results, "Pass")
+        if w.state["phase"] != PROGRESSING:
+            break
+    assert w.state["phase"] in (PROMOTING, PROMOTED, PROGRESSING)
+    assert ROLLED_BACK not in w.history
+
+
+def test_a_rolled_back_revision_is_not_tried_again_until_the_spec_names_another():
+    w = World(spec(failureLimit=1))
+    w.run("Fail", until=lambda w: w.state.get("phase") == ROLLED_BACK)
+    for _ in range(20):
+        d = w.tick("Pass")
+        assert not d.active and w.state["phase"] == ROLLED_BACK
+    assert w.pods.canary == 0 and w.pods.stable == 4
+    w.desired = "newer"
+    d = w.tick()
+    assert d.active and w.state["revision"] == "newer" and w.state["phase"] == PROGRESSING
+    assert "failedRevision" not in w.state or w.state["failedRevision"] == "new"
+    w.desired = "old"  # back to the stable: no canary, and "new" may be tried again later
+    d = w.tick()
+    assert not d.active and w.state["phase"] == ABORTED
+    assert "failedRevision" not in w.state
+    w.desired = "new"
+    assert w.tick().active
+
+
+def test_no_data_is_never_a_pass_and_the_inconclusive_limit_holds():
+    w = World(spec())
+    w.run("Inconclusive", until=lambda w: w.state.get("phase") == HOLDING)
+    assert w.state["consecutiveInconclusive"] == 3 and w.state["weight"] == 25
+    asked = w.asked
+    w.run("Inconclusive", ticks=30)
+    assert w.state["phase"] == HOLDING and w.state["stepIndex"] == 0 and w.asked > asked  # still asking
+    w.run("Pass", until=lambda w: w.state["phase"] != HOLDING)
+    assert w.state["phase"] == PROGRESSING and w.state["consecutiveInconclusive"] == 0
+
+
+def test_prometheus_down_holds_without_promoting_or_counting_a_failure():
+    w = World(spec(failureLimit=1))
+    w.run("Error", ticks=60)
+    assert set(w.history) == {PROGRESSING, HOLDING}, "promoted or rolled back without an answer"
+    assert w.state["phase"] == HOLDING and w.state["weight"] == 25 and w.state["message"].startswith("Holding")
+    assert w.state.get("consecutiveFailures", 0) == 0 and w.state.get("checksPassed", 0) == 0
+    w.run("Pass", until=lambda w: w.state["phase"] == PROMOTED)
+    assert w.state["phase"] == PROMOTED
+
+
+def test_the_progress_deadline_rolls_back_a_canary_whose_pods_never_get_ready():
+    w = World(spec(), pods_ready=False)
+    w.cfg = api.Canary.model_validate({**w.cfg.model_dump(by_alias=True, exclude_none=True),
+                                       "progressDeadlineSeconds": 60})
+    w.run(until=lambda w: w.state.get("phase") != PROGRESSING, seconds=5)
+    assert w.state["phase"] == ROLLED_BACK and "ProgressDeadlineExceeded" in w.events
+    assert w.asked == 0
+    assert canary.decide(w.inputs()).split.canary == 0
+
+
+def test_a_manual_gate_waits_for_promote_and_a_timed_pause_ends_by_itself():
+    w = World(spec(steps=[{"weight": 25}, {"pause": {}}, {"weight": 50}, {"pause": {"duration": "30s"}}]))
+    w.run(until=lambda w: w.state["phase"] == PAUSED)
+    assert w.state["stepIndex"] == 1 and w.state["weight"] == 25
+    w.run(ticks=50)
+    assert w.state["phase"] == PAUSED and w.state["stepIndex"] == 1, "a gate passed by itself"
+    w.annotations[canary.ANNOTATION_PREFIX + canary.PROMOTE] = "1"
+    w.tick()
+    assert w.state["stepIndex"] == 2 and w.state["phase"] == PROGRESSING and w.state["weight"] == 50
+    w.run(until=lambda w: w.state["stepIndex"] == 3)
+    paused_at = w.now
+    w.run(until=lambda w: w.state["phase"] != PROGRESSING)
+    assert w.state["phase"] in (PROMOTING, PROMOTED) and w.now - paused_at >= 30
+    # The same token again is not a new request.
+    assert w.inputs().state.handled[canary.PROMOTE] == "1"
+
+
+def test_promote_full_skips_every_step_and_abort_rolls_back():
+    w = World(spec(steps=[{"weight": 10}, {"weight": 20}, {"weight": 30}]))
+    w.tick()
+    w.annotations[canary.ANNOTATION_PREFIX + canary.PROMOTE_FULL] = "now"
+    w.run(until=lambda w: w.state["phase"] == PROMOTED)
+    assert w.asked == 0 and w.state["stepIndex"] == 0
+
+    w = World(spec())
+    w.run(until=lambda w: w.asked == 1)
+    w.annotations[canary.ANNOTATION_PREFIX + canary.ABORT] = "x"
+    d = w.tick()
+    assert w.state["phase"] == ABORTED and w.state["failedRevision"] == "new" and not d.active
+    assert d.split.canary == 0 and "CanaryAborted" in w.events
+
+
+def test_requests_made_before_a_canary_are_not_acted_on():
+    w = World(spec(), annotations={canary.ANNOTATION_PREFIX + canary.ABORT: "old-token",
+                                   canary.ANNOTATION_PREFIX + canary.PROMOTE_FULL: "old"})
+    w.tick()
+    w.tick()
+    assert w.state["phase"] == PROGRESSING
+
+
+def test_pause_and_resume_by_annotation():
+    w = World(spec())
+    w.tick()
+    w.annotations[canary.PAUSED_ANNOTATION] = "true"
+    w.run(ticks=60)
+    assert w.state["phase"] == PAUSED and w.state["stepIndex"] == 0 and "CanaryPaused" in w.events
+    del w.annotations[canary.PAUSED_ANNOTATION]
+    w.run(until=lambda w: w.state["phase"] == PROMOTED)
+
+
+def test_a_new_revision_mid_canary_replaces_it_and_analysis_restarts():
+    w = World(spec())
+    w.run(until=lambda w: w.state.get("stepIndex") == 1)
+    w.desired = "newer"
+    # The old canary's pods are now of another revision.
+    w.other, w.pods = w.pods.canary, Pods(w.pods.stable, 0, w.pods.stable_ready, 0)
+    d = w.tick()
+    assert w.state["revision"] == "newer" and w.state["stepIndex"] == 0 and "CanaryReplaced" in w.events
+    assert "lastAnalysisAt" not in w.state and w.state["checksPassed"] == 0
+    assert d.active
+    w.run(until=lambda w: w.state["phase"] == PROMOTED)
+
+
+def test_reverting_the_spec_aborts_cleanly_and_removing_the_canary_spec_too():
+    w = World(spec())
+    w.run(until=lambda w: w.asked == 1)
+    w.desired = "old"
+    d = w.tick()
+    assert not d.active and w.state["phase"] == ABORTED and "failedRevision" not in w.state
+    assert d.split.canary == 0
+    w.run(ticks=5)
+    assert w.pods == Pods(4, 0, 4, 0)
+
+    w = World(spec())
+    w.run(until=lambda w: w.asked == 1)
+    w.cfg = None
+    d = w.tick()
+    assert not d.active and w.state["phase"] == ABORTED
+
+
+def test_no_canary_without_a_stable_revision_or_a_canary_spec():
+    assert canary.decide(World(spec(), stable_revision=None).inputs()).state is None
+    assert canary.decide(World(None).inputs()).state is None
+    assert canary.decide(World(spec(), desired="old").inputs()).state is None
+
+
+@pytest.mark.parametrize("phase_reached", [PROGRESSING, PAUSED, HOLDING, PROMOTING, PROMOTED, ROLLED_BACK])
+def test_a_restart_at_any_phase_resumes_at_the_same_step_with_the_same_timers(phase_reached):
+    """A restart loses everything but status: the decision from the JSON alone equals the one
+    from the pass before it, timer for timer."""
+    steps = [{"weight": 25}, {"pause": {}}, {"weight": 50}]
+    w = World(spec(steps=steps, failureLimit=1))
+    result = {HOLDING: "Inconclusive", ROLLED_BACK: "Fail"}.get(phase_reached, "Pass")
+    if phase_reached in (PROMOTING, PROMOTED):
+        w.run(until=lambda w: w.state.get("phase") == PAUSED)
+        w.annotations[canary.ANNOTATION_PREFIX + canary.PROMOTE_FULL] = "go"
+    w.run(result, until=lambda w: w.state.get("phase") == phase_reached)
+    assert w.state["phase"] == phase_reached
+    saved = w.state_json
+    restarted = dataclasses.replace(w, state_json=json.dumps(json.loads(saved)))
+    a, b = canary.decide(w.inputs()), canary.decide(restarted.inputs())
+    assert a == b
+    assert json.loads(saved)["stepIndex"] == w.state["stepIndex"]
+
+
+def test_effective_weight_reports_what_the_service_sends():
+    w = World(spec(steps=[{"weight": 10}]), replicas=3)
+    w.run(until=lambda w: w.pods.canary_ready == 1)
+    w.tick()
+    assert w.state["weight"] == 10 and w.state["effectiveWeight"] == 25  # one of four ready pods
+
+
+def test_gateway_route_weight_waits_for_a_ready_canary_pod():
+    w = World(spec(), pods_ready=False)
+    d = w.tick()
+    assert d.route_weight == 0
+    w.pods_ready = True
+    w.run(until=lambda w: w.pods.canary_ready > 0)
+    assert w.tick().route_weight == 25
+
+
+def test_requeue_says_when_the_next_check_is_due():
+    w = World(spec())
+    w.run(until=lambda w: w.state.get("readyAt") and w.pods.canary_ready == w.pods.canary and w.pods.stable == 3)
+    d = canary.decide(w.inputs())
+    due = canary.next_analysis(w.inputs())
+    assert d.requeue_after == pytest.approx(max(due - w.now, 1.0))
+
+
+def test_checks_run_one_interval_apart():
+    w = World(spec(checksPerStep=4))
+    times = []
+    for _ in range(100):
+        w.tick(seconds=1)
+        at = w.state.get("lastAnalysisAt")
+        if at and (not times or times[-1] != at):
+            times.append(at)
+    gaps = [canary.parse_time(b) - canary.parse_time(a) for a, b in zip(times, times[1:])]
+    assert len(times) >= 4 and min(gaps) >= 10, gaps
