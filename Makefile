@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
+.PHONY: venv prometheus test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,34 @@ venv: $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m pip install --quiet --no-deps '$(PYTRITON)'
 
+# Process tests run a real Prometheus; Debian's package puts it at /usr/bin/prometheus. Installed
+# only when absent (sudo only when not root; apt-get update only when the plain install fails).
+# The package ships an init script; its postinst may start a system prometheus: report one, never kill.
+PROMETHEUS ?= /usr/bin/prometheus
+prometheus:
+	@if [ -x '$(PROMETHEUS)' ]; then \
+		echo "==> prometheus present at $(PROMETHEUS)"; \
+	else \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo "; \
+		install="$${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus"; \
+		echo "==> $(PROMETHEUS) absent: $$install"; \
+		if ! $$install; then \
+			echo "==> install failed: $${sudo}apt-get update, then the install again"; \
+			$${sudo}env DEBIAN_FRONTEND=noninteractive apt-get update; \
+			$$install; \
+		fi; \
+		if pids="$$(ps -C prometheus -o pid= | xargs)" && [ -n "$$pids" ]; then \
+			echo "==> note: prometheus processes running after the install (PIDs $$pids); not stopped by make"; \
+		fi; \
+	fi
+
 # Everything: unit and process tests, the e2e suite on a fresh local control plane, then the scale
 # benchmark's smoke variant (N = 50 on another fresh one; fails when a request count regresses).
 test: unit e2e scale-smoke
 
-unit: venv
+unit: venv prometheus
 	@echo "==> unit and process tests (pytest tests/)"
-	INFERENCE_OPERATOR_REQUIRE_TRITON=1 $(PY) -m pytest tests
+	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 $(PY) -m pytest tests
 
 # Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and helm from
 # Go modules into ~/.cache/inference-operator (keyed by version; reused when present).

@@ -73,7 +73,8 @@ def python_backend_dir(root: pathlib.Path, home: pathlib.Path) -> pathlib.Path:
 class TritonServer:
     """tritonserver on loopback ports, stopped by PID."""
 
-    def __init__(self, home: pathlib.Path, repository: pathlib.Path, backends: pathlib.Path, model: str) -> None:
+    def __init__(self, home: pathlib.Path, repository: pathlib.Path, backends: pathlib.Path, model: str,
+                 extra_args: tuple[str, ...] = ()) -> None:
         import socket
         import sysconfig
 
@@ -83,6 +84,7 @@ class TritonServer:
                 return s.getsockname()[1]
 
         self.http = port()
+        self.metrics = port()  # Prometheus text at http://127.0.0.1:{metrics}/metrics
         env = triton_env(home)
         # The stub loads libpython; this interpreter's comes first.
         env["LD_LIBRARY_PATH"] = f"{sysconfig.get_config_var('LIBDIR')}:{env['LD_LIBRARY_PATH']}"
@@ -93,7 +95,7 @@ class TritonServer:
              "--strict-readiness=true", "--exit-on-error=true", "--allow-gpu-metrics=false",
              "--http-address=127.0.0.1", f"--http-port={self.http}",
              "--grpc-address=127.0.0.1", f"--grpc-port={port()}",
-             "--metrics-address=127.0.0.1", f"--metrics-port={port()}"],
+             "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics}", *extra_args],
             env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
 
