@@ -76,6 +76,9 @@ class World:
             self.pods = Pods(self.pods.canary, 0, self.pods.canary_ready, 0)
         if d.split is not None:
             self._follow(d)
+        elif not d.promoted:
+            # No canary: its Deployment is deleted, the stable one runs as the spec says.
+            self.pods, self.other = Pods(self.replicas, 0, min(self.pods.stable_ready, self.replicas), 0), 0
         self.history.append((d.state or {}).get("phase"))
         self.now += seconds
         return d
@@ -295,7 +298,7 @@ def test_reverting_the_spec_aborts_cleanly_and_removing_the_canary_spec_too():
     w.desired = "old"
     d = w.tick()
     assert not d.active and w.state["phase"] == ABORTED and "failedRevision" not in w.state
-    assert d.split.canary == 0
+    assert not d.hold and d.split is None  # the canary's Deployment goes, the stable one is the spec's
     w.run(ticks=5)
     assert w.pods == Pods(4, 0, 4, 0)
 

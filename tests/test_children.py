@@ -166,13 +166,16 @@ def test_every_rendered_child_is_in_the_registry_and_the_watches():
     from inference_operator import handlers
 
     isvc = api.parse(isvc_body(replicas=3))
-    rendered = {c["kind"] for c in render.render(isvc, CONFIG)}
+    rendered = {c["kind"] for c in render.render(isvc, CONFIG)} | {
+        c["kind"] for c in render.render(isvc, CONFIG, track="canary")}
     registered = {child.kind.kind for child in children.REGISTRY}
     assert rendered == registered
     watched = {kind for _, _, _, kind in handlers.CHILD_RESOURCES}
     assert registered | {"Pod", "ReplicaSet"} == watched
     assert [str(r) for r in children.possible_refs(isvc)] == [
-        "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor"]
+        "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor",
+        "Deployment/demo-predictor-canary"]
+    assert render.render(isvc, CONFIG, track="canary")[0]["metadata"]["name"] == "demo-predictor-canary"
 
 
 def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monkeypatch):

@@ -22,7 +22,7 @@ POD = "Pod"
 PVC = "PersistentVolumeClaim"
 NAMESPACE = "Namespace"
 CRD = "CustomResourceDefinition"
-CHILD_KINDS = tuple(child.kind.kind for child in children.REGISTRY)
+CHILD_KINDS = tuple(kind.kind for kind in children.CHILD_KINDS)
 REPLICASET = children.REPLICASET.kind
 
 Key = tuple[str, str]  # (namespace, name)

@@ -101,7 +101,10 @@ class Decision:
     at what split, the Events, and when to run again."""
 
     state: Optional[dict[str, Any]]
-    active: bool = False  # a canary runs: the stable Deployment is held, only scaled
+    active: bool = False  # a canary runs
+    # The stable Deployment is held at its revision and only scaled (to split.stable): while a
+    # canary runs, and while the spec names a revision that was rolled back.
+    hold: bool = False
     split: Optional[Split] = None
     stable_track: str = naming.STABLE
     canary_track: str = CANARY
@@ -203,15 +206,9 @@ def _settle(inputs: Inputs, state: Optional[api.CanaryStatus], handled: dict[str
     if record is not None and record == api.CanaryStatus(stable_track=naming.STABLE, handled={}):
         record = None
     track = inputs.stable_track
-    # An earlier canary's pods still running: scaled to nothing while the stable grows back.
-    leftover = inputs.pods.canary + inputs.other
-    split = None
-    if leftover:
-        split = canary_split.next_split(inputs.replicas, 0, inputs.max_surge, inputs.max_unavailable, inputs.pods,
-                                        inputs.other)
-    return Decision(state=_dump(record) if record is not None else None, active=False, split=split,
-                    stable_track=track, canary_track=other_track(track), events=tuple(events),
-                    requeue_after=MOVE_REQUEUE_SECONDS if leftover else None)
+    # The canary's Deployment goes; the stable one rolls as the spec says.
+    return Decision(state=_dump(record) if record is not None else None, stable_track=track,
+                    canary_track=other_track(track), events=tuple(events))
 
 
 def _rollback(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], events: list[Event],
@@ -222,21 +219,20 @@ def _rollback(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], 
     })
     events.append(Event("Warning", reason, f"Revision {state.revision} rolled back: {message}; all traffic "
                                              f"goes to the stable revision {state.stable_revision}"))
-    return _inactive(inputs, state, events, reason, message)
+    return _inactive(inputs, state, events)
 
 
-def _inactive(inputs: Inputs, state: api.CanaryStatus, events: list[Event], reason: Optional[str] = None,
-              message: Optional[str] = None) -> Decision:
+def _inactive(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Decision:
     """Rolled back (or its revision failed before): the canary's pods go at once, the stable grows
     back as room frees."""
     split = canary_split.next_split(inputs.replicas, 0, inputs.max_surge, inputs.max_unavailable, inputs.pods,
                                         inputs.other)
     leftover = inputs.pods.canary + inputs.other
     track = inputs.stable_track
-    return Decision(state=_dump(state), active=False, split=split, stable_track=track,
+    return Decision(state=_dump(state), active=False, hold=True, split=split, stable_track=track,
                     canary_track=other_track(track), events=tuple(events),
                     requeue_after=MOVE_REQUEUE_SECONDS if leftover or split.stable != inputs.pods.stable else None,
-                    reason=reason or state.phase, message=message or state.message)
+                    reason=state.phase, message=state.message)
 
 
 def decide(inputs: Inputs, verdict: Optional[analysis_mod.Verdict] = None) -> Decision:
@@ -247,7 +243,9 @@ def decide(inputs: Inputs, verdict: Optional[analysis_mod.Verdict] = None) -> De
     cfg = inputs.canary
     desired = inputs.desired_revision
 
-    if cfg is None or inputs.stable_revision is None or desired is None or desired == inputs.stable_revision:
+    promoted = state is not None and state.phase == PROMOTED and state.revision == desired
+    if (cfg is None or inputs.stable_revision is None or desired is None or desired == inputs.stable_revision
+            or promoted):
         if state is not None and state.phase in ACTIVE:
             why = ("the spec went back to the stable revision" if desired == inputs.stable_revision
                    else "spec.rollout.canary was removed")
@@ -444,7 +442,8 @@ def _active(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Dec
     if not _ready_enough(inputs, weight) and state.ready_at is None:
         started = parse_time(state.step_started_at) or inputs.now
         waits.append(max(started + deadline(inputs) - inputs.now, 1.0))
-    return Decision(state=_dump(state), active=True, split=split, stable_track=track, canary_track=other_track(track),
+    return Decision(state=_dump(state), active=True, hold=True, split=split, stable_track=track,
+                    canary_track=other_track(track),
                     route_weight=route, events=tuple(events), requeue_after=min(waits) if waits else None,
                     reason=f"Canary{state.phase}", message=describe(inputs, state))
 

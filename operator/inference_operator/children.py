@@ -155,8 +155,12 @@ REGISTRY: tuple[ChildKind, ...] = (
     ChildKind(DEPLOYMENT, lambda n: n.predictor, _deployment_drift),
     ChildKind(SERVICE, lambda n: n.service, _service_drift),
     ChildKind(PDB, lambda n: n.pdb, _pdb_drift),
+    # The canary track's Deployment (canary.py): a canary, or the stable revision after a promotion.
+    ChildKind(DEPLOYMENT, lambda n: n.predictor_canary, _deployment_drift),
 )
 WORKLOAD = DEPLOYMENT  # the child that runs pods
+# Each kind once (two Deployments share one): what is watched and cached.
+CHILD_KINDS: tuple[Kind, ...] = tuple(dict.fromkeys(child.kind for child in REGISTRY))
 KINDS = {child.kind.kind: child.kind for child in REGISTRY}
 KINDS[REPLICASET.kind] = REPLICASET
 _BY_KIND = {child.kind.kind: child for child in REGISTRY}

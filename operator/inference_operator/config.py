@@ -17,6 +17,8 @@ class OperatorConfig:
     default_image: str = DEFAULT_TRITON_IMAGE
     cluster_domain: str = "cluster.local"
     operator_image: str = DEFAULT_OPERATOR_IMAGE
+    # Where canary analysis asks, unless an InferenceService names its own Prometheus.
+    prometheus_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "OperatorConfig":
@@ -25,4 +27,5 @@ class OperatorConfig:
             default_image=env.get("INFERENCE_OPERATOR_TRITON_IMAGE") or DEFAULT_TRITON_IMAGE,
             cluster_domain=env.get("INFERENCE_OPERATOR_CLUSTER_DOMAIN") or "cluster.local",
             operator_image=env.get("INFERENCE_OPERATOR_IMAGE") or DEFAULT_OPERATOR_IMAGE,
+            prometheus_url=env.get("INFERENCE_OPERATOR_PROMETHEUS_URL") or None,
         )

@@ -32,7 +32,7 @@ CHILD_EVENT_DELAY = 0.25
 CHILD_LABELS = {"app.kubernetes.io/managed-by": naming.MANAGED_BY}
 # The child kinds of the registry, and pods: streamed with our label only.
 CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
-                        for k in [c.kind for c in children.REGISTRY] + [children.POD, children.REPLICASET])
+                        for k in [*children.CHILD_KINDS, children.POD, children.REPLICASET])
 
 _config = OperatorConfig.from_env()
 _slow_retry_seconds = SLOW_RETRY_SECONDS

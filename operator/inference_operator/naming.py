@@ -22,6 +22,9 @@ SPEC_HASH_ANNOTATION = f"{LABEL_PREFIX}/spec-hash"
 # their selector and carry no track label; their pods count as stable.
 TRACK_LABEL = f"{LABEL_PREFIX}/track"
 STABLE = "stable"
+# The second track, where a canary runs. After a promotion its Deployment runs the stable revision
+# (status.canary.stableTrack says which track does) and the next canary runs in the other.
+CANARY = "canary"
 MANAGED_BY = "inference-operator"
 COMPONENT = "predictor"
 # The init container that fetches the model; status reads its termination message.
@@ -33,13 +36,21 @@ PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 @dataclasses.dataclass(frozen=True)
 class Names:
     instance: str  # the InferenceService's own name
-    predictor: str
+    predictor: str  # the Deployment of the stable track
+    predictor_canary: str  # the Deployment of the canary track
     service: str
     pdb: str
 
 
 def names(name: str) -> Names:
-    return Names(instance=name, predictor=f"{name}-predictor", service=name, pdb=f"{name}-predictor")
+    return Names(instance=name, predictor=f"{name}-predictor", predictor_canary=f"{name}-predictor-canary",
+                 service=name, pdb=f"{name}-predictor")
+
+
+def predictor(name: str, track: str | None) -> str:
+    """The Deployment of a track (None: one made before tracks, named as the stable one)."""
+    n = names(name)
+    return n.predictor_canary if track == CANARY else n.predictor
 
 
 def selector(name: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
-from . import api, children, defaults, migration, naming, render, status
+from . import api, canary, children, defaults, migration, naming, render, rollout, status
 from . import kube as kube_errors
 from .config import OperatorConfig
 from .children import Ref
@@ -110,6 +110,9 @@ class Desired:
     operator_defaults: Optional[dict[str, str]] = None  # what status records of the defaults used
     # A Deployment made before tracks, due for a rollout: it is moved onto tracks (migration.py).
     migrate_from: Optional[dict[str, Any]] = None
+    # A Deployment made before tracks: no canary until it is moved onto tracks.
+    legacy: bool = False
+    config: Optional[OperatorConfig] = None  # what the children are rendered with
 
 
 class RenderCache:
@@ -162,10 +165,11 @@ def desire(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig
 ) -> tuple[Desired, Optional[Problem]]:
     """The desired state, or the problem that keeps the spec from being served. Pure."""
-    live = _own_deployment(isvc, observed)
+    stable = rollout.stable_track(isvc)
+    live = _own_deployment(isvc, observed, stable)
     try:
         render_config, pins = defaults.resolve(isvc, config, live)
-        track: Optional[str] = naming.STABLE
+        track: Optional[str] = stable
         migrate_from = None
         if migration.is_legacy(live):
             # Kept as it is (no rollout for an operator upgrade) until a rollout is due anyway.
@@ -174,17 +178,23 @@ def desire(
                 track = None
             else:
                 migrate_from = live
-        stamped = [c for c in RENDERED.get(isvc, render_config, track)
-                   if children.installable(c["kind"], observed.crds)]
+        stamped = rendered(isvc, render_config, track, observed)
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
     desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins,
-                      migrate_from=migrate_from)
+                      migrate_from=migrate_from, legacy=track is None or migrate_from is not None,
+                      config=render_config)
     return desired, _check_storage(isvc, observed)
 
 
-def _own_deployment(isvc: api.InferenceService, observed: Observed) -> Optional[dict[str, Any]]:
-    live = observed.child_by_kind(children.DEPLOYMENT.kind, naming.names(isvc.name).predictor)
+def rendered(isvc: api.InferenceService, config: OperatorConfig, track: Optional[str],
+             observed: Observed) -> list[dict[str, Any]]:
+    """The stamped children with ``track``'s Deployment, of the kinds this cluster has."""
+    return [c for c in RENDERED.get(isvc, config, track) if children.installable(c["kind"], observed.crds)]
+
+
+def _own_deployment(isvc: api.InferenceService, observed: Observed, track: str) -> Optional[dict[str, Any]]:
+    live = observed.child_by_kind(children.DEPLOYMENT.kind, naming.predictor(isvc.name, track))
     if live is not None and children.controller_uid(dict(live)) == isvc.metadata.uid:
         return dict(live)
     return None
@@ -297,6 +307,7 @@ def reconcile(
     now: Callable[[], str] = utcnow,
     failures: int = 0,
     slow_retry_seconds: float = SLOW_RETRY_SECONDS,
+    analyze: Optional[rollout.Analyze] = None,
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
 
@@ -309,17 +320,17 @@ def reconcile(
         # Garbage collection and the namespace controller take the children; re-creating them
         # would only be refused.
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
+    if analyze is None:
+        analyze = rollout.analyzer(config, rollout.secret_credentials(kube))
     try:
-        outcome = _reconcile(observed, kube, config, now, failures)
+        return _reconcile(observed, kube, config, now, failures, slow_retry_seconds, analyze)
     except _Skip:
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
-    if outcome.requeue_after is not None:
-        outcome = dataclasses.replace(outcome, requeue_after=slow_retry_seconds)
-    return outcome
 
 
 def _reconcile(
-    observed: Observed, kube: Kube, config: OperatorConfig, now: Callable[[], str], failures: int
+    observed: Observed, kube: Kube, config: OperatorConfig, now: Callable[[], str], failures: int,
+    slow_retry_seconds: float, analyze: rollout.Analyze,
 ) -> Outcome:
     body = observed.isvc
     isvc, problem = _parse(body)
@@ -327,6 +338,13 @@ def _reconcile(
     if problem is None:
         want, problem = desire(isvc, observed, config)
     desired = want.children
+    at = now()
+    rolling: Optional[rollout.Plan] = None
+    if problem is None and not want.legacy:
+        assert want.config is not None
+        rolling = rollout.plan(isvc, observed, lambda track: rendered(isvc, want.config, track, observed),
+                            want.revision, canary.parse_time(at) or 0.0, analyze)
+        desired = rolling.children
 
     refs = children.possible_refs(isvc)
     live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}
@@ -336,6 +354,8 @@ def _reconcile(
     if problem is None:
         # A legacy Deployment being moved onto tracks is deleted first; its successor comes later.
         hold = frozenset({refs[0]}) if want.migrate_from is not None else frozenset()
+        if rolling is not None:
+            hold |= rolling.hold
         if want.migrate_from is not None:
             legacy_ref = refs[0]
             status_deployment = want.migrate_from
@@ -355,8 +375,16 @@ def _reconcile(
                         break
                     live[ref] = None
                     deleted.append(str(ref))
+        if problem is None and rolling is not None:
+            for ref, replicas in rolling.scale.items():
+                try:
+                    live[ref] = kube.patch(ref, {"spec": {"replicas": replicas}})
+                except ApiError as exc:
+                    problem = _write_problem(exc, str(ref), failures)
+                    break
+                applied.append(f"{ref} (replicas {replicas})")
 
-    deployment_ref = refs[0]
+    deployment_ref = rolling.stable if rolling is not None else refs[0]
     deployment = status_deployment or live.get(deployment_ref)
     if deployment is not None and children.controller_uid(deployment) != isvc.metadata.uid:
         deployment = None
@@ -369,6 +397,13 @@ def _reconcile(
     desired_revision = want.revision if problem is None else None
 
     old_status = status.comparable(body.get("status") or {})
+    view = None
+    if rolling is not None:
+        d = rolling.decision
+        view = status.CanaryView(
+            state=d.state, active=d.active, held=d.hold and not d.active, reason=d.reason, message=d.message,
+            revision=(d.state or {}).get("revision"), stable_revision=isvc.status.revision,
+            deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted)
     new_status = status.compute(
         isvc,
         deployment=deployment,
@@ -376,9 +411,10 @@ def _reconcile(
         desired_revision=desired_revision,
         problem=problem,
         config=config,
-        now=now(),
+        now=at,
         children_changed=bool(applied or deleted),
         operator_defaults=want.operator_defaults if problem is None else None,
+        canary=view,
     )
     written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:
@@ -393,13 +429,18 @@ def _reconcile(
             raise  # 409: the InferenceService moved on; the runner runs the pass again
 
     transitions = status.events(old_status, new_status) if written_isvc is not None else []
+    if written_isvc is not None and rolling is not None:
+        transitions = list(rolling.decision.events) + transitions
     for event in _with_children(transitions, applied, deleted):
         try:
             kube.event(isvc, event)
         except ApiError as exc:  # an Event is a courtesy; it never fails the pass
             log.warning("could not post event %s for %s/%s: %s", event.reason, isvc.namespace, isvc.name, exc)
 
-    requeue = SLOW_RETRY_SECONDS if problem is not None and problem.reason in RETRYABLE else None
+    waits = [slow_retry_seconds] if problem is not None and problem.reason in RETRYABLE else []
+    if problem is None and rolling is not None and rolling.decision.requeue_after is not None:
+        waits.append(rolling.decision.requeue_after)
+    requeue = min(waits) if waits else None
     return Outcome(
         applied=applied, deleted=deleted, status_written=written_isvc is not None, problem=problem,
         requeue_after=requeue,

@@ -16,8 +16,8 @@ import yaml
 
 from . import api, model_config
 from .naming import (
-    PORTS, REVISION_LABEL, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, content_hash, labels, names, selector,
-    workload_selector,
+    PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, content_hash, labels, names, predictor,
+    selector, workload_selector,
 )
 from .config import OperatorConfig
 
@@ -330,8 +330,19 @@ def render(
     before tracks existed (reconcile passes what it observes).
     """
     ctx = context(isvc, config)
-    stable = Workload(name=ctx["names"].predictor, track=track, replicas=isvc.spec.replicas)
+    stable = Workload(name=predictor(isvc.name, track), track=track, replicas=isvc.spec.replicas)
     children = [deployment(ctx, pod_template(ctx), stable), _render_template("service.yaml.j2", ctx)]
     if isvc.spec.replicas > 1:
         children.append(_render_template("poddisruptionbudget.yaml.j2", ctx))
     return children
+
+
+def as_canary(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """A rendered Deployment as a canary's: the replica count of its step, and its pods replaced
+    all at once (a new revision mid-canary: never a surge beyond what canary_split allows). The
+    stable one rolls. Unstamped: its caller stamps it again."""
+    result = copy.deepcopy(deployment)
+    result["spec"]["replicas"] = replicas
+    result["spec"]["strategy"] = {"type": "Recreate"}
+    result["metadata"].get("annotations", {}).pop(SPEC_HASH_ANNOTATION, None)
+    return result

@@ -186,6 +186,26 @@ def _ready(pod: dict[str, Any]) -> bool:
     return bool(c and c.get("status") == "True")
 
 
+pod_ready = _ready
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryView:
+    """What status says of a canary (canary.py decides it): running, or a rolled-back revision the
+    spec still names (held off: the stable revision serves), and status.canary itself."""
+
+    state: Optional[dict[str, Any]]
+    active: bool = False
+    held: bool = False
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    revision: Optional[str] = None  # under test, or rolled back
+    stable_revision: Optional[str] = None
+    # The canary's Deployment while it runs: its replicas count in status.replicas.
+    deployment: Optional[dict[str, Any]] = None
+    promoted: bool = False  # this pass finished a promotion: the desired revision is rolled out
+
+
 def _was_ready(pod: dict[str, Any]) -> bool:
     """A replica that served and no longer does (capacity lost), as opposed to one still starting
     (scheduling, pulling, loading its model: capacity on its way).
@@ -255,6 +275,7 @@ def compute(
     now: str,
     children_changed: bool = False,
     operator_defaults: Optional[dict[str, str]] = None,
+    canary: Optional[CanaryView] = None,
 ) -> dict[str, Any]:
     """The status the InferenceService should have, as the JSON the API server stores."""
     generation = isvc.metadata.generation
@@ -274,7 +295,9 @@ def compute(
         and rollout.updated == rollout.replicas
     )
     max_unavailable = _max_unavailable(isvc)
-    if problem:
+    if canary is not None and (canary.active or canary.held) and not problem:
+        ready, progressing, degraded = _canary_conditions(canary, counts, degraded)
+    elif problem:
         serving = counts.other_ready or (rollout.available if rollout and not children_changed else 0)
         keep = f" The previous revision keeps serving ({serving} ready)." if serving else ""
         ready = ("False", problem.reason, problem.message + keep)
@@ -340,6 +363,8 @@ def compute(
     stalled_by = problem or (
         Problem("ProgressDeadlineExceeded", rollout.stuck) if rollout is not None and rollout.stuck else None
     )
+    if canary is not None and canary.held and not problem:
+        stalled_by = degraded
     stalled = ("True", stalled_by.reason, stalled_by.message) if stalled_by else ("False", "AsExpected", "")
 
     old = {c.type: c for c in previous.conditions}
@@ -360,14 +385,18 @@ def compute(
         )
 
     revision = previous.revision
-    if rollout is not None and rollout.complete and not problem:
+    if (rollout is not None and rollout.complete or canary is not None and canary.promoted) and not problem:
         revision = desired_revision
+    replicas, ready_replicas = (rollout.replicas, rollout.ready) if rollout else (0, 0)
+    if canary is not None and canary.deployment is not None:
+        extra = rollout_of(canary.deployment, desired_revision)
+        replicas, ready_replicas = replicas + extra.replicas, ready_replicas + extra.ready
     result: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions,
         "selector": naming.selector_string(isvc.name),
-        "replicas": rollout.replicas if rollout else 0,
-        "readyReplicas": rollout.ready if rollout else 0,
+        "replicas": replicas,
+        "readyReplicas": ready_replicas,
     }
     if deployment is not None:
         result["url"] = naming.url(isvc, config)
@@ -379,7 +408,26 @@ def compute(
         result["operatorDefaults"] = dict(operator_defaults)
     elif previous.operator_defaults is not None:
         result["operatorDefaults"] = previous.operator_defaults.model_dump(by_alias=True, exclude_none=True)
+    if canary is not None and canary.state is not None:
+        result["canary"] = canary.state
+    elif canary is None and previous.canary is not None:
+        result["canary"] = previous.canary.model_dump(by_alias=True, exclude_none=True, mode="json")
     return result
+
+
+def _canary_conditions(view: CanaryView, counts: PodCounts, degraded: Optional[Problem]) -> tuple:
+    """Ready, Progressing and Degraded while a canary runs or a rolled-back revision is held off:
+    Ready describes what serves (the stable revision, said so), never the canary."""
+    serving = f"the stable revision {view.stable_revision} keeps serving ({counts.other_ready} ready)"
+    if view.active:
+        ready = ("False", "CanaryInProgress", f"Revision {view.revision} is a canary; {serving}.")
+        progressing = ("True", view.reason or "CanaryProgressing", view.message or "")
+        return ready, progressing, degraded
+    why = view.message or view.reason or ""
+    ready = ("False", view.reason or "RolledBack", f"Revision {view.revision}: {why} {serving[0].upper()}{serving[1:]}.")
+    problem = Problem(view.reason or "RolledBack",
+                      f"Revision {view.revision} is not rolled out again until the spec names another revision. {why}")
+    return ready, ("False", problem.reason, why), problem
 
 
 def comparable(status: dict[str, Any]) -> dict[str, Any]:

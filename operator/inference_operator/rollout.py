@@ -1,0 +1,146 @@
+"""Which Deployments run, at what scale, while a revision rolls out: the canary's decision
+(canary.py) applied to the rendered children. Pure, but for the analysis, which is handed in.
+
+Without ``spec.rollout.canary`` (or for an InferenceService's first revision) this is the plain
+path: the stable track's Deployment rolls as the spec says. With one, a new revision runs in the
+other track's Deployment while the stable one is held at its revision and only scaled; a promotion
+keeps the canary's Deployment as the stable one, and the other Deployment is deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+from . import analysis, api, canary, children, naming, render
+from .children import Ref
+from .config import OperatorConfig
+from .observed import Observed
+from .status import pod_ready
+
+Analyze = Callable[[api.InferenceService, canary.Inputs], analysis.Verdict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    children: list[dict[str, Any]]  # stamped, in apply order
+    hold: frozenset[Ref]  # never written by the plan: the stable Deployment while held
+    scale: dict[Ref, int]  # replica counts to set on held Deployments
+    decision: canary.Decision
+    stable: Ref  # the Deployment running the stable revision (after this pass)
+    canary: Optional[Ref]  # the canary's, while one runs
+
+
+def stable_track(isvc: api.InferenceService) -> str:
+    state = isvc.status.canary
+    return state.stable_track if state is not None and state.stable_track else naming.STABLE
+
+
+def _ref(isvc: api.InferenceService, track: str) -> Ref:
+    return Ref(children.DEPLOYMENT, isvc.namespace, naming.predictor(isvc.name, track))
+
+
+def inputs(isvc: api.InferenceService, observed: Observed, desired_revision: Optional[str], now: float) -> canary.Inputs:
+    spec = isvc.spec
+    track = stable_track(isvc)
+    pods, other = canary.pods_by_track(list(observed.pods), track, desired_revision, pod_ready)
+    return canary.Inputs(
+        canary=spec.rollout.canary, replicas=spec.replicas, max_surge=spec.rollout.max_surge,
+        max_unavailable=spec.rollout.max_unavailable,
+        startup_timeout_seconds=spec.runtime.startup_timeout_seconds, desired_revision=desired_revision,
+        stable_revision=isvc.status.revision, state=isvc.status.canary, pods=pods, other=other,
+        actions=canary.actions_of(dict(isvc.metadata.annotations)), now=now,
+    )
+
+
+def plan(
+    isvc: api.InferenceService,
+    observed: Observed,
+    rendered: Callable[[str], list[dict[str, Any]]],
+    desired_revision: Optional[str],
+    now: float,
+    analyze: Analyze,
+    legacy: bool = False,
+) -> Plan:
+    """The children to apply, hold and scale. ``rendered(track)`` gives the stamped children with
+    that track's Deployment; ``legacy`` (a Deployment made before tracks) keeps the plain path."""
+    spec_inputs = inputs(isvc, observed, desired_revision, now)
+    if legacy:
+        spec_inputs = dataclasses.replace(spec_inputs, canary=None)
+    verdict = analyze(isvc, spec_inputs) if canary.analysis_due(spec_inputs) else None
+    decision = canary.decide(spec_inputs, verdict)
+    stable = decision.stable_track
+    desired = rendered(stable)
+    stable_ref = _ref(isvc, stable)
+    if not decision.hold:
+        return Plan(children=desired, hold=frozenset(), scale={}, decision=decision, stable=stable_ref, canary=None)
+    scale: dict[Ref, int] = {}
+    assert decision.split is not None
+    live = observed.child(stable_ref)
+    if live is not None and (live.get("spec") or {}).get("replicas") != decision.split.stable:
+        scale[stable_ref] = decision.split.stable
+    canary_ref = None
+    if decision.active:
+        canary_ref = _ref(isvc, decision.canary_track)
+        deployment = render.as_canary(rendered(decision.canary_track)[0], decision.split.canary)
+        desired = desired + [children.stamp(deployment, isvc)]
+    return Plan(children=desired, hold=frozenset({stable_ref}), scale=scale, decision=decision, stable=stable_ref,
+                canary=canary_ref)
+
+
+def prometheus_address(isvc: api.InferenceService, config: OperatorConfig) -> Optional[str]:
+    cfg = isvc.spec.rollout.canary
+    if cfg is not None and cfg.analysis.prometheus.address:
+        return cfg.analysis.prometheus.address
+    return config.prometheus_url
+
+
+def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.Auth]) -> Analyze:
+    """The analysis against the real Prometheus: its address from the spec or the operator's
+    environment, credentials from the named Secret (``credentials(namespace, name)``)."""
+
+    def analyze(isvc: api.InferenceService, inputs: canary.Inputs) -> analysis.Verdict:
+        cfg = inputs.canary
+        assert cfg is not None and inputs.state is not None
+        address = prometheus_address(isvc, config)
+        if not address:
+            message = ("no Prometheus to ask: set spec.rollout.canary.analysis.prometheus.address, or "
+                       "INFERENCE_OPERATOR_PROMETHEUS_URL for the operator")
+            return analysis.Verdict(analysis.ERROR, tuple(
+                api.CheckResult(name=c.name, result=analysis.ERROR, message=message) for c in cfg.analysis.checks),
+                None, message)
+        auth = analysis.Auth()
+        if cfg.analysis.prometheus.secret_name:
+            try:
+                auth = credentials(isvc.namespace, cfg.analysis.prometheus.secret_name)
+            except Exception as exc:  # noqa: BLE001 -- whatever keeps us from the Secret holds the canary
+                message = f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {exc}"
+                return analysis.Verdict(analysis.ERROR, tuple(
+                    api.CheckResult(name=c.name, result=analysis.ERROR, message=message)
+                    for c in cfg.analysis.checks), None, message)
+        query = analysis.prometheus_query(address, auth, at=inputs.now)
+        return analysis.run(cfg.analysis, isvc.namespace, isvc.spec.model.name, inputs.state.revision or "",
+                            inputs.state.stable_revision, query)
+
+    return analyze
+
+
+SECRET = children.Kind("v1", "Secret", "secrets")
+
+
+def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
+    """Prometheus credentials from a Secret: ``token`` (bearer), or ``username`` and ``password``
+    (basic). Read when an analysis runs, never cached (a rotated token is used at once)."""
+    import base64
+
+    def read(namespace: str, name: str) -> analysis.Auth:
+        secret = kube.get(Ref(SECRET, namespace, name))
+        if secret is None:
+            raise LookupError(f"Secret {namespace}/{name} does not exist")
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        if not data.get("token") and not data.get("username"):
+            raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")
+        return analysis.Auth(token=data.get("token") or None, username=data.get("username") or None,
+                             password=data.get("password") or None)
+
+    return read

@@ -1,0 +1,190 @@
+"""A canary through reconcile passes over an in-memory Kube whose Deployments make pods the way the
+deployment controller would: what is written, held and deleted, what status and Events say."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+from inference_operator import analysis, api, canary, naming
+from inference_operator.children import DEPLOYMENT, Ref
+from inference_operator.reconcile import reconcile
+
+from .conftest import CONFIG, isvc_body
+
+STABLE = Ref(DEPLOYMENT, "ns", "demo-predictor")
+CANARY = Ref(DEPLOYMENT, "ns", "demo-predictor-canary")
+_names = itertools.count(1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.at = 1_800_000_000.0
+
+    def __call__(self) -> str:
+        return canary.format_time(self.at)
+
+
+def materialize(kube) -> None:
+    """The deployment controller and kubelet at once: each Deployment's pods at its template's
+    revision, as many as its replicas, ready; pods of another revision replaced (Recreate)."""
+    pods = []
+    for ref, dep in kube.objects.items():
+        if ref.kind.kind != "Deployment":
+            continue
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        mine = [p for p in kube.pods if p["metadata"]["labels"].get(naming.TRACK_LABEL) == labels[naming.TRACK_LABEL]
+                and p["metadata"]["labels"][naming.REVISION_LABEL] == labels[naming.REVISION_LABEL]]
+        r = dep["spec"]["replicas"]
+        mine = mine[:r]
+        while len(mine) < r:
+            mine.append({"metadata": {"name": f"{ref.name}-{next(_names)}", "labels": dict(labels)},
+                         "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+        pods += mine
+        dep["status"] = {
+            "observedGeneration": dep["metadata"]["generation"], "replicas": r, "updatedReplicas": r,
+            "readyReplicas": r, "availableReplicas": r,
+            "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+        }
+    kube.pods = pods
+
+
+def run(kube, body, clock, analyze):
+    outcome = reconcile(kube.observe(body), kube, CONFIG, now=clock, analyze=analyze)
+    if outcome.status_written:
+        body["status"] = copy.deepcopy(kube.last_status)
+    return outcome
+
+
+def cond(body, ctype):
+    return next(c for c in body["status"]["conditions"] if c["type"] == ctype)
+
+
+def verdicts(result: str, asked: list):
+    def analyze(isvc, inputs):
+        asked.append(inputs.state.revision)
+        check = api.CheckResult(name="errorRate", result=result, value=0.2 if result == "Fail" else 0.0,
+                                bound="max 1%", message="20% > max 1%" if result == "Fail" else "0% within max 1%")
+        return analysis.Verdict(result, (check,), 100, "errorRate")
+    return analyze
+
+
+CANARY_SPEC = {"maxSurge": 1, "maxUnavailable": 0, "canary": {
+    "steps": [{"weight": 50}], "analysis": {"interval": "10s", "initialDelay": "10s", "checksPerStep": 2}}}
+
+
+def started(fake_kube, result="Pass"):
+    clock, asked = Clock(), []
+    body = isvc_body(replicas=2, rollout=CANARY_SPEC)
+    analyze = verdicts(result, asked)
+    run(fake_kube, body, clock, analyze)
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    assert cond(body, "Ready")["status"] == "True" and "canary" not in body["status"]  # a first revision rolls out
+    old = body["status"]["revision"]
+    body["spec"]["model"]["version"] = 2
+    body["metadata"]["generation"] = 2
+    fake_kube.writes.clear()
+    run(fake_kube, body, clock, analyze)
+    return body, clock, asked, analyze, old
+
+
+def walk(fake_kube, body, clock, analyze, until, passes=100):
+    for _ in range(passes):
+        materialize(fake_kube)
+        clock.at += 5
+        run(fake_kube, body, clock, analyze)
+        if until(body):
+            return
+    raise AssertionError(body["status"])
+
+
+def test_a_new_revision_starts_a_canary_beside_the_held_stable(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    state = body["status"]["canary"]
+    assert state["phase"] == "Progressing" and state["weight"] == 50 and state["stableRevision"] == old
+    assert fake_kube.writes[0] == ("apply", "Deployment/demo-predictor-canary")
+    assert ("apply", "Deployment/demo-predictor") not in fake_kube.writes  # held at its revision
+    dep = fake_kube.objects[CANARY]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert naming.revision_of(fake_kube.objects[STABLE]) == old
+    assert cond(body, "Ready")["reason"] == "CanaryInProgress" and old in cond(body, "Ready")["message"]
+    assert cond(body, "Progressing")["status"] == "True" and cond(body, "Progressing")["reason"] == "CanaryProgressing"
+    assert [e.reason for e in fake_kube.events][-1:] == ["CanaryStarted"] or \
+        "CanaryStarted" in [e.reason for e in fake_kube.events]
+    assert body["status"]["revision"] == old
+
+
+def test_a_pass_that_changes_nothing_writes_nothing_during_a_canary(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    for _ in range(3):  # the pods move to the step's split; no time passes
+        materialize(fake_kube)
+        run(fake_kube, body, clock, analyze)
+    assert fake_kube.objects[STABLE]["spec"]["replicas"] == 1 and fake_kube.objects[CANARY]["spec"]["replicas"] == 1
+    materialize(fake_kube)
+    fake_kube.writes.clear()
+    outcome = run(fake_kube, body, clock, analyze)
+    assert fake_kube.writes == [] and not outcome.status_written
+    assert outcome.requeue_after is not None and outcome.requeue_after > 0
+
+
+def test_a_good_canary_is_promoted_and_its_pods_serve_on(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    new = body["status"]["canary"]["revision"]
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"]["phase"] == "Promoting")
+    materialize(fake_kube)
+    canary_pods = {p["metadata"]["name"] for p in fake_kube.pods
+                   if p["metadata"]["labels"][naming.TRACK_LABEL] == "canary"}
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"]["phase"] == "Promoted")
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    materialize(fake_kube)
+    assert body["status"]["revision"] == new and body["status"]["canary"]["stableTrack"] == "canary"
+    assert STABLE not in fake_kube.objects, "the old stable Deployment stays"
+    dep = fake_kube.objects[CANARY]
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    serving = {p["metadata"]["name"] for p in fake_kube.pods}
+    assert canary_pods <= serving and len(serving) == 2, "promotion restarted the canary's pods"
+    assert cond(body, "Ready")["status"] == "True" and cond(body, "Progressing")["reason"] == "RolloutComplete"
+    reasons = [e.reason for e in fake_kube.events]
+    assert "CanaryPromoting" in reasons and "CanaryPromoted" in reasons
+    assert len(asked) == 2 and set(asked) == {new}
+    # The next revision's canary runs in the other track.
+    body["spec"]["model"]["version"] = 3
+    run(fake_kube, body, clock, analyze)
+    assert STABLE in fake_kube.objects and fake_kube.objects[STABLE]["spec"]["strategy"] == {"type": "Recreate"}
+    assert body["status"]["canary"]["stableTrack"] == "canary"
+
+
+def test_a_failing_canary_is_rolled_back_and_not_tried_again(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube, result="Fail")
+    new = body["status"]["canary"]["revision"]
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"]["phase"] == "RolledBack")
+    assert CANARY not in fake_kube.objects
+    assert fake_kube.objects[STABLE]["spec"]["replicas"] == 2 and naming.revision_of(fake_kube.objects[STABLE]) == old
+    assert body["status"]["canary"]["failedRevision"] == new and body["status"]["revision"] == old
+    for ctype, status in (("Ready", "False"), ("Degraded", "True"), ("Stalled", "True"), ("Progressing", "False")):
+        assert cond(body, ctype)["status"] == status and cond(body, ctype)["reason"] == "RolledBack", ctype
+    assert "keeps serving (2 ready)" in cond(body, "Ready")["message"] or "keeps serving" in cond(body, "Ready")["message"]
+    warning = next(e for e in fake_kube.events if e.reason == "AnalysisFailed")
+    assert warning.type == "Warning" and "errorRate" in warning.message and "max 1%" in warning.message
+    # Held off: passes later change nothing and write nothing.
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    fake_kube.writes.clear()
+    for _ in range(3):
+        clock.at += 30
+        materialize(fake_kube)
+        run(fake_kube, body, clock, analyze)
+    assert fake_kube.writes == [] and CANARY not in fake_kube.objects
+
+
+def test_reverting_the_spec_aborts_the_canary(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    materialize(fake_kube)
+    del body["spec"]["model"]["version"]
+    run(fake_kube, body, clock, analyze)
+    assert CANARY not in fake_kube.objects and body["status"]["canary"]["phase"] == "Aborted"
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    assert cond(body, "Ready")["status"] == "True" and fake_kube.objects[STABLE]["spec"]["replicas"] == 2
