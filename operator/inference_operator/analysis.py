@@ -89,7 +89,9 @@ def check_query(check: api.Check, sel: str, window: str) -> str:
         return _per_request(["nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
                              "nv_inference_compute_output_duration_us"], sel, window)
     if check.name == "latencyQuantile":
-        # Triton's summaries are per process and cannot be merged: the worst pod's quantile.
+        # Triton's summaries are per process and cannot be merged: the worst pod's quantile. A
+        # summary covers its own span (Triton's, not the window): minRequests keeps a quiet
+        # canary from passing on old requests, but the quantile may mix in some from before.
         return f'max(nv_inference_request_summary_us{{{sel},quantile="{check.quantile:g}"}}) / 1e6'
     raise ValueError(f"unknown check {check.name}")
 
@@ -159,10 +161,13 @@ class Verdict:
         return "; ".join(f"{c.name}: {c.message}" for c in self.checks if c.result == FAIL)
 
 
+def _bounds(check: api.Check) -> str:
+    return ", ".join(b for b in (check.max and f"max {check.max}",
+                                 check.max_increase and f"maxIncrease {check.max_increase}") if b)
+
+
 def _judge_check(check: api.Check, value: Answer, stable: Answer) -> api.CheckResult:
-    bounds = [b for b in (check.max and f"max {check.max}",
-                          check.max_increase and f"maxIncrease {check.max_increase}") if b]
-    bound_text = ", ".join(bounds)
+    bound_text = _bounds(check)
     if value is None:
         return api.CheckResult(name=check.name, result=INCONCLUSIVE, bound=bound_text, stable=stable,
                                message="no data for the canary")
@@ -195,9 +200,7 @@ def judge(analysis: api.Analysis, requests: Answer, canary: dict[str, Answer], s
         message = f"{n} requests to the canary in the window, fewer than minRequests {analysis.min_requests}"
         return Verdict(INCONCLUSIVE, tuple(
             api.CheckResult(name=c.name, result=INCONCLUSIVE, value=canary.get(c.name), stable=stable.get(c.name),
-                            bound=", ".join(b for b in (c.max and f"max {c.max}",
-                                                        c.max_increase and f"maxIncrease {c.max_increase}") if b),
-                            message=message)
+                            bound=_bounds(c), message=message)
             for c in analysis.checks), requests, message)
     results = tuple(_judge_check(c, canary.get(c.name), stable.get(c.name)) for c in analysis.checks)
     if any(r.result == FAIL for r in results):
@@ -224,7 +227,7 @@ def run(analysis: api.Analysis, namespace: str, model: str, canary: str, stable:
         stable_values = {name: query(text) for name, text in q.stable.items()}
     except QueryError as exc:
         message = f"Prometheus could not be queried: {exc}"
-        return Verdict(ERROR, tuple(api.CheckResult(name=c.name, result=ERROR, message=message)
+        return Verdict(ERROR, tuple(api.CheckResult(name=c.name, result=ERROR, bound=_bounds(c), message=message)
                                     for c in analysis.checks), None, message)
     return judge(analysis, requests, canary_values, stable_values)
 
@@ -255,6 +258,12 @@ def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = No
     def query(text: str) -> Answer:
         try:
             result = client.custom_query(text, params=params)
+        except requests.Timeout as exc:
+            raise QueryError(f"no answer from {address} within {timeout:g}s") from exc
+        except requests.ConnectionError as exc:
+            # The client's text is mostly the URL with the query: say what went wrong instead.
+            cause = re.sub(r"HTTPConnectionPool\(.*?\): Max retries exceeded with url: \S+ ", "", str(exc))
+            raise QueryError(_one_line(f"cannot connect to {address}: {cause}")) from exc
         except (PrometheusApiClientException, requests.RequestException, ValueError) as exc:
             raise QueryError(_one_line(str(exc))) from exc
         values = []

@@ -558,7 +558,8 @@ class Check(Base):
         ge=0.01,
         le=0.999,
         description="latencyQuantile: which one (0.5, 0.9, 0.95, 0.99); Triton reports them with "
-        "--metrics-config=summary_latencies=true.",
+        "--metrics-config=summary_latencies=true, per pod and over its own span, not the window: the "
+        "worst pod's is compared.",
     )
     query: Optional[str] = Field(
         default=None,
