@@ -56,6 +56,7 @@ class FakeKube:
         self.reads: list[str] = []
         self.apply_attempts = 0
         self.stale: bool = False  # patch_status answers 409, as for a stale resourceVersion
+        self.crds: frozenset[str] = frozenset()  # CRDs installed (optional child kinds)
 
     # reads
     def get(self, ref: Ref) -> Optional[dict[str, Any]]:
@@ -73,7 +74,8 @@ class FakeKube:
         sets = tuple(copy.deepcopy(obj) for ref, obj in sorted(mine.items(), key=lambda i: i[0].name)
                      if ref.kind.kind == "ReplicaSet")
         return Observed(isvc=copy.deepcopy(body), children=children, pods=tuple(copy.deepcopy(self.pods)),
-                        claims=frozenset(self.pvcs), namespace_terminating=terminating, replicasets=sets)
+                        claims=frozenset(self.pvcs), namespace_terminating=terminating, replicasets=sets,
+                        crds=self.crds)
 
     # writes
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:

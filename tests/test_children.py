@@ -166,15 +166,20 @@ def test_every_rendered_child_is_in_the_registry_and_the_watches():
     from inference_operator import handlers
 
     isvc = api.parse(isvc_body(replicas=3))
+    from inference_operator import traffic
+
+    routed = api.parse(isvc_body(replicas=3, rollout={"canary": {
+        "steps": [{"weight": 10}], "traffic": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}}))
     rendered = {c["kind"] for c in render.render(isvc, CONFIG)} | {
-        c["kind"] for c in render.render(isvc, CONFIG, track="canary")}
+        c["kind"] for c in render.render(isvc, CONFIG, track="canary")} | {
+        c["kind"] for c in traffic.children(routed, "stable", "canary", 10)}
     registered = {child.kind.kind for child in children.REGISTRY}
     assert rendered == registered
     watched = {kind for _, _, _, kind in handlers.CHILD_RESOURCES}
     assert registered | {"Pod", "ReplicaSet"} == watched
     assert [str(r) for r in children.possible_refs(isvc)] == [
         "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor",
-        "Deployment/demo-predictor-canary"]
+        "Deployment/demo-predictor-canary", "Service/demo-stable", "Service/demo-canary", "HTTPRoute/demo"]
     assert render.render(isvc, CONFIG, track="canary")[0]["metadata"]["name"] == "demo-predictor-canary"
 
 

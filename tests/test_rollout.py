@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 
-from inference_operator import analysis, api, canary, naming
+from inference_operator import analysis, api, canary, children, naming
 from inference_operator.children import DEPLOYMENT, Ref
 from inference_operator.reconcile import reconcile
 
@@ -188,3 +188,75 @@ def test_reverting_the_spec_aborts_the_canary(fake_kube):
     materialize(fake_kube)
     run(fake_kube, body, clock, analyze)
     assert cond(body, "Ready")["status"] == "True" and fake_kube.objects[STABLE]["spec"]["replicas"] == 2
+
+
+GATEWAY = {"maxSurge": 1, "maxUnavailable": 0, "canary": {
+    "steps": [{"weight": 20}, {"weight": 60}], "traffic": "gatewayAPI",
+    "gatewayAPI": {"parentRefs": [{"name": "edge", "namespace": "infra"}], "hostnames": ["demo.example.com"]},
+    "analysis": {"interval": "10s", "initialDelay": "10s", "checksPerStep": 1}}}
+ROUTE = Ref(children.HTTPROUTE, "ns", "demo")
+ROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+
+
+def weights(kube) -> list:
+    return [(b["name"], b["weight"]) for b in kube.objects[ROUTE]["spec"]["rules"][0]["backendRefs"]]
+
+
+def selects(kube, name) -> str:
+    return kube.objects[Ref(children.SERVICE, "ns", name)]["spec"]["selector"][naming.TRACK_LABEL]
+
+
+def test_gateway_api_routes_exact_weights_between_role_services(fake_kube):
+    fake_kube.crds = frozenset({ROUTE_CRD})
+    clock, asked = Clock(), []
+    analyze = verdicts("Pass", asked)
+    body = isvc_body(replicas=4, rollout=GATEWAY)
+    run(fake_kube, body, clock, analyze)
+    assert weights(fake_kube) == [("demo-stable", 100), ("demo-canary", 0)]
+    route = fake_kube.objects[ROUTE]["spec"]
+    assert route["parentRefs"] == [{"name": "edge", "namespace": "infra"}] and route["hostnames"] == ["demo.example.com"]
+    assert selects(fake_kube, "demo-stable") == "stable" and selects(fake_kube, "demo-canary") == "canary"
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    body["spec"]["model"]["version"] = 2
+    run(fake_kube, body, clock, analyze)
+    assert weights(fake_kube) == [("demo-stable", 100), ("demo-canary", 0)]  # no ready canary pod yet
+    seen = []
+    for _ in range(100):
+        materialize(fake_kube)
+        clock.at += 5
+        run(fake_kube, body, clock, analyze)
+        if not seen or seen[-1] != weights(fake_kube):
+            seen.append(weights(fake_kube))
+        if body["status"]["canary"]["phase"] == "Promoted":
+            break
+    assert [w[1][1] for w in seen] == [20, 60, 100, 0], seen
+    # Promoted: the stable role's Service now selects the track the canary ran in, pods unmoved.
+    assert selects(fake_kube, "demo-stable") == "canary" and selects(fake_kube, "demo-canary") == "stable"
+    assert weights(fake_kube) == [("demo-stable", 100), ("demo-canary", 0)]
+
+
+def test_no_route_without_the_gateway_api_and_no_role_services_without_gateway_traffic(fake_kube):
+    clock, asked = Clock(), []
+    body = isvc_body(replicas=2, rollout=GATEWAY)
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert ROUTE not in fake_kube.objects and Ref(children.SERVICE, "ns", "demo-stable") in fake_kube.objects
+    body["spec"]["rollout"] = CANARY_SPEC
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert Ref(children.SERVICE, "ns", "demo-stable") not in fake_kube.objects
+
+
+def test_a_weight_changed_behind_our_back_is_put_back(fake_kube):
+    fake_kube.crds = frozenset({ROUTE_CRD})
+    clock, asked = Clock(), []
+    body = isvc_body(replicas=2, rollout=GATEWAY)
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    fake_kube.objects[ROUTE]["spec"]["rules"][0]["backendRefs"][1]["weight"] = 50
+    fake_kube.objects[ROUTE]["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": "/"}}]
+    fake_kube.writes.clear()
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert fake_kube.writes == [("apply", "HTTPRoute/demo")] and weights(fake_kube)[1] == ("demo-canary", 0)
+    fake_kube.objects[ROUTE]["spec"]["rules"][0]["matches"] = [{"path": {"type": "PathPrefix", "value": "/"}}]
+    fake_kube.writes.clear()
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert fake_kube.writes == []  # what the API server defaults is not drift

@@ -36,6 +36,7 @@ class Kind:
 DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
 POD = Kind("v1", "Pod", "pods")  # observed, never written
 # Observed; written only to move a Deployment made before tracks (migration.py).
 REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets")
@@ -137,6 +138,27 @@ def _pdb_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
             if _get(live, *path) != _get(desired, *path)]
 
 
+def _route_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """The route's parents, hostnames and backends with their weights (the API server defaults the
+    rest: matches, a backend's group and kind)."""
+    def backends(obj: dict[str, Any]) -> list[tuple]:
+        return [[(b.get("name"), b.get("port"), b.get("weight")) for b in rule.get("backendRefs") or []]
+                for rule in _get(obj, "spec", "rules") or []]
+
+    def parents(obj: dict[str, Any]) -> list[tuple]:
+        return [(p.get("name"), p.get("namespace"), p.get("sectionName"), p.get("port"))
+                for p in _get(obj, "spec", "parentRefs") or []]
+
+    found = []
+    if parents(live) != parents(desired):
+        found.append("spec.parentRefs")
+    if (_get(live, "spec", "hostnames") or []) != (_get(desired, "spec", "hostnames") or []):
+        found.append("spec.hostnames")
+    if backends(live) != backends(desired):
+        found.append("spec.rules.backendRefs")
+    return found
+
+
 @dataclasses.dataclass(frozen=True)
 class ChildKind:
     """One entry of the registry of child kinds: where the kind lives, how its child is named, and
@@ -157,6 +179,10 @@ REGISTRY: tuple[ChildKind, ...] = (
     ChildKind(PDB, lambda n: n.pdb, _pdb_drift),
     # The canary track's Deployment (canary.py): a canary, or the stable revision after a promotion.
     ChildKind(DEPLOYMENT, lambda n: n.predictor_canary, _deployment_drift),
+    # traffic: gatewayAPI (traffic.py): a Service per role and the weighted route between them.
+    ChildKind(SERVICE, lambda n: n.stable_service, _service_drift),
+    ChildKind(SERVICE, lambda n: n.canary_service, _service_drift),
+    ChildKind(HTTPROUTE, lambda n: n.route, _route_drift, crd="httproutes.gateway.networking.k8s.io"),
 )
 WORKLOAD = DEPLOYMENT  # the child that runs pods
 # Each kind once (two Deployments share one): what is watched and cached.

@@ -40,11 +40,16 @@ class Names:
     predictor_canary: str  # the Deployment of the canary track
     service: str
     pdb: str
+    # traffic: gatewayAPI: a Service per role (selecting the track that plays it) and the route.
+    stable_service: str
+    canary_service: str
+    route: str
 
 
 def names(name: str) -> Names:
     return Names(instance=name, predictor=f"{name}-predictor", predictor_canary=f"{name}-predictor-canary",
-                 service=name, pdb=f"{name}-predictor")
+                 service=name, pdb=f"{name}-predictor", stable_service=f"{name}-stable",
+                 canary_service=f"{name}-canary", route=name)
 
 
 def predictor(name: str, track: str | None) -> str:

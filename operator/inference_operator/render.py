@@ -240,7 +240,7 @@ def _environment() -> jinja2.Environment:
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _render_template(name: str, context: dict[str, Any]) -> dict[str, Any]:
+def render_template(name: str, context: dict[str, Any]) -> dict[str, Any]:
     text = _environment().get_template(name).render(**context)
     return yaml.load(text, Loader=_YAML_LOADER)
 
@@ -303,7 +303,7 @@ class Workload:
 
 
 def pod_template(ctx: dict[str, Any]) -> PodTemplate:
-    template = _render_template("podtemplate.yaml.j2", ctx)
+    template = render_template("podtemplate.yaml.j2", ctx)
     # The revision is the hash of the pod template itself: anything that restarts pods changes it.
     revision = content_hash(template)
     template["metadata"]["labels"][REVISION_LABEL] = revision
@@ -315,7 +315,7 @@ def deployment(ctx: dict[str, Any], template: PodTemplate, workload: Workload) -
     pod = copy.deepcopy(template.template)
     if workload.track is not None:
         pod["metadata"]["labels"][TRACK_LABEL] = workload.track
-    return _render_template("deployment.yaml.j2", {
+    return render_template("deployment.yaml.j2", {
         **ctx, "template": pod, "workload": workload,
         "workload_selector": workload_selector(ctx["names"].instance, workload.track),
     })
@@ -331,9 +331,9 @@ def render(
     """
     ctx = context(isvc, config)
     stable = Workload(name=predictor(isvc.name, track), track=track, replicas=isvc.spec.replicas)
-    children = [deployment(ctx, pod_template(ctx), stable), _render_template("service.yaml.j2", ctx)]
+    children = [deployment(ctx, pod_template(ctx), stable), render_template("service.yaml.j2", ctx)]
     if isvc.spec.replicas > 1:
-        children.append(_render_template("poddisruptionbudget.yaml.j2", ctx))
+        children.append(render_template("poddisruptionbudget.yaml.j2", ctx))
     return children
 
 

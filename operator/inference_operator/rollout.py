@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
-from . import analysis, api, canary, children, naming, render
+from . import analysis, api, canary, children, naming, render, traffic
 from .children import Ref
 from .config import OperatorConfig
 from .observed import Observed
@@ -70,7 +70,7 @@ def plan(
     verdict = analyze(isvc, spec_inputs) if canary.analysis_due(spec_inputs) else None
     decision = canary.decide(spec_inputs, verdict)
     stable = decision.stable_track
-    desired = rendered(stable)
+    desired = rendered(stable) + _routing(isvc, observed, decision)
     stable_ref = _ref(isvc, stable)
     if not decision.hold:
         return Plan(children=desired, hold=frozenset(), scale={}, decision=decision, stable=stable_ref, canary=None)
@@ -86,6 +86,17 @@ def plan(
         desired = desired + [children.stamp(deployment, isvc)]
     return Plan(children=desired, hold=frozenset({stable_ref}), scale=scale, decision=decision, stable=stable_ref,
                 canary=canary_ref)
+
+
+def _routing(isvc: api.InferenceService, observed: Observed, decision: canary.Decision) -> list[dict[str, Any]]:
+    """traffic: gatewayAPI: the role Services and the route, at the decision's weight (0 when no
+    canary runs), stamped; the route only where its CRD is installed."""
+    cfg = isvc.spec.rollout.canary
+    if cfg is None or cfg.traffic != "gatewayAPI":
+        return []
+    weight = decision.route_weight if decision.active else 0
+    built = traffic.children(isvc, decision.stable_track, decision.canary_track, weight)
+    return [children.stamp(c, isvc) for c in built if children.installable(c["kind"], observed.crds)]
 
 
 def prometheus_address(isvc: api.InferenceService, config: OperatorConfig) -> Optional[str]:
