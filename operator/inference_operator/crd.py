@@ -177,6 +177,11 @@ def build_crd() -> dict[str, Any]:
                         },
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
                         {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
+                        # The last canary: its phase, and the weight it asks for and actually gets.
+                        {"name": "Canary", "type": "string", "jsonPath": ".status.canary.phase"},
+                        {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.weight"},
+                        {"name": "Effective", "type": "integer", "jsonPath": ".status.canary.effectiveWeight",
+                         "priority": 1},
                         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
