@@ -368,3 +368,13 @@ def test_checks_run_one_interval_apart():
             times.append(at)
     gaps = [canary.parse_time(b) - canary.parse_time(a) for a, b in zip(times, times[1:])]
     assert len(times) >= 4 and min(gaps) >= 10, gaps
+
+
+def test_too_few_replicas_for_a_step_is_a_warning_once_per_step():
+    w = World(spec(steps=[{"weight": 10}, {"weight": 50}]), replicas=2, max_surge=0, max_unavailable=1,
+              pods=Pods(2, 0, 2, 0))
+    w.run(until=lambda w: w.state.get("phase") == PROMOTED)
+    assert w.events.count("TooFewReplicas") == 1  # 10% of 2 is 1 of 2 pods; 50% is exact
+    w = World(spec(steps=[{"weight": 25}, {"weight": 50}]))  # 4 replicas: both exact
+    w.run(until=lambda w: w.state.get("phase") == PROMOTED)
+    assert "TooFewReplicas" not in w.events

@@ -269,6 +269,7 @@ def decide(inputs: Inputs, verdict: Optional[analysis_mod.Verdict] = None) -> De
         events.append(Event("Normal", "CanaryStarted",
                             f"Canary of revision {desired} started at {state.weight}% "
                             f"(stable revision {inputs.stable_revision})"))
+        _too_few(inputs, state.weight or 0, events)
         new = set()
 
     return _advance(inputs, state, handled, new, events, verdict)
@@ -380,6 +381,25 @@ def _promoting(state: api.CanaryStatus, now: float) -> api.CanaryStatus:
                                     "message": "Promoting: the canary's pods take every replica"})
 
 
+# How far (percentage points) the replica split may be from a step's weight before a Warning.
+WEIGHT_TOLERANCE = 5
+
+
+def _too_few(inputs: Inputs, weight: int, events: list[Event]) -> None:
+    """traffic: replicas: a Warning when the replicas cannot make the step's weight."""
+    cfg = inputs.canary
+    if cfg is None or cfg.traffic != "replicas" or weight in (0, 100):
+        return
+    goal = canary_split.target(inputs.replicas, weight, inputs.max_surge)
+    total = goal.canary + goal.stable
+    made = round(100 * goal.canary / total) if total else 0
+    if abs(made - weight) > WEIGHT_TOLERANCE:
+        events.append(Event("Warning", "TooFewReplicas",
+                            f"weight {weight}% cannot be made with {inputs.replicas} replicas (maxSurge "
+                            f"{inputs.max_surge}): {goal.canary} canary and {goal.stable} stable pods, {made}% "
+                            f"(traffic: gatewayAPI makes exact weights)"))
+
+
 def _next_step(inputs: Inputs, state: api.CanaryStatus, events: list[Event], why: Optional[str]) -> api.CanaryStatus:
     cfg = inputs.canary
     assert cfg is not None
@@ -396,6 +416,8 @@ def _next_step(inputs: Inputs, state: api.CanaryStatus, events: list[Event], why
     if weight != state.weight:
         update["ready_at"] = None  # new pods: ready, warmed up and analysed afresh
     step = cfg.steps[index]
+    if weight != state.weight:
+        _too_few(inputs, weight, events)
     what = f"pause {step.pause.duration or 'until promoted'}" if step.pause is not None else f"weight {weight}%"
     events.append(Event("Normal", "CanaryStep", f"Revision {state.revision}: step {index + 1}/{len(cfg.steps)}, "
                                                 f"{what}" + (f" ({why})" if why else "")))
