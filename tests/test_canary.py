@@ -378,3 +378,15 @@ def test_too_few_replicas_for_a_step_is_a_warning_once_per_step():
     w = World(spec(steps=[{"weight": 25}, {"weight": 50}]))  # 4 replicas: both exact
     w.run(until=lambda w: w.state.get("phase") == PROMOTED)
     assert "TooFewReplicas" not in w.events
+
+
+def test_a_promotion_by_hand_is_acted_on_once_and_the_next_steps_keep_their_own_ends():
+    w = World(spec(steps=[{"weight": 25}, {"pause": {}}, {"weight": 50, "duration": "60s"}, {"weight": 75}]))
+    w.run(until=lambda w: w.state["phase"] == PAUSED)
+    w.annotations[canary.ANNOTATION_PREFIX + canary.PROMOTE] = "once"
+    w.tick()
+    assert w.state["stepIndex"] == 2 and w.state["handled"] == {canary.PROMOTE: "once"}
+    started = w.now
+    w.run(until=lambda w: w.state["stepIndex"] == 3)
+    assert w.now - started >= 60, "the promotion was acted on again"
+    w.run(until=lambda w: w.state["phase"] == PROMOTED)

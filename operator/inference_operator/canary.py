@@ -281,7 +281,9 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
     assert cfg is not None
     steps = cfg.steps
     now = inputs.now
-    update: dict[str, Any] = {"handled": handled}
+    # Recorded whatever else this pass does: a request is acted on once.
+    state = state.model_copy(update={"handled": handled})
+    update: dict[str, Any] = {}
 
     if ABORT in new:
         return _rollback(inputs, state, handled, events, ABORTED, "CanaryAborted", "aborted by hand")
