@@ -18,6 +18,8 @@ import urllib.request
 
 import pytest
 
+from .servers import wait_ok
+
 DEFAULT = "/usr/bin/prometheus"
 
 
@@ -110,18 +112,7 @@ class Prometheus:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready in {timeout}s:\n{self.log_tail()}")
+        wait_ok(f"{self.url}/-/ready", self.proc, "prometheus", self.log_tail, timeout)
 
     def stop(self) -> None:
         """SIGTERM by PID, wait, then SIGKILL; safe to call more than once."""

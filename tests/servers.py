@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -39,6 +39,23 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"nothing answered at {url}")
+
+
+def wait_ok(url: str, proc: subprocess.Popen, what: str, log: Callable[[], str], timeout: float,
+            interval: float = 0.2) -> None:
+    """Until ``url`` answers 200; a process that exits, or a timeout, fails with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}:\n{log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"{what}: {url} not ready in {timeout}s:\n{log()}")
 
 
 @contextlib.contextmanager

@@ -103,21 +103,9 @@ class TritonServer:
         return f"http://127.0.0.1:{self.http}{path}"
 
     def wait_ready(self, path: str, timeout: float = 120) -> None:
-        import time
-        import urllib.request
+        from .servers import wait_ok
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"tritonserver exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url(path), timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"{path} not ready in {timeout}s:\n{self.log.read_text()[-3000:]}")
+        wait_ok(self.url(path), self.proc, "tritonserver", lambda: self.log.read_text()[-3000:], timeout, 0.5)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
