@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import textwrap
 import time
 from typing import Any, Callable, Optional
@@ -298,13 +299,13 @@ def test_a_good_canary_is_promoted_and_its_pods_serve_on(harness: Harness):
                 if uid in uids:
                     pids[uid] = process.pid
 
-    promoting = h.wait_phase("Promoting", phases, on_each=watch)["status"]["canary"]
-    assert promoting["revision"] == new and promoting["weight"] == 100
-    isvc = h.wait_phase("Promoted", phases, also=lambda s: True)
+    # Promoting may last less than a poll (kwok's pods are ready at once): the phases seen are
+    # checked for their order, and the Events for all three steps.
+    isvc = h.wait_phase("Promoted", phases, on_each=watch)
     wall = time.monotonic() - t0
     state = isvc["status"]["canary"]
-    assert phases[:1] == ["Progressing"] and phases[-2:] == ["Promoting", "Promoted"], phases
-    assert "RolledBack" not in phases and "Aborted" not in phases, phases
+    assert phases[0] == "Progressing" and phases[-1] == "Promoted", phases
+    assert phases in (["Progressing", "Promoted"], ["Progressing", "Promoting", "Promoted"]), phases
     assert state["revision"] == state["stableRevision"] == new and state["stableTrack"] == "canary"
     assert all(c["result"] == "Pass" for c in state["analysis"]), state["analysis"]
     assert {c["name"] for c in state["analysis"]} == {"errorRate", "requestLatency"}
@@ -328,8 +329,8 @@ def test_a_good_canary_is_promoted_and_its_pods_serve_on(harness: Harness):
 
     events = h.events()
     got = reasons(events)
-    assert "CanaryStarted" in got and "CanaryPromoted" in got, got
-    assert got.count("CanaryStarted") == 1, got
+    canary_events = [r for r in got if r.startswith("Canary")]
+    assert canary_events == ["CanaryStarted", "CanaryPromoting", "CanaryPromoted"], got
     by = {e["reason"]: e for e in events}
     record("promotion", first=first, new=new, phases=phases, startedAt=state["startedAt"],
            promoted_event=event_time(by["CanaryPromoted"]),
@@ -376,7 +377,12 @@ def test_a_bad_canary_is_rolled_back(harness: Harness):
     warning = [e for e in events if e["reason"] == "AnalysisFailed"]
     assert len(warning) == 1 and warning[0]["type"] == "Warning", reasons(events)
     note = warning[0].get("note") or warning[0].get("message") or ""
-    assert "errorRate" in note and "max 5%" in note and "50%" in note, note
+    # The failing analysis's value (every 2nd canary request fails: about 50%, as increase() over
+    # a 4 s window extrapolates it) and bound, as status.canary.analysis recorded them.
+    shown = re.search(r"errorRate: ([0-9.]+)% > max 5%", note)
+    assert shown, note
+    assert 0.3 < float(shown.group(1)) / 100 < 0.7
+    assert f"{failed['errorRate']['value'] * 100:.3g}%" == f"{shown.group(1)}%", (note, failed)
     assert "CanaryStarted" in reasons(events)
 
     # Held off: the rolled-back revision is not tried again while the spec names it.
