@@ -1,5 +1,9 @@
 """Runs a real Prometheus (Debian's package: /usr/bin/prometheus) on loopback, scraping given targets
-every second, and queries it over its HTTP API. Stopped by PID."""
+every second, and queries it over its HTTP API. Stopped by PID.
+
+Targets are static (given at start), or discovered from a file (``file_sd=True``): a JSON file of
+target groups that ``set_file_targets`` rewrites (atomically, by rename); Prometheus sees the change
+through inotify, and re-reads it every second besides."""
 
 from __future__ import annotations
 
@@ -50,23 +54,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def config(targets: list[tuple[str, dict[str, str]]]) -> dict:
-    """One static job per target (address "127.0.0.1:port", extra labels), scraped every second."""
+def config(targets: list[tuple[str, dict[str, str]]], file_sd: pathlib.Path | None = None) -> dict:
+    """One static job per target (address "127.0.0.1:port", extra labels), scraped every second; and
+    with ``file_sd``, one more job whose targets (and their labels) come from that JSON file."""
+    jobs = [
+        {"job_name": f"target-{i}", "metrics_path": "/metrics",
+         "static_configs": [{"targets": [address], "labels": dict(labels)}]}
+        for i, (address, labels) in enumerate(targets)
+    ]
+    if file_sd is not None:
+        jobs.append({"job_name": "file-sd", "metrics_path": "/metrics",
+                     "file_sd_configs": [{"files": [str(file_sd)], "refresh_interval": "1s"}]})
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {"job_name": f"target-{i}", "metrics_path": "/metrics",
-             "static_configs": [{"targets": [address], "labels": dict(labels)}]}
-            for i, (address, labels) in enumerate(targets)
-        ],
+        "scrape_configs": jobs,
     }
 
 
+def file_sd_groups(targets: list[tuple[str, dict[str, str]]]) -> list[dict]:
+    """The file_sd JSON of targets: one group per target, so each has its own labels."""
+    return [{"targets": [address], "labels": dict(labels)} for address, labels in targets]
+
+
 class Prometheus:
-    """`with Prometheus([("127.0.0.1:8002", {"revision": "good"})]) as prom: prom.wait_for("up")`."""
+    """`with Prometheus([("127.0.0.1:8002", {"revision": "good"})]) as prom: prom.wait_for("up")`.
+
+    ``Prometheus([], file_sd=True)`` scrapes what ``set_file_targets`` names, as it changes."""
 
     def __init__(self, targets: list[tuple[str, dict[str, str]]], binary: str | None = None,
-                 workdir: pathlib.Path | None = None) -> None:
+                 workdir: pathlib.Path | None = None, file_sd: bool = False) -> None:
         self.binary = binary or require_prometheus()
         self.targets = list(targets)
         self._tmp = None
@@ -77,6 +93,7 @@ class Prometheus:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_file = self.dir / "prometheus.yml"
         self.log = self.dir / "prometheus.log"
+        self.file_sd = self.dir / "file_sd.json" if file_sd else None
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -93,8 +110,10 @@ class Prometheus:
     def start(self, timeout: float = 60) -> "Prometheus":
         if self.proc is not None:
             raise RuntimeError("already started")
+        if self.file_sd is not None and not self.file_sd.exists():
+            self.set_file_targets([])
         # JSON is YAML.
-        self.config_file.write_text(json.dumps(config(self.targets), indent=2))
+        self.config_file.write_text(json.dumps(config(self.targets, self.file_sd), indent=2))
         self.port = _free_port()
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -110,6 +129,15 @@ class Prometheus:
             self.stop()
             raise
         return self
+
+    def set_file_targets(self, targets: list[tuple[str, dict[str, str]]]) -> None:
+        """Replaces the discovered targets (address, labels): written beside the file and renamed over
+        it, so Prometheus never reads half a file."""
+        if self.file_sd is None:
+            raise RuntimeError("started without file_sd")
+        partial = self.file_sd.with_name(self.file_sd.name + ".tmp")
+        partial.write_text(json.dumps(file_sd_groups(targets), indent=2))
+        os.replace(partial, self.file_sd)
 
     def _wait_ready(self, timeout: float) -> None:
         wait_ok(f"{self.url}/-/ready", self.proc, "prometheus", self.log_tail, timeout)

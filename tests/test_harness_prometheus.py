@@ -64,3 +64,43 @@ def test_prometheus_sees_failures_and_latency_per_revision(tmp_path):
     finally:
         for server in servers.values():
             server.stop()
+
+
+def test_file_sd_targets_follow_the_file(tmp_path):
+    """file_sd: a target named in the file is scraped with its labels; rewritten, the file's new set
+    replaces the old one (no restart)."""
+    import http.server
+    import threading
+
+    require_prometheus()
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"# TYPE demo_total counter\ndemo_total 7\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics) for _ in range(2)]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    try:
+        with Prometheus([], workdir=tmp_path / "prometheus", file_sd=True) as prom:
+            a, b = (f"127.0.0.1:{s.server_address[1]}" for s in servers)
+            prom.set_file_targets([(a, {"namespace": "ns", "pod": "p-a", "revision": "r1"})])
+            (sample,) = prom.wait_for('demo_total{job="file-sd",pod="p-a",revision="r1",namespace="ns"}', timeout=20)
+            assert float(sample["value"][1]) == 7
+            prom.set_file_targets([(b, {"namespace": "ns", "pod": "p-b", "revision": "r2"})])
+            prom.wait_for('demo_total{pod="p-b",revision="r2"}', timeout=20)
+            # The old target is dropped: its series goes stale.
+            prom.wait_for('absent(demo_total{pod="p-a"})', timeout=20)
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
