@@ -39,6 +39,19 @@ def isvc_body(**spec: Any) -> dict[str, Any]:
     return body
 
 
+def merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386, as the API server applies a merge patch: objects merge recursively, null removes."""
+    result = copy.deepcopy(target)
+    for field, value in patch.items():
+        if value is None:
+            result.pop(field, None)
+        elif isinstance(value, dict) and isinstance(result.get(field), dict):
+            result[field] = merge(result[field], value)
+        else:
+            result[field] = copy.deepcopy(value)
+    return result
+
+
 class FakeKube:
     """Kube in memory: applies store the object, and each write is counted by verb."""
 
@@ -132,12 +145,7 @@ class FakeKube:
             raise ApiError(409, "Conflict", "the object has been modified", "patch", "inferenceservices/status")
         self.writes.append(("status", f"{namespace}/{name}"))
         self.status_patches.append(copy.deepcopy(patch))
-        merged = dict(self.statuses.get(key) or (self.isvcs.get(key) or {}).get("status") or {})
-        for field, value in patch.items():
-            if value is None:
-                merged.pop(field, None)
-            else:
-                merged[field] = copy.deepcopy(value)
+        merged = merge(dict(self.statuses.get(key) or (self.isvcs.get(key) or {}).get("status") or {}), patch)
         self.statuses[key] = merged
         self.last_status = copy.deepcopy(merged)
         if key in self.isvcs:

@@ -260,3 +260,43 @@ def test_a_weight_changed_behind_our_back_is_put_back(fake_kube):
     fake_kube.writes.clear()
     run(fake_kube, body, clock, verdicts("Pass", asked))
     assert fake_kube.writes == []  # what the API server defaults is not drift
+
+
+def test_each_step_waits_for_its_own_pods_and_delay_through_the_api_servers_merge(fake_kube):
+    """status.canary goes through real merge-patch semantics: a timer cleared for a new step
+    (readyAt) must be cleared on the server too, or the step is analysed before its pods exist."""
+    clock, asked = Clock(), []
+    spec = {"maxSurge": 1, "maxUnavailable": 0, "canary": {
+        "steps": [{"weight": 25}, {"weight": 75}], "analysis": {"interval": "10s", "initialDelay": "60s",
+                                                                "checksPerStep": 1}}}
+    analyze = verdicts("Pass", asked)
+    body = isvc_body(replicas=4, rollout=spec)
+    run(fake_kube, body, clock, analyze)
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    body["spec"]["model"]["version"] = 2
+    run(fake_kube, body, clock, analyze)
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"].get("stepIndex") == 1)
+    step_started = canary.parse_time(body["status"]["canary"]["stepStartedAt"])
+    assert "readyAt" not in body["status"]["canary"]
+    walk(fake_kube, body, clock, analyze, lambda b: len(asked) == 2)
+    state = body["status"]["canary"]
+    assert canary.parse_time(state["lastAnalysisAt"]) >= canary.parse_time(state["readyAt"]) + 60 + 10
+    assert canary.parse_time(state["readyAt"]) > step_started
+
+
+def test_a_failed_revision_is_tried_again_once_the_spec_named_another(fake_kube):
+    clock, asked = Clock(), []
+    body = isvc_body(replicas=2, rollout=CANARY_SPEC)
+    failing = verdicts("Fail", asked)
+    run(fake_kube, body, clock, failing)
+    materialize(fake_kube)
+    run(fake_kube, body, clock, failing)
+    body["spec"]["model"]["version"] = 2
+    run(fake_kube, body, clock, failing)
+    walk(fake_kube, body, clock, failing, lambda b: b["status"]["canary"]["phase"] == "RolledBack")
+    del body["spec"]["model"]["version"]  # back to the stable revision
+    walk(fake_kube, body, clock, failing, lambda b: "failedRevision" not in b["status"]["canary"])
+    body["spec"]["model"]["version"] = 2  # and the failed one again: a new attempt
+    run(fake_kube, body, clock, failing)
+    assert body["status"]["canary"]["phase"] == "Progressing" and CANARY in fake_kube.objects

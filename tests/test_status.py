@@ -350,3 +350,10 @@ def test_a_template_changed_behind_our_back_is_not_a_scale():
                     pods=pods, previous=before, now=LATER)
     assert conds(after)["Ready"] == ("False", "RolloutInProgress")
     assert conds(after)["Progressing"] == ("True", "RollingOut")
+
+
+def test_a_merge_patch_removes_keys_gone_at_any_depth():
+    old = {"canary": {"readyAt": "t", "phase": "Progressing", "handled": {"promote": "1"}}, "url": "u"}
+    new = {"canary": {"phase": "Progressing", "handled": {}}}
+    assert status.merge_patch(old, new) == {
+        "canary": {"readyAt": None, "phase": "Progressing", "handled": {"promote": None}}, "url": None}

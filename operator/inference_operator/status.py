@@ -438,9 +438,16 @@ def comparable(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch from old to new status: a key that is gone must be sent as null,
-    or the API server keeps it (and every later pass would find status changed and write again)."""
-    patch: dict[str, Any] = dict(new)
+    """The JSON merge patch (RFC 7386) from old to new status. The API server merges objects
+    recursively, so a key that is gone, at any depth (a canary's readyAt, its failedRevision),
+    must be sent as null, or it stays (and a pass would act on it, or write again forever)."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
     for key in old:
         if key not in new:
             patch[key] = None
