@@ -361,8 +361,8 @@ def test_a_bad_canary_is_rolled_back(harness: Harness):
     failed = {c["name"]: c for c in state["analysis"]}
     assert failed["errorRate"]["result"] == "Fail" and failed["errorRate"]["value"] > 0.05, failed
 
-    ready = condition(isvc, "Ready")
-    assert ready["status"] == "False" and ready["reason"] == "RolledBack", ready
+    for ctype in ("Degraded", "Stalled"):
+        assert (condition(isvc, ctype)["status"], condition(isvc, ctype)["reason"]) == ("True", "AnalysisFailed")
 
     h.wait(lambda: h.deployment(f"{NAME}-predictor-canary") is None, "the canary's Deployment to be deleted")
     pods = h.wait_serving(first)
@@ -370,6 +370,10 @@ def test_a_bad_canary_is_rolled_back(harness: Harness):
     assert dep["spec"]["replicas"] == REPLICAS
     assert dep["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] == first
     assert {p["metadata"]["labels"][TRACK_LABEL] for p in pods} == {"stable"}
+    # Ready describes what serves: the stable revision, whole again.
+    ready = h.wait(lambda: (c := condition(h.isvc(), "Ready")).get("reason") == "StableServing" and c,
+                   "Ready to say the stable revision serves")
+    assert ready["status"] == "True" and f"stable revision {first} keeps serving" in ready["message"]
     # Only the canary got the bad profile; what serves now is good.
     assert {p.profile for p in h.kubelet.serving().values()} == {GOOD}
 
@@ -400,7 +404,7 @@ def test_a_bad_canary_is_rolled_back(harness: Harness):
 
 def test_the_operator_killed_mid_step_resumes_the_canary(harness: Harness, operator: Operator):
     h = harness
-    first = h.start_first_revision()
+    h.start_first_revision()
     h.apply(version=2)
 
     # Mid-step: the canary's pods ready (readyAt recorded), its analysis not finished.
@@ -467,7 +471,7 @@ def test_a_manual_gate_holds_until_promoted_and_an_abort_rolls_back(harness: Har
     isvc = h.wait_phase("Aborted")
     state = isvc["status"]["canary"]
     assert state["failedRevision"] == third and isvc["status"]["revision"] == second
-    assert condition(isvc, "Ready")["reason"] == "Aborted", condition(isvc, "Ready")
+    assert condition(isvc, "Degraded")["reason"] == "CanaryAborted", condition(isvc, "Degraded")
     h.wait(lambda: h.deployment(f"{NAME}-predictor") is None, "the aborted canary's Deployment to be deleted")
     pods = h.wait_serving(second)
     assert {p["metadata"]["labels"][TRACK_LABEL] for p in pods} == {"canary"}

@@ -108,10 +108,11 @@ def test_a_new_revision_starts_a_canary_beside_the_held_stable(fake_kube):
     dep = fake_kube.objects[CANARY]
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
     assert naming.revision_of(fake_kube.objects[STABLE]) == old
-    assert cond(body, "Ready")["reason"] == "CanaryInProgress" and old in cond(body, "Ready")["message"]
+    ready = cond(body, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "CanaryInProgress")
+    assert f"The stable revision {old} keeps serving (2 ready)" in ready["message"]
     assert cond(body, "Progressing")["status"] == "True" and cond(body, "Progressing")["reason"] == "CanaryProgressing"
-    assert [e.reason for e in fake_kube.events][-1:] == ["CanaryStarted"] or \
-        "CanaryStarted" in [e.reason for e in fake_kube.events]
+    assert [e.reason for e in fake_kube.events][-1] == "CanaryStarted"
     assert body["status"]["revision"] == old
 
 
@@ -148,6 +149,8 @@ def test_a_good_canary_is_promoted_and_its_pods_serve_on(fake_kube):
     assert cond(body, "Ready")["status"] == "True" and cond(body, "Progressing")["reason"] == "RolloutComplete"
     reasons = [e.reason for e in fake_kube.events]
     assert "CanaryPromoting" in reasons and "CanaryPromoted" in reasons
+    # The promotion is not a second rollout: no RollingOut after it, no Ready flapping.
+    assert "RollingOut" not in reasons[reasons.index("CanaryPromoted"):]
     assert len(asked) == 2 and set(asked) == {new}
     # The next revision's canary runs in the other track.
     body["spec"]["model"]["version"] = 3
@@ -163,11 +166,11 @@ def test_a_failing_canary_is_rolled_back_and_not_tried_again(fake_kube):
     assert CANARY not in fake_kube.objects
     assert fake_kube.objects[STABLE]["spec"]["replicas"] == 2 and naming.revision_of(fake_kube.objects[STABLE]) == old
     assert body["status"]["canary"]["failedRevision"] == new and body["status"]["revision"] == old
-    for ctype, status in (("Ready", "False"), ("Degraded", "True"), ("Stalled", "True"), ("Progressing", "False")):
-        assert cond(body, ctype)["status"] == status and cond(body, ctype)["reason"] == "RolledBack", ctype
-    assert "keeps serving (2 ready)" in cond(body, "Ready")["message"] or "keeps serving" in cond(body, "Ready")["message"]
-    warning = next(e for e in fake_kube.events if e.reason == "AnalysisFailed")
-    assert warning.type == "Warning" and "errorRate" in warning.message and "max 1%" in warning.message
+    for ctype, status in (("Degraded", "True"), ("Stalled", "True"), ("Progressing", "False")):
+        assert cond(body, ctype)["status"] == status and cond(body, ctype)["reason"] == "AnalysisFailed", ctype
+    warnings = [e for e in fake_kube.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == ["AnalysisFailed"], "one Warning for a rollback, not two"
+    assert "errorRate" in warnings[0].message and "20% > max 1%" in warnings[0].message
     # Held off: passes later change nothing and write nothing.
     materialize(fake_kube)
     run(fake_kube, body, clock, analyze)
@@ -177,6 +180,9 @@ def test_a_failing_canary_is_rolled_back_and_not_tried_again(fake_kube):
         materialize(fake_kube)
         run(fake_kube, body, clock, analyze)
     assert fake_kube.writes == [] and CANARY not in fake_kube.objects
+    # Ready says what serves: the stable revision, all of it again.
+    assert cond(body, "Ready")["status"] == "True" and cond(body, "Ready")["reason"] == "StableServing"
+    assert f"The stable revision {old} keeps serving (2 ready)" in cond(body, "Ready")["message"]
 
 
 def test_reverting_the_spec_aborts_the_canary(fake_kube):
@@ -236,14 +242,24 @@ def test_gateway_api_routes_exact_weights_between_role_services(fake_kube):
     assert weights(fake_kube) == [("demo-stable", 100), ("demo-canary", 0)]
 
 
-def test_no_route_without_the_gateway_api_and_no_role_services_without_gateway_traffic(fake_kube):
+def test_gateway_traffic_without_the_gateway_api_is_a_condition_and_writes_nothing(fake_kube):
     clock, asked = Clock(), []
-    body = isvc_body(replicas=2, rollout=GATEWAY)
+    body = isvc_body(replicas=2, rollout=CANARY_SPEC)
     run(fake_kube, body, clock, verdicts("Pass", asked))
-    assert ROUTE not in fake_kube.objects and Ref(children.SERVICE, "ns", "demo-stable") in fake_kube.objects
-    body["spec"]["rollout"] = CANARY_SPEC
+    materialize(fake_kube)
     run(fake_kube, body, clock, verdicts("Pass", asked))
-    assert Ref(children.SERVICE, "ns", "demo-stable") not in fake_kube.objects
+    body["spec"]["rollout"] = GATEWAY
+    fake_kube.writes.clear()
+    outcome = run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert [w for w in fake_kube.writes if w[0] != "status"] == [] and ROUTE not in fake_kube.objects
+    assert cond(body, "Degraded")["reason"] == "GatewayAPINotInstalled" and outcome.requeue_after is not None
+    assert cond(body, "Ready")["status"] == "False" and "keeps serving (2 ready)" in cond(body, "Ready")["message"]
+    fake_kube.crds = frozenset({ROUTE_CRD})  # installed: the next pass writes the route
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert ROUTE in fake_kube.objects and cond(body, "Degraded")["status"] == "False"
+    body["spec"]["rollout"] = CANARY_SPEC  # and back to replicas: the role Services and route go
+    run(fake_kube, body, clock, verdicts("Pass", asked))
+    assert ROUTE not in fake_kube.objects and Ref(children.SERVICE, "ns", "demo-stable") not in fake_kube.objects
 
 
 def test_a_weight_changed_behind_our_back_is_put_back(fake_kube):
@@ -300,3 +316,46 @@ def test_a_failed_revision_is_tried_again_once_the_spec_named_another(fake_kube)
     body["spec"]["model"]["version"] = 2  # and the failed one again: a new attempt
     run(fake_kube, body, clock, failing)
     assert body["status"]["canary"]["phase"] == "Progressing" and CANARY in fake_kube.objects
+
+
+def test_while_time_passes_a_canary_writes_only_when_a_check_runs(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    for _ in range(4):
+        materialize(fake_kube)
+        run(fake_kube, body, clock, analyze)
+    walk(fake_kube, body, clock, analyze, lambda b: len(asked) == 1)
+    fake_kube.writes.clear()
+    checks = len(asked)
+    for _ in range(9):  # 9 s: less than one interval (10 s) until the next check
+        clock.at += 1
+        materialize(fake_kube)
+        run(fake_kube, body, clock, analyze)
+    assert len(asked) - checks <= 1
+    assert len(fake_kube.writes) == len(asked) - checks, fake_kube.writes
+
+
+def test_prometheus_credentials_come_only_from_a_secret_labelled_for_them(fake_kube):
+    import base64
+
+    from inference_operator import rollout
+
+    def secret(name, labels=None, kind="Opaque", **data):
+        fake_kube.objects[Ref(rollout.SECRET, "ns", name)] = {
+            "metadata": {"name": name, "labels": labels or {}}, "type": kind,
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+    label = {rollout.CREDENTIALS_LABEL: "true"}
+    secret("ok", label, token="t0k")
+    secret("basic", label, username="u", password="p")
+    secret("unlabelled", token="t0k")
+    secret("sa", label, "kubernetes.io/service-account-token", token="t0k")
+    read = rollout.secret_credentials(fake_kube)
+    assert read("ns", "ok") == analysis.Auth(token="t0k")
+    assert read("ns", "basic") == analysis.Auth(username="u", password="p")
+    for name, words in (("unlabelled", "is not labelled"), ("sa", "service account token"), ("gone", "does not exist")):
+        try:
+            read("ns", name)
+        except LookupError as exc:
+            assert words in str(exc)
+        else:
+            raise AssertionError(f"{name} was read")

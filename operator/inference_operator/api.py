@@ -799,6 +799,9 @@ class CanaryStatus(StatusBase):
         default=None,
         description="Progressing, Paused, Holding, Promoted, RolledBack or Aborted.",
     )
+    reason: Optional[str] = Field(
+        default=None, description="Why the last canary was rolled back: AnalysisFailed, ProgressDeadlineExceeded, "
+        "CanaryAborted.")
     revision: Optional[str] = Field(default=None, description="The revision under test.")
     stable_revision: Optional[str] = None
     stable_track: Optional[str] = Field(

@@ -105,6 +105,8 @@ class Decision:
     # The stable Deployment is held at its revision and only scaled (to split.stable): while a
     # canary runs, and while the spec names a revision that was rolled back.
     hold: bool = False
+    # The spec names a revision that was rolled back: held off, the stable revision serves.
+    failed: bool = False
     split: Optional[Split] = None
     stable_track: str = naming.STABLE
     canary_track: str = CANARY
@@ -185,13 +187,13 @@ def _fresh(inputs: Inputs, handled: dict[str, str]) -> api.CanaryStatus:
     cfg = inputs.canary
     assert cfg is not None
     now = format_time(inputs.now)
-    previous = inputs.state
     return api.CanaryStatus(
         phase=PROGRESSING, revision=inputs.desired_revision, stable_revision=inputs.stable_revision,
         stable_track=inputs.stable_track, step_index=0, step_started_at=now, started_at=now,
         weight=step_weight(cfg.steps, 0), effective_weight=0, consecutive_failures=0,
         consecutive_inconclusive=0, checks_passed=0, handled=handled,
-        failed_revision=previous.failed_revision if previous else None,
+        # A canary of another revision: the spec named another, so a failed one may be tried again.
+        failed_revision=None,
     )
 
 
@@ -206,16 +208,23 @@ def _settle(inputs: Inputs, state: Optional[api.CanaryStatus], handled: dict[str
     if record is not None and record == api.CanaryStatus(stable_track=naming.STABLE, handled={}):
         record = None
     track = inputs.stable_track
+    dumped = _dump(record) if record is not None else None
+    if inputs.pods.canary + inputs.other:
+        # An earlier canary's pods still hold their GPUs: the stable stays as it is and grows back
+        # within the surge as they go; then it rolls as the spec says.
+        split = canary_split.next_split(inputs.replicas, 0, inputs.max_surge, inputs.max_unavailable,
+                                        inputs.pods, inputs.other)
+        return Decision(state=dumped, hold=True, split=split, stable_track=track, canary_track=other_track(track),
+                        events=tuple(events), requeue_after=MOVE_REQUEUE_SECONDS)
     # The canary's Deployment goes; the stable one rolls as the spec says.
-    return Decision(state=_dump(record) if record is not None else None, stable_track=track,
-                    canary_track=other_track(track), events=tuple(events))
+    return Decision(state=dumped, stable_track=track, canary_track=other_track(track), events=tuple(events))
 
 
 def _rollback(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], events: list[Event],
               phase: str, reason: str, message: str) -> Decision:
     state = state.model_copy(update={
-        "phase": phase, "weight": 0, "failed_revision": state.revision, "handled": handled,
-        "message": message,
+        "phase": phase, "reason": reason, "weight": 0, "effective_weight": 0, "failed_revision": state.revision,
+        "handled": handled, "message": message,
     })
     events.append(Event("Warning", reason, f"Revision {state.revision} rolled back: {message}; all traffic "
                                              f"goes to the stable revision {state.stable_revision}"))
@@ -229,10 +238,10 @@ def _inactive(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> D
                                         inputs.other)
     leftover = inputs.pods.canary + inputs.other
     track = inputs.stable_track
-    return Decision(state=_dump(state), active=False, hold=True, split=split, stable_track=track,
+    return Decision(state=_dump(state), active=False, hold=True, failed=True, split=split, stable_track=track,
                     canary_track=other_track(track), events=tuple(events),
                     requeue_after=MOVE_REQUEUE_SECONDS if leftover or split.stable != inputs.pods.stable else None,
-                    reason=state.phase, message=state.message)
+                    reason=state.reason or state.phase, message=state.message)
 
 
 def decide(inputs: Inputs, verdict: Optional[analysis_mod.Verdict] = None) -> Decision:
@@ -388,14 +397,19 @@ WEIGHT_TOLERANCE = 5
 
 
 def _too_few(inputs: Inputs, weight: int, events: list[Event]) -> None:
-    """traffic: replicas: a Warning when the replicas cannot make the step's weight."""
+    """A Warning when the replicas cannot make the step's weight (replicas), or leave the stable
+    revision no pod (gatewayAPI: its route then sends everything to the canary)."""
     cfg = inputs.canary
-    if cfg is None or cfg.traffic != "replicas" or weight in (0, 100):
+    if cfg is None or weight in (0, 100):
         return
     goal = canary_split.target(inputs.replicas, weight, inputs.max_surge)
     total = goal.canary + goal.stable
     made = round(100 * goal.canary / total) if total else 0
-    if abs(made - weight) > WEIGHT_TOLERANCE:
+    if cfg.traffic == "gatewayAPI" and goal.stable == 0:
+        events.append(Event("Warning", "TooFewReplicas",
+                            f"weight {weight}% leaves no stable pod with {inputs.replicas} replicas (maxSurge "
+                            f"{inputs.max_surge}): the route sends everything to the canary"))
+    elif cfg.traffic == "replicas" and abs(made - weight) > WEIGHT_TOLERANCE:
         events.append(Event("Warning", "TooFewReplicas",
                             f"weight {weight}% cannot be made with {inputs.replicas} replicas (maxSurge "
                             f"{inputs.max_surge}): {goal.canary} canary and {goal.stable} stable pods, {made}% "
@@ -447,8 +461,14 @@ def _active(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Dec
             return Decision(state=_dump(done), active=False, split=None, stable_track=other_track(track),
                             canary_track=track, promoted=True, events=tuple(events))
     state = state.model_copy(update={"effective_weight": effective})
-    # gatewayAPI: the route sends the step's weight once a canary pod is ready, never to none.
-    route = weight if inputs.pods.canary_ready > 0 else 0
+    # gatewayAPI: the route sends the step's weight once a canary pod is ready, and never sends
+    # anything to a Service with no ready pod (a stable with none left at a high weight).
+    if inputs.pods.canary_ready == 0:
+        route = 0
+    elif inputs.pods.stable_ready == 0:
+        route = 100
+    else:
+        route = weight
     moving = split != Split(inputs.pods.stable, inputs.pods.canary) or inputs.other > 0 or not _ready_enough(inputs, weight)
     waits = [MOVE_REQUEUE_SECONDS] if moving or state.phase == PROMOTING else []
     at = next_analysis(dataclasses.replace(inputs, state=state))

@@ -52,7 +52,7 @@ def target(replicas: int, weight: int, max_surge: int) -> Split:
     what is left (with one replica and no surge, a canary at any weight serves everything)."""
     if not 0 <= weight <= 100:
         raise ValueError(f"weight {weight} is not a percentage")
-    if weight == 0:
+    if weight == 0 or replicas == 0:
         return Split(stable=replicas, canary=0)
     if weight == 100:
         return Split(stable=0, canary=replicas)

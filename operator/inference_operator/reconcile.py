@@ -32,7 +32,7 @@ PERMANENT = {"InvalidSpec", "ApplyRejected", "InvalidQuantity"}
 # Problems outside the spec (another object, a missing claim, RBAC, quota, a webhook, an API server
 # that keeps failing): the pass asks to run again after SLOW_RETRY_SECONDS, and writes nothing then
 # unless something changed. A claim that appears also wakes its InferenceServices at once.
-RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "Forbidden"})
+RETRYABLE = frozenset({"ChildConflict", "StorageNotFound", "Forbidden", "GatewayAPINotInstalled"})
 SLOW_RETRY_SECONDS = 60.0
 # A transient API error is retried quietly (with backoff) this many times in a row; then the pass
 # reports it in status, so a person sees why nothing moves, and is still retried with backoff.
@@ -337,6 +337,8 @@ def _reconcile(
     want = Desired()
     if problem is None:
         want, problem = desire(isvc, observed, config)
+    if problem is None:
+        problem = rollout.problem(isvc, observed)
     desired = want.children
     at = now()
     rolling: Optional[rollout.Plan] = None
@@ -401,7 +403,7 @@ def _reconcile(
     if rolling is not None:
         d = rolling.decision
         view = status.CanaryView(
-            state=d.state, active=d.active, held=d.hold and not d.active, reason=d.reason, message=d.message,
+            state=d.state, active=d.active, held=d.failed, reason=d.reason, message=d.message,
             revision=(d.state or {}).get("revision"), stable_revision=isvc.status.revision,
             deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted)
     new_status = status.compute(
@@ -430,7 +432,9 @@ def _reconcile(
 
     transitions = status.events(old_status, new_status) if written_isvc is not None else []
     if written_isvc is not None and rolling is not None:
-        transitions = list(rolling.decision.events) + transitions
+        # The canary's own Warning (naming the checks) says what Degraded's would say again.
+        said = {(e.type, e.reason) for e in rolling.decision.events}
+        transitions = list(rolling.decision.events) + [e for e in transitions if (e.type, e.reason) not in said]
     for event in _with_children(transitions, applied, deleted):
         try:
             kube.event(isvc, event)

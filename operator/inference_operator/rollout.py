@@ -16,7 +16,7 @@ from . import analysis, api, canary, children, naming, render, traffic
 from .children import Ref
 from .config import OperatorConfig
 from .observed import Observed
-from .status import pod_ready
+from .status import Problem, pod_ready
 
 Analyze = Callable[[api.InferenceService, canary.Inputs], analysis.Verdict]
 
@@ -88,6 +88,20 @@ def plan(
                 canary=canary_ref)
 
 
+ROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+
+
+def problem(isvc: api.InferenceService, observed: Observed) -> Optional[Problem]:
+    """What keeps the canary's spec from being carried out here: traffic: gatewayAPI on a cluster
+    without the Gateway API. Nothing is written then (the stable revision serves on); installing
+    the CRDs wakes every InferenceService."""
+    cfg = isvc.spec.rollout.canary
+    if cfg is not None and cfg.traffic == "gatewayAPI" and ROUTE_CRD not in observed.crds:
+        return Problem("GatewayAPINotInstalled", f"spec.rollout.canary.traffic is gatewayAPI, but the CRD {ROUTE_CRD} "
+                                                 "is not installed in this cluster")
+    return None
+
+
 def _routing(isvc: api.InferenceService, observed: Observed, decision: canary.Decision) -> list[dict[str, Any]]:
     """traffic: gatewayAPI: the role Services and the route, at the decision's weight (0 when no
     canary runs), stamped; the route only where its CRD is installed."""
@@ -137,6 +151,7 @@ def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.
 
 
 SECRET = children.Kind("v1", "Secret", "secrets")
+CREDENTIALS_LABEL = f"{api.GROUP}/prometheus-credentials"
 
 
 def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
@@ -148,6 +163,13 @@ def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
         secret = kube.get(Ref(SECRET, namespace, name))
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} does not exist")
+        # Whoever may create an InferenceService names the Secret and the address its token goes
+        # to: only a Secret labelled for it is read, never a service account's token.
+        labels = (secret.get("metadata") or {}).get("labels") or {}
+        if labels.get(CREDENTIALS_LABEL) != "true":
+            raise LookupError(f"Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}=true")
+        if secret.get("type") == "kubernetes.io/service-account-token":
+            raise LookupError(f"Secret {namespace}/{name} is a service account token")
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         if not data.get("token") and not data.get("username"):
             raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")

@@ -295,8 +295,9 @@ def compute(
         and rollout.updated == rollout.replicas
     )
     max_unavailable = _max_unavailable(isvc)
-    if canary is not None and (canary.active or canary.held) and not problem:
-        ready, progressing, degraded = _canary_conditions(canary, counts, degraded)
+    if canary is not None and (canary.active or canary.held or canary.promoted) and not problem:
+        ready, progressing, degraded = _canary_conditions(canary, counts, degraded, isvc.spec.replicas,
+                                                          max_unavailable)
     elif problem:
         serving = counts.other_ready or (rollout.available if rollout and not children_changed else 0)
         keep = f" The previous revision keeps serving ({serving} ready)." if serving else ""
@@ -415,19 +416,31 @@ def compute(
     return result
 
 
-def _canary_conditions(view: CanaryView, counts: PodCounts, degraded: Optional[Problem]) -> tuple:
-    """Ready, Progressing and Degraded while a canary runs or a rolled-back revision is held off:
-    Ready describes what serves (the stable revision, said so), never the canary."""
-    serving = f"the stable revision {view.stable_revision} keeps serving ({counts.other_ready} ready)"
+def _canary_conditions(view: CanaryView, counts: PodCounts, degraded: Optional[Problem], replicas: int,
+                       max_unavailable: int) -> tuple:
+    """Ready, Progressing and Degraded while a canary runs, in the pass that promotes it, or while
+    a rolled-back revision is held off. Ready describes what serves: True while enough pods of
+    either revision are ready (the stable revision keeps serving, and the message says so)."""
+    floor = max(1, replicas - max_unavailable) if replicas else 0
+    serving = counts.desired_ready + counts.other_ready
+    if view.promoted:
+        ok = counts.desired_ready >= floor
+        ready = ("True" if ok else "False", "Available" if ok else "ReplicasUnavailable",
+                 f"Revision {view.revision}: promoted; {counts.desired_ready}/{replicas} replicas ready.")
+        return ready, ("False", "RolloutComplete", f"Revision {view.revision} is rolled out (promoted)."), degraded
+    keeps = f"The stable revision {view.stable_revision} keeps serving ({counts.other_ready} ready)"
     if view.active:
-        ready = ("False", "CanaryInProgress", f"Revision {view.revision} is a canary; {serving}.")
+        text = f"{keeps}; revision {view.revision} is a canary ({counts.desired_ready} ready)."
+        ready = ("True", "CanaryInProgress", text) if serving >= floor else ("False", "ReplicasUnavailable", text)
         progressing = ("True", view.reason or "CanaryProgressing", view.message or "")
         return ready, progressing, degraded
     why = view.message or view.reason or ""
-    ready = ("False", view.reason or "RolledBack", f"Revision {view.revision}: {why} {serving[0].upper()}{serving[1:]}.")
-    problem = Problem(view.reason or "RolledBack",
-                      f"Revision {view.revision} is not rolled out again until the spec names another revision. {why}")
-    return ready, ("False", problem.reason, why), problem
+    reason = view.reason or "RolledBack"
+    text = f"{keeps}; revision {view.revision} was rolled back: {why}"
+    ready = ("True", "StableServing", text) if serving >= floor else ("False", reason, text)
+    problem = Problem(reason, f"Revision {view.revision} was rolled back and is not rolled out again until the "
+                              f"spec names another revision: {why}")
+    return ready, ("False", reason, why), problem
 
 
 def comparable(status: dict[str, Any]) -> dict[str, Any]:
@@ -467,7 +480,8 @@ def events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
         if a is None or (b and (b["status"], b["reason"]) == (a["status"], a["reason"])):
             continue
         if ctype == READY and a["status"] == "True":
-            result.append(Event("Normal", "Ready", a["message"]))
+            if not b or b["status"] != "True":  # becoming ready; not a new reason to stay so
+                result.append(Event("Normal", "Ready", a["message"]))
         elif ctype == DEGRADED and a["status"] == "True":
             result.append(Event("Warning", a["reason"], a["message"]))
         elif ctype == PROGRESSING and a["status"] == "True" and a["reason"] == "RollingOut":
