@@ -52,9 +52,10 @@ unit: venv prometheus
 binaries:
 	bash e2e/build-binaries.sh
 
-e2e: venv
+# The canary tests run real tritonservers standing in for pods, scraped by a real Prometheus.
+e2e: venv prometheus
 	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
-	PY=$(PY) bash e2e/run-local.sh
+	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 PY=$(PY) bash e2e/run-local.sh
 
 # The scale benchmark at N = 1000 (about 12 minutes): prints the table, writes scale.json.
 scale: venv
