@@ -176,3 +176,10 @@ def test_prometheus_query_maps_what_prometheus_says(tmp_path):
         server.server_close()
     with pytest.raises(analysis.QueryError):
         analysis.prometheus_query(url, timeout=1)("one")
+
+
+def test_no_credential_reaches_a_message():
+    for auth in (analysis.Auth(token="s3cr3t\n"), analysis.Auth(username="u", password="pa\nss")):
+        with pytest.raises(analysis.QueryError) as err:
+            analysis.prometheus_query("http://127.0.0.1:9", auth, timeout=1)("up")
+        assert "s3cr3t" not in str(err.value) and "pa\nss" not in str(err.value)

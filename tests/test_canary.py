@@ -98,7 +98,7 @@ class World:
         # while a canary runs (a rollback takes its pods at once), never fewer ready than allowed.
         assert after.total + self.other <= self.replicas + self.max_surge, (p, s)
         # A replaced canary's pods (``other``) go at once, as a rolled-back one's do (README).
-        if d.active and not self.other:
+        if (d.active or d.draining) and not self.other:
             # Never below the floor, and never lower while below it (after a replacement).
             assert after.ready >= min(self.replicas - self.max_unavailable, p.ready), (p, s)
         if (d.state or {}).get("phase") == PROMOTING:
@@ -308,10 +308,10 @@ def test_reverting_the_spec_aborts_cleanly_and_removing_the_canary_spec_too():
     w.desired = "old"
     d = w.tick()
     assert not d.active and w.state["phase"] == ABORTED and "failedRevision" not in w.state
-    # The canary's pods go at once; the stable grows back within the surge (checked by _follow),
-    # held until they are gone, and then it is the spec's again.
-    assert d.hold and d.split.canary == 0
-    w.run(ticks=5)
+    # The canary drains: its pods go as the stable's are ready again, within both bounds (checked
+    # by _follow); the stable is held until they are gone, and then it is the spec's again.
+    assert d.hold and d.draining and d.reason == "CanaryDraining"
+    w.run(until=lambda w: w.pods == Pods(4, 0, 4, 0), ticks=20)
     assert w.pods == Pods(4, 0, 4, 0)
     d = w.tick()
     assert not d.hold and d.split is None

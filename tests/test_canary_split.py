@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from inference_operator.canary_split import Pods, Split, effective_weight, next_split, target
+from inference_operator.canary_split import Pods, Split, drain, effective_weight, next_split, target
 
 
 @pytest.mark.parametrize("replicas,weight,surge,expected", [
@@ -110,3 +110,21 @@ def test_a_rollback_removes_canary_pods_at_once_and_the_stable_grows_back_within
     assert split.canary == 0 and split.stable <= 4
     s, c = walk(4, 1, 1, [0], stable=s.ready, keep_ready=False)
     assert (s.ready, c.ready) == (4, 0)
+
+
+@pytest.mark.parametrize("replicas,surge,unavailable,start", [
+    (4, 1, 0, Pods(2, 2, 2, 2)), (4, 0, 1, Pods(2, 2, 2, 2)), (1, 1, 0, Pods(0, 1, 0, 1)),
+    (3, 0, 1, Pods(1, 2, 1, 2)), (2, 1, 0, Pods(1, 1, 1, 1)), (5, 2, 0, Pods(0, 5, 0, 5)),
+])
+def test_a_drain_keeps_both_bounds_and_ends_with_the_stable_alone(replicas, surge, unavailable, start):
+    """Pods follow each split a tick later, new ones ready a tick after that."""
+    pods, floor = start, replicas - unavailable
+    for _ in range(50):
+        split = drain(replicas, surge, unavailable, pods)
+        after = Pods(split.stable, split.canary, min(pods.stable_ready, split.stable), min(pods.canary_ready, split.canary))
+        assert after.total <= max(replicas + surge, pods.total), (pods, split)
+        assert after.ready >= min(floor, pods.ready), (pods, split)
+        pods = Pods(after.stable, after.canary, after.stable, after.canary)  # ready on the next tick
+        if pods == Pods(replicas, 0, replicas, 0):
+            return
+    raise AssertionError(f"the drain did not end: {pods}")

@@ -185,15 +185,29 @@ def test_a_failing_canary_is_rolled_back_and_not_tried_again(fake_kube):
     assert f"The stable revision {old} keeps serving (2 ready)" in cond(body, "Ready")["message"]
 
 
-def test_reverting_the_spec_aborts_the_canary(fake_kube):
+def test_reverting_the_spec_drains_the_canary_and_keeps_serving(fake_kube):
     body, clock, asked, analyze, old = started(fake_kube)
-    materialize(fake_kube)
+    for _ in range(3):
+        materialize(fake_kube)
+        run(fake_kube, body, clock, analyze)
+    assert fake_kube.objects[CANARY]["spec"]["replicas"] == 1
     del body["spec"]["model"]["version"]
+    fake_kube.events.clear()
+    seen = []
+    for _ in range(10):
+        run(fake_kube, body, clock, analyze)
+        seen.append((cond(body, "Ready")["status"], CANARY in fake_kube.objects))
+        materialize(fake_kube)
+        if CANARY not in fake_kube.objects:
+            break
+    assert body["status"]["canary"]["phase"] == "Aborted" and "failedRevision" not in body["status"]["canary"]
+    assert all(ready == "True" for ready, _ in seen), seen  # the stable served all along
+    assert seen[0][1], "the canary's Deployment went at once, before the stable was back"
     run(fake_kube, body, clock, analyze)
-    assert CANARY not in fake_kube.objects and body["status"]["canary"]["phase"] == "Aborted"
-    materialize(fake_kube)
-    run(fake_kube, body, clock, analyze)
-    assert cond(body, "Ready")["status"] == "True" and fake_kube.objects[STABLE]["spec"]["replicas"] == 2
+    assert CANARY not in fake_kube.objects and fake_kube.objects[STABLE]["spec"]["replicas"] == 2
+    assert cond(body, "Ready")["reason"] == "Available" and cond(body, "Progressing")["status"] == "False"
+    reasons = [e.reason for e in fake_kube.events]
+    assert "CanaryAborted" in reasons and "RollingOut" not in reasons, reasons
 
 
 GATEWAY = {"maxSurge": 1, "maxUnavailable": 0, "canary": {
@@ -359,3 +373,42 @@ def test_prometheus_credentials_come_only_from_a_secret_labelled_for_them(fake_k
             assert words in str(exc)
         else:
             raise AssertionError(f"{name} was read")
+
+
+def test_a_canary_posts_its_own_events_not_one_per_scale(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube)
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"]["phase"] == "Promoted")
+    assert "ChildrenUpdated" not in [e.reason for e in fake_kube.events]
+
+
+def test_a_stable_deployment_deleted_behind_our_back_is_made_again_from_the_spec(fake_kube):
+    body, clock, asked, analyze, old = started(fake_kube, result="Fail")
+    walk(fake_kube, body, clock, analyze, lambda b: b["status"]["canary"]["phase"] == "RolledBack")
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    del fake_kube.objects[STABLE]
+    fake_kube.pods = []
+    run(fake_kube, body, clock, analyze)
+    assert STABLE in fake_kube.objects and fake_kube.objects[STABLE]["spec"]["replicas"] == 2
+
+
+def test_no_canary_while_a_deployment_made_before_tracks_is_moved_onto_them(fake_kube):
+    """The migration's orphaned ReplicaSet still serves: the new revision rolls out plainly, and
+    the stable track's Deployment is made, never held while missing."""
+    clock, asked = Clock(), []
+    analyze = verdicts("Pass", asked)
+    body = isvc_body(replicas=2, rollout=CANARY_SPEC)
+    run(fake_kube, body, clock, analyze)
+    materialize(fake_kube)
+    run(fake_kube, body, clock, analyze)
+    # What a migration leaves: no stable Deployment yet, an orphaned ReplicaSet of ours.
+    del fake_kube.objects[STABLE]
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "demo-predictor-abc", "namespace": "ns", "uid": "rs-1",
+                       "labels": {naming.ISVC_LABEL: "demo"}},
+          "spec": {"replicas": 2}, "status": {"replicas": 2, "availableReplicas": 2}}
+    fake_kube.objects[Ref(children.REPLICASET, "ns", "demo-predictor-abc")] = rs
+    body["spec"]["model"]["version"] = 2
+    run(fake_kube, body, clock, analyze)
+    assert STABLE in fake_kube.objects and CANARY not in fake_kube.objects
+    assert "canary" not in body["status"] or body["status"]["canary"].get("phase") != "Progressing"

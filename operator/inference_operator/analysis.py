@@ -255,9 +255,25 @@ def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = No
                                retry=Retry(total=0, raise_on_status=False), timeout=timeout)
     params = {"time": f"{at:.3f}"} if at is not None else None
 
+    secrets = [v for v in (auth.token, auth.password) if v]
+
+    def redacted(message: str) -> str:
+        """Status is readable by whoever reads InferenceServices: no credential may reach it."""
+        for value in secrets:
+            message = message.replace(value, "<redacted>")
+        return message
+
     def query(text: str) -> Answer:
         try:
+            return _answer(text)
+        except QueryError as exc:
+            raise QueryError(redacted(str(exc))) from exc.__cause__
+
+    def _answer(text: str) -> Answer:
+        try:
             result = client.custom_query(text, params=params)
+        except requests.exceptions.InvalidHeader as exc:
+            raise QueryError("the credentials from the Secret are not a valid HTTP header") from exc
         except requests.Timeout as exc:
             raise QueryError(f"no answer from {address} within {timeout:g}s") from exc
         except requests.ConnectionError as exc:

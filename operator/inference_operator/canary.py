@@ -107,6 +107,9 @@ class Decision:
     hold: bool = False
     # The spec names a revision that was rolled back: held off, the stable revision serves.
     failed: bool = False
+    # A canary that is not failing goes away (a revert, the canary spec removed): both
+    # Deployments are held and scaled (split), the canary's shrinking as the stable's pods are ready.
+    draining: bool = False
     split: Optional[Split] = None
     stable_track: str = naming.STABLE
     canary_track: str = CANARY
@@ -203,19 +206,25 @@ def _settle(inputs: Inputs, state: Optional[api.CanaryStatus], handled: dict[str
     if state is not None and state.phase in ACTIVE:
         state = state.model_copy(update={"phase": ABORTED, "weight": 0})
     record = state.model_copy(update={"handled": handled}) if state is not None else None
-    if record is not None and record.failed_revision and record.failed_revision != inputs.desired_revision:
-        record = record.model_copy(update={"failed_revision": None})  # the spec names another: tried again
+    if record is not None and record.failed_revision and (
+            record.failed_revision != inputs.desired_revision or record.failed_revision == inputs.stable_revision):
+        # The spec names another (tried again later), or it was rolled out without a canary.
+        record = record.model_copy(update={"failed_revision": None})
     if record is not None and record == api.CanaryStatus(stable_track=naming.STABLE, handled={}):
         record = None
     track = inputs.stable_track
     dumped = _dump(record) if record is not None else None
     if inputs.pods.canary + inputs.other:
-        # An earlier canary's pods still hold their GPUs: the stable stays as it is and grows back
-        # within the surge as they go; then it rolls as the spec says.
-        split = canary_split.next_split(inputs.replicas, 0, inputs.max_surge, inputs.max_unavailable,
-                                        inputs.pods, inputs.other)
-        return Decision(state=dumped, hold=True, split=split, stable_track=track, canary_track=other_track(track),
-                        events=tuple(events), requeue_after=MOVE_REQUEUE_SECONDS)
+        # The canary's pods go as the stable's are ready again (both bounds kept); then the
+        # stable rolls as the spec says.
+        split = canary_split.drain(inputs.replicas, inputs.max_surge, inputs.max_unavailable, inputs.pods,
+                                   inputs.other)
+        return Decision(state=dumped, hold=True, draining=True, split=split, stable_track=track,
+                        canary_track=other_track(track), events=tuple(events), requeue_after=MOVE_REQUEUE_SECONDS,
+                        reason="CanaryDraining",
+                        message=f"The canary's pods go as the stable revision's are ready again "
+                                f"(stable {inputs.pods.stable_ready}/{inputs.replicas} ready, "
+                                f"{inputs.pods.canary} canary pods left).")
     # The canary's Deployment goes; the stable one rolls as the spec says.
     return Decision(state=dumped, stable_track=track, canary_track=other_track(track), events=tuple(events))
 
@@ -510,7 +519,8 @@ def describe(inputs: Inputs, state: api.CanaryStatus) -> str:
 def pods_by_track(pods: list[dict[str, Any]], stable_track: str, canary_revision: Optional[str],
                   is_ready) -> tuple[Pods, int]:
     """The pods of each track (the stable's whatever their revision), and the canary track's
-    pods of another revision (an earlier canary's): every pod counts toward the surge."""
+    pods of another revision (an earlier canary's): every pod counts toward the surge. With
+    ``canary_revision`` None, every canary-track pod is the canary's (one being drained)."""
     stable = stable_ready = canary = canary_ready = other = 0
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
@@ -519,7 +529,8 @@ def pods_by_track(pods: list[dict[str, Any]], stable_track: str, canary_revision
         if track == stable_track:
             stable += 1
             stable_ready += ready
-        elif labels.get(naming.REVISION_LABEL) == canary_revision and not pod["metadata"].get("deletionTimestamp"):
+        elif (canary_revision is None or labels.get(naming.REVISION_LABEL) == canary_revision) \
+                and not pod["metadata"].get("deletionTimestamp"):
             canary += 1
             canary_ready += ready
         else:

@@ -89,3 +89,19 @@ def next_split(replicas: int, weight: int, max_surge: int, max_unavailable: int,
     if stable > pods.stable:  # growing back (a lower weight): within the room the canary left
         stable = min(stable, pods.stable + max(room - max(canary - pods.canary, 0), 0))
     return Split(stable=stable, canary=canary)
+
+
+def drain(replicas: int, max_surge: int, max_unavailable: int, pods: Pods, other: int = 0) -> Split:
+    """The replica counts to set now when a canary that is not failing goes away (the spec went
+    back to the stable revision, or dropped the canary): the stable grows back into the room the
+    surge leaves, and canary pods go only as others are ready, not-ready ones first, keeping
+    ``replicas - max_unavailable`` ready. Called again as pods come and go, it ends at
+    (replicas, 0). A rollback does not drain: it removes the canary at once (``next_split``)."""
+    room = replicas + max_surge - pods.total - other
+    stable = min(replicas, pods.stable + max(room, 0)) if pods.stable < replicas else replicas
+    floor = replicas - max_unavailable
+    may_remove = (pods.canary - pods.canary_ready) + max(pods.ready - floor, 0)
+    canary = max(0, pods.canary - may_remove)
+    if stable >= replicas and pods.stable_ready >= floor:
+        canary = 0  # the stable serves alone: the rest of the canary goes
+    return Split(stable=stable, canary=canary)

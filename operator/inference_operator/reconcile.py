@@ -405,7 +405,8 @@ def _reconcile(
         view = status.CanaryView(
             state=d.state, active=d.active, held=d.failed, reason=d.reason, message=d.message,
             revision=(d.state or {}).get("revision"), stable_revision=isvc.status.revision,
-            deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted)
+            deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted,
+            draining=d.draining)
     new_status = status.compute(
         isvc,
         deployment=deployment,
@@ -435,7 +436,9 @@ def _reconcile(
         # The canary's own Warning (naming the checks) says what Degraded's would say again.
         said = {(e.type, e.reason) for e in rolling.decision.events}
         transitions = list(rolling.decision.events) + [e for e in transitions if (e.type, e.reason) not in said]
-    for event in _with_children(transitions, applied, deleted):
+    # The canary's own Events tell its steps; its writes need no second word (ChildrenUpdated).
+    quiet = rolling is not None and (rolling.decision.hold or rolling.decision.promoted)
+    for event in _with_children(transitions, [] if quiet else applied, [] if quiet else deleted):
         try:
             kube.event(isvc, event)
         except ApiError as exc:  # an Event is a courtesy; it never fails the pass

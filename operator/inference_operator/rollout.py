@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
-from . import analysis, api, canary, children, naming, render, traffic
+from . import analysis, api, canary, children, migration, naming, render, traffic
 from .children import Ref
 from .config import OperatorConfig
 from .observed import Observed
@@ -43,7 +43,10 @@ def _ref(isvc: api.InferenceService, track: str) -> Ref:
 def inputs(isvc: api.InferenceService, observed: Observed, desired_revision: Optional[str], now: float) -> canary.Inputs:
     spec = isvc.spec
     track = stable_track(isvc)
-    pods, other = canary.pods_by_track(list(observed.pods), track, desired_revision, pod_ready)
+    # No canary is due (none in the spec, or the spec is the stable revision): whatever runs in
+    # the canary's track is a canary to drain.
+    due = spec.rollout.canary is not None and isvc.status.revision not in (None, desired_revision)
+    pods, other = canary.pods_by_track(list(observed.pods), track, desired_revision if due else None, pod_ready)
     return canary.Inputs(
         canary=spec.rollout.canary, replicas=spec.replicas, max_surge=spec.rollout.max_surge,
         max_unavailable=spec.rollout.max_unavailable,
@@ -63,12 +66,17 @@ def plan(
     legacy: bool = False,
 ) -> Plan:
     """The children to apply, hold and scale. ``rendered(track)`` gives the stamped children with
-    that track's Deployment; ``legacy`` (a Deployment made before tracks) keeps the plain path."""
+    that track's Deployment. No canary (the plain path) while a Deployment made before tracks is
+    still being moved onto them (``legacy``, or its orphaned ReplicaSets), or while the stable
+    track has no Deployment to hold (deleted behind our back: it is made again from the spec)."""
     spec_inputs = inputs(isvc, observed, desired_revision, now)
-    if legacy:
+    stable_missing = observed.child(_ref(isvc, stable_track(isvc))) is None
+    if legacy or stable_missing or migration.orphans(observed.replicasets):
         spec_inputs = dataclasses.replace(spec_inputs, canary=None)
     verdict = analyze(isvc, spec_inputs) if canary.analysis_due(spec_inputs) else None
     decision = canary.decide(spec_inputs, verdict)
+    if stable_missing and decision.hold:
+        decision = dataclasses.replace(decision, hold=False, draining=False, failed=False, split=None)
     stable = decision.stable_track
     desired = rendered(stable) + _routing(isvc, observed, decision)
     stable_ref = _ref(isvc, stable)
@@ -80,11 +88,21 @@ def plan(
     if live is not None and (live.get("spec") or {}).get("replicas") != decision.split.stable:
         scale[stable_ref] = decision.split.stable
     canary_ref = None
+    hold = {stable_ref}
     if decision.active:
         canary_ref = _ref(isvc, decision.canary_track)
         deployment = render.as_canary(rendered(decision.canary_track)[0], decision.split.canary)
         desired = desired + [children.stamp(deployment, isvc)]
-    return Plan(children=desired, hold=frozenset({stable_ref}), scale=scale, decision=decision, stable=stable_ref,
+    elif decision.draining:
+        # The canary's Deployment stays, held at its revision, and shrinks as the stable's pods
+        # are ready (its rendered stand-in only keeps the plan from deleting it).
+        canary_ref = _ref(isvc, decision.canary_track)
+        hold.add(canary_ref)
+        desired = desired + [rendered(decision.canary_track)[0]]
+        live_canary = observed.child(canary_ref)
+        if live_canary is not None and (live_canary.get("spec") or {}).get("replicas") != decision.split.canary:
+            scale[canary_ref] = decision.split.canary
+    return Plan(children=desired, hold=frozenset(hold), scale=scale, decision=decision, stable=stable_ref,
                 canary=canary_ref)
 
 
@@ -173,6 +191,8 @@ def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         if not data.get("token") and not data.get("username"):
             raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")
+        # Files made with --from-file end in a newline, which no header may hold.
+        data = {k: v.strip() for k, v in data.items()}
         return analysis.Auth(token=data.get("token") or None, username=data.get("username") or None,
                              password=data.get("password") or None)
 

@@ -204,6 +204,7 @@ class CanaryView:
     # The canary's Deployment while it runs: its replicas count in status.replicas.
     deployment: Optional[dict[str, Any]] = None
     promoted: bool = False  # this pass finished a promotion: the desired revision is rolled out
+    draining: bool = False  # a canary goes away (a revert, its spec removed) as the stable comes back
 
 
 def _was_ready(pod: dict[str, Any]) -> bool:
@@ -295,7 +296,7 @@ def compute(
         and rollout.updated == rollout.replicas
     )
     max_unavailable = _max_unavailable(isvc)
-    if canary is not None and (canary.active or canary.held or canary.promoted) and not problem:
+    if canary is not None and (canary.active or canary.held or canary.promoted or canary.draining) and not problem:
         ready, progressing, degraded = _canary_conditions(canary, counts, degraded, isvc.spec.replicas,
                                                           max_unavailable)
     elif problem:
@@ -429,6 +430,11 @@ def _canary_conditions(view: CanaryView, counts: PodCounts, degraded: Optional[P
                  f"Revision {view.revision}: promoted; {counts.desired_ready}/{replicas} replicas ready.")
         return ready, ("False", "RolloutComplete", f"Revision {view.revision} is rolled out (promoted)."), degraded
     keeps = f"The stable revision {view.stable_revision} keeps serving ({counts.other_ready} ready)"
+    if view.draining:
+        text = (f"{counts.desired_ready + counts.other_ready} ready while the canary of revision {view.revision} "
+                "goes.")
+        ready = ("True", "CanaryDraining", text) if serving >= floor else ("False", "ReplicasUnavailable", text)
+        return ready, ("True", "CanaryDraining", view.message or ""), degraded
     if view.active:
         text = f"{keeps}; revision {view.revision} is a canary ({counts.desired_ready} ready)."
         ready = ("True", "CanaryInProgress", text) if serving >= floor else ("False", "ReplicasUnavailable", text)
