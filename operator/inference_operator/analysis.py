@@ -47,11 +47,13 @@ def promql_duration(value: float) -> str:
     return f"{max(1, round(value * 1000))}ms"
 
 
+def quoted(value: str) -> str:
+    """A label value as a PromQL string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def selector(namespace: str, revision: str, model: str) -> str:
     """The label matchers of one revision's series, without braces (a check's {{selector}})."""
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
     return (f"{NAMESPACE_LABEL}={quoted(namespace)},{REVISION_LABEL}={quoted(revision)},"
             f"{MODEL_LABEL}={quoted(model)}")
 
@@ -226,10 +228,15 @@ def run(analysis: api.Analysis, namespace: str, model: str, canary: str, stable:
         canary_values = {name: query(text) for name, text in q.canary.items()}
         stable_values = {name: query(text) for name, text in q.stable.items()}
     except QueryError as exc:
-        message = f"Prometheus could not be queried: {exc}"
-        return Verdict(ERROR, tuple(api.CheckResult(name=c.name, result=ERROR, bound=_bounds(c), message=message)
-                                    for c in analysis.checks), None, message)
+        return error(analysis, f"Prometheus could not be queried: {exc}")
     return judge(analysis, requests, canary_values, stable_values)
+
+
+def error(analysis: api.Analysis, message: str) -> Verdict:
+    """An analysis that could not be made (Prometheus unanswering, unknown, its credentials
+    unreadable): every check an Error, neither a pass nor a failure."""
+    return Verdict(ERROR, tuple(api.CheckResult(name=c.name, result=ERROR, bound=_bounds(c), message=message)
+                                for c in analysis.checks), None, message)
 
 
 @dataclasses.dataclass(frozen=True)

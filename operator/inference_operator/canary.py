@@ -112,7 +112,6 @@ class Decision:
     draining: bool = False
     split: Optional[Split] = None
     stable_track: str = naming.STABLE
-    canary_track: str = CANARY
     route_weight: int = 0  # gatewayAPI: the canary's share at the HTTPRoute
     promoted: bool = False  # this pass finished a promotion: the revision is rolled out
     events: tuple[Event, ...] = ()
@@ -120,6 +119,10 @@ class Decision:
     # The Progressing reason and message while active, or after a rollback (Degraded/Stalled).
     reason: Optional[str] = None
     message: Optional[str] = None
+
+    @property
+    def canary_track(self) -> str:
+        return other_track(self.stable_track)
 
 
 def _dump(state: api.CanaryStatus) -> dict[str, Any]:
@@ -220,13 +223,13 @@ def _settle(inputs: Inputs, state: Optional[api.CanaryStatus], handled: dict[str
         split = canary_split.drain(inputs.replicas, inputs.max_surge, inputs.max_unavailable, inputs.pods,
                                    inputs.other)
         return Decision(state=dumped, hold=True, draining=True, split=split, stable_track=track,
-                        canary_track=other_track(track), events=tuple(events), requeue_after=MOVE_REQUEUE_SECONDS,
+                        events=tuple(events), requeue_after=MOVE_REQUEUE_SECONDS,
                         reason="CanaryDraining",
                         message=f"The canary's pods go as the stable revision's are ready again "
                                 f"(stable {inputs.pods.stable_ready}/{inputs.replicas} ready, "
                                 f"{inputs.pods.canary} canary pods left).")
     # The canary's Deployment goes; the stable one rolls as the spec says.
-    return Decision(state=dumped, stable_track=track, canary_track=other_track(track), events=tuple(events))
+    return Decision(state=dumped, stable_track=track, events=tuple(events))
 
 
 def _rollback(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], events: list[Event],
@@ -248,7 +251,7 @@ def _inactive(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> D
     leftover = inputs.pods.canary + inputs.other
     track = inputs.stable_track
     return Decision(state=_dump(state), active=False, hold=True, failed=True, split=split, stable_track=track,
-                    canary_track=other_track(track), events=tuple(events),
+                    events=tuple(events),
                     requeue_after=MOVE_REQUEUE_SECONDS if leftover or split.stable != inputs.pods.stable else None,
                     reason=state.reason or state.phase, message=state.message)
 
@@ -301,7 +304,6 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
     now = inputs.now
     # Recorded whatever else this pass does: a request is acted on once.
     state = state.model_copy(update={"handled": handled})
-    update: dict[str, Any] = {}
 
     if ABORT in new:
         return _rollback(inputs, state, handled, events, ABORTED, "CanaryAborted", "aborted by hand")
@@ -309,8 +311,7 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
     weight = state.weight or 0
     ready = _ready_enough(inputs, weight)
     if state.phase != PROMOTING and ready and state.ready_at is None:
-        update["ready_at"] = format_time(now)
-        state = state.model_copy(update=update)
+        state = state.model_copy(update={"ready_at": format_time(now)})
     elif not ready and state.phase != PROMOTING:
         started = parse_time(state.step_started_at) or now
         if state.ready_at is None and now - started > deadline(inputs):
@@ -319,7 +320,7 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
 
     # The analysis, when one ran.
     if verdict is not None and state.phase != PROMOTING:
-        update = {"last_analysis_at": format_time(now), "analysis": list(verdict.checks)}
+        update: dict[str, Any] = {"last_analysis_at": format_time(now), "analysis": list(verdict.checks)}
         failures = state.consecutive_failures or 0
         inconclusive = state.consecutive_inconclusive or 0
         passed = state.checks_passed or 0
@@ -468,7 +469,7 @@ def _active(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Dec
             events.append(Event("Normal", "CanaryPromoted",
                                 f"Revision {state.revision} promoted; its canary pods serve every replica"))
             return Decision(state=_dump(done), active=False, split=None, stable_track=other_track(track),
-                            canary_track=track, promoted=True, events=tuple(events))
+                            promoted=True, events=tuple(events))
     state = state.model_copy(update={"effective_weight": effective})
     # gatewayAPI: the route sends the step's weight once a canary pod is ready, and never sends
     # anything to a Service with no ready pod (a stable with none left at a high weight).
@@ -496,7 +497,6 @@ def _active(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Dec
         started = parse_time(state.step_started_at) or inputs.now
         waits.append(max(started + deadline(inputs) - inputs.now, 1.0))
     return Decision(state=_dump(state), active=True, hold=True, split=split, stable_track=track,
-                    canary_track=other_track(track),
                     route_weight=route, events=tuple(events), requeue_after=min(waits) if waits else None,
                     reason=f"Canary{state.phase}", message=describe(inputs, state))
 

@@ -63,15 +63,15 @@ def plan(
     desired_revision: Optional[str],
     now: float,
     analyze: Analyze,
-    legacy: bool = False,
 ) -> Plan:
     """The children to apply, hold and scale. ``rendered(track)`` gives the stamped children with
     that track's Deployment. No canary (the plain path) while a Deployment made before tracks is
-    still being moved onto them (``legacy``, or its orphaned ReplicaSets), or while the stable
-    track has no Deployment to hold (deleted behind our back: it is made again from the spec)."""
+    still being moved onto them (reconcile does not call this for the Deployment itself; its
+    orphaned ReplicaSets are seen here), or while the stable track has no Deployment to hold
+    (deleted behind our back: it is made again from the spec)."""
     spec_inputs = inputs(isvc, observed, desired_revision, now)
     stable_missing = observed.child(_ref(isvc, stable_track(isvc))) is None
-    if legacy or stable_missing or migration.orphans(observed.replicasets):
+    if stable_missing or migration.orphans(observed.replicasets):
         spec_inputs = dataclasses.replace(spec_inputs, canary=None)
     verdict = analyze(isvc, spec_inputs) if canary.analysis_due(spec_inputs) else None
     decision = canary.decide(spec_inputs, verdict)
@@ -82,11 +82,8 @@ def plan(
     stable_ref = _ref(isvc, stable)
     if not decision.hold:
         return Plan(children=desired, hold=frozenset(), scale={}, decision=decision, stable=stable_ref, canary=None)
-    scale: dict[Ref, int] = {}
     assert decision.split is not None
-    live = observed.child(stable_ref)
-    if live is not None and (live.get("spec") or {}).get("replicas") != decision.split.stable:
-        scale[stable_ref] = decision.split.stable
+    scale = _rescale(observed, stable_ref, decision.split.stable)
     canary_ref = None
     hold = {stable_ref}
     if decision.active:
@@ -99,11 +96,15 @@ def plan(
         canary_ref = _ref(isvc, decision.canary_track)
         hold.add(canary_ref)
         desired = desired + [rendered(decision.canary_track)[0]]
-        live_canary = observed.child(canary_ref)
-        if live_canary is not None and (live_canary.get("spec") or {}).get("replicas") != decision.split.canary:
-            scale[canary_ref] = decision.split.canary
+        scale.update(_rescale(observed, canary_ref, decision.split.canary))
     return Plan(children=desired, hold=frozenset(hold), scale=scale, decision=decision, stable=stable_ref,
                 canary=canary_ref)
+
+
+def _rescale(observed: Observed, ref: Ref, replicas: int) -> dict[Ref, int]:
+    """The replica count to patch onto a held Deployment: none when it has it, or is not there."""
+    live = observed.child(ref)
+    return {ref: replicas} if live is not None and (live.get("spec") or {}).get("replicas") != replicas else {}
 
 
 ROUTE_CRD = "httproutes.gateway.networking.k8s.io"
@@ -147,20 +148,15 @@ def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.
         assert cfg is not None and inputs.state is not None
         address = prometheus_address(isvc, config)
         if not address:
-            message = ("no Prometheus to ask: set spec.rollout.canary.analysis.prometheus.address, or "
-                       "INFERENCE_OPERATOR_PROMETHEUS_URL for the operator")
-            return analysis.Verdict(analysis.ERROR, tuple(
-                api.CheckResult(name=c.name, result=analysis.ERROR, message=message) for c in cfg.analysis.checks),
-                None, message)
+            return analysis.error(cfg.analysis, "no Prometheus to ask: set spec.rollout.canary.analysis.prometheus."
+                                                "address, or INFERENCE_OPERATOR_PROMETHEUS_URL for the operator")
         auth = analysis.Auth()
         if cfg.analysis.prometheus.secret_name:
             try:
                 auth = credentials(isvc.namespace, cfg.analysis.prometheus.secret_name)
             except Exception as exc:  # noqa: BLE001 -- whatever keeps us from the Secret holds the canary
-                message = f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {exc}"
-                return analysis.Verdict(analysis.ERROR, tuple(
-                    api.CheckResult(name=c.name, result=analysis.ERROR, message=message)
-                    for c in cfg.analysis.checks), None, message)
+                return analysis.error(
+                    cfg.analysis, f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {exc}")
         query = analysis.prometheus_query(address, auth, at=inputs.now)
         return analysis.run(cfg.analysis, isvc.namespace, isvc.spec.model.name, inputs.state.revision or "",
                             inputs.state.stable_revision, query)

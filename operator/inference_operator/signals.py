@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from .analysis import quoted
+
 NAMESPACE_LABEL = "namespace"
 POD_LABEL = "pod"
 INFERENCESERVICE_LABEL = "inferenceservice"
@@ -69,9 +71,6 @@ def query(signal: str, matchers: str, window: str, by: str) -> str:
 
 
 def matchers(namespace: str, inferenceservice: str) -> str:
-    def quoted(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
     return f"{NAMESPACE_LABEL}={quoted(namespace)},{INFERENCESERVICE_LABEL}={quoted(inferenceservice)}"
 
 
