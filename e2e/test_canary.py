@@ -15,7 +15,6 @@ import json
 import os
 import pathlib
 import re
-import textwrap
 import time
 from typing import Any, Callable, Optional
 
@@ -27,6 +26,7 @@ from tests.triton import python_backend_dir, require_triton
 from .conftest import Kubectl, Operator
 from .standins import BAD, GOOD, ISVC_LABEL, REVISION_LABEL, TRACK_LABEL, Invariants, StandinKubelet, Traffic
 from .test_e2e import condition
+from .test_e2e import manifest as e2e_manifest
 
 NAME, MODEL = "demo", "resnet50"
 REPLICAS, MAX_SURGE, MAX_UNAVAILABLE = 2, 1, 0
@@ -194,39 +194,27 @@ def harness(kubectl: Kubectl, namespace: str, prometheus: Prometheus, triton_hom
 
 def manifest(ns: str, *, prometheus_url: str, version: Optional[int] = None,
              steps: str = "[{weight: 50}]") -> str:
-    version_line = f"\n    version: {version}" if version is not None else ""
-    return textwrap.dedent(f"""\
-        apiVersion: serving.inference-operator.io/v1alpha1
-        kind: InferenceService
-        metadata:
-          name: {NAME}
-          namespace: {ns}
-        spec:
-          model:
-            name: {MODEL}
-            storageUri: pvc://models/triton{{version}}
-          resources:
-            gpu: {{count: 1}}
-            requests: {{cpu: 500m, memory: 1Gi}}
-          replicas: {REPLICAS}
-          rollout:
-            maxSurge: {MAX_SURGE}
-            maxUnavailable: {MAX_UNAVAILABLE}
-            canary:
-              steps: {steps}
-              analysis:
-                prometheus: {{address: "{prometheus_url}"}}
-                interval: 2s
-                window: 4s
-                initialDelay: 2s
-                checksPerStep: 2
-                minRequests: 10
-                failureLimit: 2
-                inconclusiveLimit: 10
-                checks:
-                - {{name: errorRate, max: 5%}}
-                - {{name: requestLatency, maxIncrease: 50%}}
-        """).replace("{version}", version_line)
+    """test_e2e's manifest with this suite's rollout; a version is another path on the claim."""
+    storage = "pvc://models/triton" + (f"-v{version}" if version is not None else "")
+    return e2e_manifest(NAME, ns, replicas=REPLICAS, storage=storage, extra=f"""\
+        rollout:
+          maxSurge: {MAX_SURGE}
+          maxUnavailable: {MAX_UNAVAILABLE}
+          canary:
+            steps: {steps}
+            analysis:
+              prometheus: {{address: "{prometheus_url}"}}
+              interval: 2s
+              window: 4s
+              initialDelay: 2s
+              checksPerStep: 2
+              minRequests: 10
+              failureLimit: 2
+              inconclusiveLimit: 10
+              checks:
+              - {{name: errorRate, max: 5%}}
+              - {{name: requestLatency, maxIncrease: 50%}}
+        """)
 
 
 def event_time(event: dict) -> str:
