@@ -1,5 +1,6 @@
 """The planner: what to apply, what to leave, what to delete, what never to touch."""
 
+import dataclasses
 import copy
 
 import pytest
@@ -173,13 +174,20 @@ def test_every_rendered_child_is_in_the_registry_and_the_watches():
     rendered = {c["kind"] for c in render.render(isvc, CONFIG)} | {
         c["kind"] for c in render.render(isvc, CONFIG, track="canary")} | {
         c["kind"] for c in traffic.children(routed, "stable", "canary", 10)}
+    from inference_operator import autoscaling
+
+    for engine in ("hpa", "keda"):
+        scaled = api.parse(isvc_body(autoscaling={"engine": engine, "maxReplicas": 3}))
+        config = dataclasses.replace(CONFIG, prometheus_url="http://prometheus:9090")
+        rendered |= {c["kind"] for c in autoscaling.children(scaled, config, frozenset({autoscaling.SCALEDOBJECT_CRD}))}
     registered = {child.kind.kind for child in children.REGISTRY}
     assert rendered == registered
     watched = {kind for _, _, _, kind in handlers.CHILD_RESOURCES}
     assert registered | {"Pod", "ReplicaSet"} == watched
     assert [str(r) for r in children.possible_refs(isvc)] == [
         "Deployment/demo-predictor", "Service/demo", "PodDisruptionBudget/demo-predictor",
-        "Deployment/demo-predictor-canary", "Service/demo-stable", "Service/demo-canary", "HTTPRoute/demo"]
+        "Deployment/demo-predictor-canary", "Service/demo-stable", "Service/demo-canary", "HTTPRoute/demo",
+        "HorizontalPodAutoscaler/demo", "ScaledObject/demo"]
     assert render.render(isvc, CONFIG, track="canary")[0]["metadata"]["name"] == "demo-predictor-canary"
 
 

@@ -50,7 +50,7 @@ def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
     assert settings.persistence.diffbase_storage.fetch(body=body) is None
     assert settings.watching.server_timeout and settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.posting.enabled is False
-    assert len(list(settings.watching.label_selectors)) == 6  # 4 child kinds, pods, ReplicaSets
+    assert len(list(settings.watching.label_selectors)) == 8  # 6 child kinds, pods, ReplicaSets
 
 
 @pytest.mark.parametrize("status,urgent", [({}, True), ({"observedGeneration": 1}, True),

@@ -36,6 +36,12 @@ def canary(**fields: Any) -> Callable[[dict], None]:
     return change
 
 
+def autoscaling(**fields: Any) -> Callable[[dict], None]:
+    def change(body: dict) -> None:
+        body["spec"]["autoscaling"] = copy.deepcopy(fields)
+    return change
+
+
 def name(value: str) -> Callable[[dict], None]:
     def change(body: dict) -> None:
         body["metadata"]["name"] = value
@@ -136,6 +142,39 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
         {"name": "errorRate", "max": "1%"}, {"name": "errorRate", "max": "2%"}]}), "Duplicate value"),
     ("prometheus-address", canary(steps=[{"weight": 10}], analysis={"prometheus": {"address": "prom:9090"}}),
      "http:// or https:// URL"),
+    ("autoscaling-default", autoscaling(maxReplicas=4), None),
+    ("autoscaling-every-signal", autoscaling(minReplicas=2, maxReplicas=8, targets=[
+        {"name": "queueTime", "value": "50ms"}, {"name": "queueToComputeRatio", "value": "1.5"},
+        {"name": "pendingRequests", "value": "4"}, {"name": "requestLatency", "value": "0.5s"},
+        {"name": "gpuUtilization", "value": "80%"},
+        {"name": "tokens", "query": "sum by (pod) (rate(my_tokens{ {{selector}} }[1m]))", "value": "100"}],
+        behavior={"scaleUp": {"stabilizationWindowSeconds": 0}, "scaleDown": {"policies": [
+            {"type": "Pods", "value": 1, "periodSeconds": 60}]}}), None),
+    ("autoscaling-keda-zero", autoscaling(engine="keda", minReplicas=0, maxReplicas=3,
+                                          keda={"serverAddress": "http://prometheus.monitoring:9090"}), None),
+    ("autoscaling-min-over-max", autoscaling(minReplicas=5, maxReplicas=2), "must not exceed autoscaling.maxReplicas"),
+    ("autoscaling-default-min-over-max", autoscaling(maxReplicas=0), "greater than or equal to 1"),
+    ("autoscaling-no-max", autoscaling(minReplicas=1), "Required value"),
+    ("autoscaling-hpa-zero", autoscaling(minReplicas=0, maxReplicas=3), "needs engine: keda"),
+    ("autoscaling-no-value", autoscaling(maxReplicas=3, targets=[{"name": "queueTime"}]), "needs a value"),
+    ("autoscaling-time-unit", autoscaling(maxReplicas=3, targets=[{"name": "queueTime", "value": "5"}]),
+     "a time such as 50ms"),
+    ("autoscaling-gpu-unit", autoscaling(maxReplicas=3, targets=[{"name": "gpuUtilization", "value": "0.8"}]),
+     "a percentage such as 80%"),
+    ("autoscaling-number", autoscaling(maxReplicas=3, targets=[{"name": "pendingRequests", "value": "4 requests"}]),
+     "a number such as 0.5 or 4"),
+    ("autoscaling-unknown", autoscaling(maxReplicas=3, targets=[{"name": "latency", "value": "1"}]),
+     "or has a query, not both"),
+    ("autoscaling-query-selector", autoscaling(maxReplicas=3, targets=[
+        {"name": "mine", "query": "sum(up)", "value": "1"}]), "must contain {{selector}}"),
+    ("autoscaling-duplicate", autoscaling(maxReplicas=3, targets=[
+        {"name": "queueTime", "value": "50ms"}, {"name": "queueTime", "value": "80ms"}]), "Duplicate value"),
+    ("autoscaling-engine", autoscaling(engine="vpa", maxReplicas=3), "Unsupported value"),
+    ("autoscaling-address", autoscaling(engine="keda", maxReplicas=3, keda={"serverAddress": "prom:9090"}),
+     "http:// or https:// URL"),
+    ("autoscaling-policy", autoscaling(maxReplicas=3, behavior={"scaleUp": {"policies": [{"type": "Pods", "value": 0,
+                                                                                          "periodSeconds": 60}]}}),
+     "greater than or equal to 1"),
 ]
 
 

@@ -597,8 +597,9 @@ class Analysis(Base):
     prometheus: PrometheusSpec = Field(default_factory=PrometheusSpec, json_schema_extra={"default": {}})
     interval: str = duration("30s", "How often the checks run.")
     window: Optional[str] = duration(description="The range each check's rates cover. Unset: interval.")
-    initial_delay: str = duration(
-        "60s", "How long after the canary's pods are ready before the first check: model load and warm-up."
+    initial_delay: Optional[str] = duration(
+        description="How long after the canary's pods are ready before the first check (warm-up). Unset: "
+        "the canary revision's measured startup (status.startupSeconds), within 30s..10m; 60s unmeasured."
     )
     checks_per_step: int = Field(
         default=3, ge=1, le=100,
@@ -714,6 +715,173 @@ class RolloutSpec(Base):
     )
 
 
+# ---- autoscaling (autoscaling.py, signals.py) -------------------------------------------------
+
+# The named signals an autoscaler scales on, from Triton's metrics (signals.py).
+SIGNALS = ("queueTime", "queueToComputeRatio", "pendingRequests", "requestLatency", "gpuUtilization")
+TIME_SIGNALS = ("queueTime", "requestLatency")
+_TIME_RE = "^[0-9]+(\\\\.[0-9]+)?(us|ms|s)$"
+_NUMBER_RE = "^[0-9]+(\\\\.[0-9]+)?$"
+
+
+class AutoscalingTarget(Base):
+    """One signal and the value it is held at: the autoscaler adds replicas while the signal is above it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("has(self.value)", "an autoscaling target needs a value, e.g. {name: queueTime, value: 50ms}"),
+            cel(
+                "has(self.query) != (self.name in " + repr(list(SIGNALS)) + ")",
+                "an autoscaling target is a signal (queueTime, queueToComputeRatio, pendingRequests, "
+                "requestLatency, gpuUtilization) or has a query, not both",
+            ),
+            cel(
+                "!has(self.value) || !(self.name in " + repr(list(TIME_SIGNALS)) + ") || "
+                f"self.value.matches('{_TIME_RE}')",
+                "the value of queueTime and requestLatency is a time such as 50ms, 800us or 1.5s",
+            ),
+            cel(
+                "!has(self.value) || self.name != 'gpuUtilization' || "
+                "self.value.matches('^[0-9]+(\\\\.[0-9]+)?%$')",
+                "the value of gpuUtilization is a percentage such as 80%",
+            ),
+            cel(
+                "!has(self.value) || self.name in " + repr(list(TIME_SIGNALS) + ["gpuUtilization"]) + " || "
+                f"self.value.matches('{_NUMBER_RE}')",
+                "the value of queueToComputeRatio, pendingRequests and a query is a number such as 0.5 or 4",
+            ),
+        )
+    )
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        description="queueTime, queueToComputeRatio, pendingRequests, requestLatency, gpuUtilization, or a "
+        "name of your own for a query.",
+        json_schema_extra=validations(
+            cel("self.matches('^[A-Za-z][A-Za-z0-9]*$')",
+                "an autoscaling target's name starts with a letter and holds letters and digits")
+        ),
+    )
+    value: Optional[str] = Field(
+        default=None,
+        max_length=32,
+        description="queueTime, requestLatency: a time (50ms); queueToComputeRatio: a ratio (1.5); "
+        "pendingRequests: requests per replica (4); gpuUtilization: a percentage (80%); a query: a number.",
+    )
+    query: Optional[str] = Field(
+        default=None,
+        max_length=4096,
+        description="PromQL returning one number per pod (`by (pod)`, for the HPA engine's adapter) or one "
+        "number (the keda engine), with {{selector}} where the pods' label matchers go.",
+        json_schema_extra=validations(
+            cel("self.contains('{{selector}}')", "an autoscaling query must contain {{selector}}")
+        ),
+    )
+    per_replica: bool = Field(
+        default=False,
+        description="A query only: its number adds up over replicas (divided by them, like pendingRequests) "
+        "rather than being an average.",
+    )
+
+
+class ScalingPolicy(Base):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1, le=100000)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class ScalingRules(Base):
+    stabilization_window_seconds: Optional[int] = Field(
+        default=None, ge=0, le=3600,
+        description="Scale up: unset is the revision's measured startup time (status.startupSeconds), "
+        "at least 30s. Scale down: unset is 300s.",
+    )
+    select_policy: Optional[Literal["Max", "Min", "Disabled"]] = None
+    policies: Optional[list[ScalingPolicy]] = Field(default=None, min_length=1, max_length=10)
+
+
+# Passed to the HPA (KEDA's too). Defaults for GPU models that take minutes to load
+# (autoscaling.behavior): scale up fast (100% or 4 pods a minute, whichever is more) after a window
+# as long as a new replica takes to load; scale down slowly (1 pod every 2 minutes) after 5 minutes.
+class ScalingBehavior(Base):
+
+    scale_up: ScalingRules = Field(default_factory=ScalingRules, json_schema_extra={"default": {}})
+    scale_down: ScalingRules = Field(default_factory=ScalingRules, json_schema_extra={"default": {}})
+
+
+class KedaSpec(Base):
+    server_address: Optional[str] = Field(
+        default=None,
+        max_length=512,
+        description="The Prometheus KEDA queries. Unset: INFERENCE_OPERATOR_PROMETHEUS_URL.",
+        json_schema_extra=validations(
+            cel("self.matches('^https?://[^/]+')", "autoscaling.keda.serverAddress must be an http:// or https:// URL")
+        ),
+    )
+    polling_interval: int = Field(default=15, ge=1, le=3600, description="Seconds between KEDA's queries.")
+    cooldown_period: int = Field(
+        default=300, ge=0, le=86400,
+        description="minReplicas: 0 only: seconds without activity before scaling to zero.",
+    )
+    activation_pending_requests: int = Field(
+        default=0, ge=0, le=100000,
+        description="minReplicas: 0 only: pending requests above this wake the InferenceService from zero "
+        "(and keep it up).",
+    )
+    fallback_replicas: Optional[int] = Field(
+        default=None, ge=1, le=1000,
+        description="Replicas to run when Prometheus cannot be queried 3 times in a row. Unset: no fallback.",
+    )
+    authentication_ref: Optional[str] = Field(
+        default=None, max_length=253,
+        description="A TriggerAuthentication in the namespace for KEDA's Prometheus queries.",
+    )
+
+
+def _default_targets() -> list["AutoscalingTarget"]:
+    return [AutoscalingTarget(name="queueTime", value="50ms")]
+
+
+class Autoscaling(Base):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("(has(self.minReplicas) ? self.minReplicas : 1) <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
+            cel("(has(self.minReplicas) ? self.minReplicas : 1) > 0 || "
+                "(has(self.engine) ? self.engine : 'hpa') == 'keda'",
+                "autoscaling.minReplicas: 0 (scale to zero) needs engine: keda; an HPA on per-pod metrics "
+                "cannot wake an InferenceService that has no pods"),
+        )
+    )
+
+    engine: Literal["hpa", "keda"] = Field(
+        default="hpa",
+        description="hpa: an autoscaling/v2 HorizontalPodAutoscaler on custom metrics served by "
+        "prometheus-adapter (with the README's rules). keda: a KEDA ScaledObject with Prometheus triggers.",
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000)
+    max_replicas: int = Field(ge=1, le=1000)
+    targets: list[AutoscalingTarget] = Field(
+        default_factory=_default_targets,
+        min_length=1,
+        max_length=8,
+        description="The autoscaler keeps every signal at or below its value (the largest replica count wins).",
+        json_schema_extra={
+            "default": [{"name": "queueTime", "value": "50ms"}],
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    window: str = duration("1m", "The range the signals' rates cover (at least two scrape intervals).")
+    behavior: ScalingBehavior = Field(
+        default_factory=ScalingBehavior, json_schema_extra={"default": {}},
+        description="The HPA's behavior, with defaults for models that take minutes to load: scale up by "
+        "100% or 4 pods a minute (the more), scale down by 1 pod every 2 minutes after 5 minutes.",
+    )
+    keda: KedaSpec = Field(default_factory=KedaSpec, json_schema_extra={"default": {}})
+
+
 class InferenceServiceSpec(Base):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -727,8 +895,24 @@ class InferenceServiceSpec(Base):
                 "scheduling.nodeSelector['nvidia.com/gpu.product'] contradicts "
                 "resources.gpu.product",
             ),
+            # A transition rule (updates only): a new InferenceService's default replicas (1) is
+            # brought into the range by the operator, and the autoscaler keeps it there.
+            cel(
+                "!has(self.autoscaling) || self.replicas == oldSelf.replicas || "
+                "(self.replicas >= (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) && "
+                "self.replicas <= self.autoscaling.maxReplicas)",
+                "spec.replicas is the autoscaler's while spec.autoscaling is set: a change outside "
+                "autoscaling.minReplicas..maxReplicas would not be honoured; leave spec.replicas out of the "
+                "manifest (see the README's Argo CD note) or change the autoscaling range",
+            ),
         )
     )
+
+    @property
+    def target_replicas(self) -> int:
+        """The replica count the Deployments run: spec.replicas, within the autoscaling range."""
+        a = self.autoscaling
+        return self.replicas if a is None else min(max(self.replicas, a.min_replicas), a.max_replicas)
 
     model: ModelSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec, json_schema_extra={"default": {}})
@@ -738,7 +922,15 @@ class InferenceServiceSpec(Base):
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec, json_schema_extra={"default": {}}
     )
-    replicas: int = Field(default=1, ge=0, le=1000)
+    replicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Pods of the predictor. With spec.autoscaling the autoscaler owns it (through the scale "
+        "subresource): it is the starting count, brought within minReplicas..maxReplicas.",
+    )
+    autoscaling: Optional[Autoscaling] = Field(
+        default=None,
+        description="Scale on Triton's queue and latency metrics. The autoscaler wins over spec.replicas.",
+    )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, json_schema_extra={"default": {}})
     service_account_name: Optional[str] = Field(
         default=None,
@@ -830,6 +1022,15 @@ class CanaryStatus(StatusBase):
     message: Optional[str] = None
 
 
+class AutoscalerStatus(StatusBase):
+    """The autoscaler of spec.autoscaling, as its HPA reports it."""
+
+    kind: Optional[str] = Field(default=None, description="HorizontalPodAutoscaler or ScaledObject.")
+    name: Optional[str] = None
+    current_replicas: Optional[int] = None
+    desired_replicas: Optional[int] = None
+
+
 class InferenceServiceStatus(StatusBase):
     observed_generation: Optional[int] = None
     conditions: list[Condition] = Field(
@@ -851,6 +1052,12 @@ class InferenceServiceStatus(StatusBase):
         "upgrade that changes them rolls an InferenceService only when its spec next changes.",
     )
     canary: Optional[CanaryStatus] = None
+    startup_seconds: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per revision, the longest measured time from a pod's scheduling to Ready (image pull "
+        "and model load), in seconds: the default scale-up stabilization and canary initialDelay.",
+    )
+    autoscaler: Optional[AutoscalerStatus] = None
 
 
 # ---- the resource -------------------------------------------------------------------------

@@ -89,6 +89,8 @@ class Inputs:
     other: int
     actions: Actions
     now: float
+    # status.startupSeconds of the canary's revision: its pods' measured load time.
+    startup_seconds: Optional[int] = None
 
     @property
     def stable_track(self) -> str:
@@ -166,7 +168,21 @@ def analysis_start(inputs: Inputs, state: api.CanaryStatus) -> Optional[float]:
     if ready is None or inputs.canary is None:
         return None
     a = inputs.canary.analysis
-    return ready + analysis_mod.seconds(a.initial_delay) + analysis_mod.seconds(a.window or a.interval)
+    return ready + initial_delay(a, inputs.startup_seconds) + analysis_mod.seconds(a.window or a.interval)
+
+
+# analysis.initialDelay when unset: the canary's measured startup (a model that takes long to load
+# takes long to warm up: caches, CUDA graphs, autotuning), within these bounds; 60 s unmeasured.
+DEFAULT_INITIAL_DELAY = 60.0
+MIN_INITIAL_DELAY, MAX_INITIAL_DELAY = 30.0, 600.0
+
+
+def initial_delay(analysis: api.Analysis, startup_seconds: Optional[int]) -> float:
+    if analysis.initial_delay:
+        return analysis_mod.seconds(analysis.initial_delay)
+    if startup_seconds is None:
+        return DEFAULT_INITIAL_DELAY
+    return min(MAX_INITIAL_DELAY, max(MIN_INITIAL_DELAY, float(startup_seconds)))
 
 
 def next_analysis(inputs: Inputs) -> Optional[float]:

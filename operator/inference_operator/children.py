@@ -37,6 +37,8 @@ DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
 SERVICE = Kind("v1", "Service", "services")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
+HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+SCALEDOBJECT = Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
 POD = Kind("v1", "Pod", "pods")  # observed, never written
 # Observed; written only to move a Deployment made before tracks (migration.py).
 REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets")
@@ -159,6 +161,13 @@ def _route_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
     return found
 
 
+def _autoscaler_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """An HPA's or ScaledObject's spec, as sent (every field we set is set in full: the API server
+    keeps it as it is; quantities are sent in their canonical form)."""
+    want, have = desired["spec"], _get(live, "spec") or {}
+    return [f"spec.{key}" for key in want if have.get(key) != want[key]]
+
+
 @dataclasses.dataclass(frozen=True)
 class ChildKind:
     """One entry of the registry of child kinds: where the kind lives, how its child is named, and
@@ -183,7 +192,13 @@ REGISTRY: tuple[ChildKind, ...] = (
     ChildKind(SERVICE, lambda n: n.stable_service, _service_drift),
     ChildKind(SERVICE, lambda n: n.canary_service, _service_drift),
     ChildKind(HTTPROUTE, lambda n: n.route, _route_drift, crd="httproutes.gateway.networking.k8s.io"),
+    # spec.autoscaling (autoscaling.py): the HPA (engine hpa), or KEDA's ScaledObject (engine keda).
+    ChildKind(HPA, lambda n: n.autoscaler, _autoscaler_drift),
+    ChildKind(SCALEDOBJECT, lambda n: n.autoscaler, _autoscaler_drift, crd="scaledobjects.keda.sh"),
 )
+# The autoscaler's kinds: a write of one the API server refuses (an HPA the cluster does not allow)
+# is reported in the Autoscaling condition, and never stops the pass (the pods serve on).
+AUTOSCALERS = frozenset({HPA, SCALEDOBJECT})
 WORKLOAD = DEPLOYMENT  # the child that runs pods
 # Each kind once (two Deployments share one): what is watched and cached.
 CHILD_KINDS: tuple[Kind, ...] = tuple(dict.fromkeys(child.kind for child in REGISTRY))

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 import pydantic
 import yaml
 
-from . import __version__, api, crd, render, validation, yamlout
+from . import __version__, api, autoscaling, crd, render, validation, yamlout
 from .config import OperatorConfig
 
 
@@ -44,6 +44,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         try:
             isvc = api.parse(validation.defaulted(doc))
             out.extend(render.render(isvc, config))
+            # As on a cluster with KEDA installed (a ScaledObject needs a Prometheus address).
+            out.extend(autoscaling.children(isvc, config, frozenset({autoscaling.SCALEDOBJECT_CRD})))
         except pydantic.ValidationError as exc:
             print(f"error: {api.KIND} {name} is invalid:\n{exc}", file=sys.stderr)
             return 1

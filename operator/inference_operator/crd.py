@@ -191,5 +191,12 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Writes a schema shared by two fields out twice, rather than as a YAML anchor and alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def crd_yaml() -> str:
-    return yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return yaml.dump(build_crd(), Dumper=_NoAliases, sort_keys=False, width=100)

@@ -44,12 +44,13 @@ class Names:
     stable_service: str
     canary_service: str
     route: str
+    autoscaler: str  # the HPA or ScaledObject (spec.autoscaling)
 
 
 def names(name: str) -> Names:
     return Names(instance=name, predictor=f"{name}-predictor", predictor_canary=f"{name}-predictor-canary",
                  service=name, pdb=f"{name}-predictor", stable_service=f"{name}-stable",
-                 canary_service=f"{name}-canary", route=name)
+                 canary_service=f"{name}-canary", route=name, autoscaler=name)
 
 
 def predictor(name: str, track: str | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
-from . import api, canary, children, defaults, migration, naming, render, rollout, status
+from . import api, autoscaling, canary, children, defaults, migration, naming, render, rollout, status
 from . import kube as kube_errors
 from .config import OperatorConfig
 from .children import Ref
@@ -189,8 +189,10 @@ def desire(
 
 def rendered(isvc: api.InferenceService, config: OperatorConfig, track: Optional[str],
              observed: Observed) -> list[dict[str, Any]]:
-    """The stamped children with ``track``'s Deployment, of the kinds this cluster has."""
-    return [c for c in RENDERED.get(isvc, config, track) if children.installable(c["kind"], observed.crds)]
+    """The stamped children with ``track``'s Deployment, of the kinds this cluster has, and the
+    autoscaler (not cached: it follows status.startupSeconds too)."""
+    scaler = [children.stamp(c, isvc) for c in autoscaling.children(isvc, config, observed.crds)]
+    return [c for c in RENDERED.get(isvc, config, track) + scaler if children.installable(c["kind"], observed.crds)]
 
 
 def _own_deployment(isvc: api.InferenceService, observed: Observed, track: str) -> Optional[dict[str, Any]]:
@@ -211,7 +213,7 @@ def _shrink_orphans(
     new_available = 0
     if deployment is not None and naming.track_of(deployment) is not None:
         new_available = (deployment.get("status") or {}).get("availableReplicas", 0)
-    step = migration.step(orphaned, desired_replicas=isvc.spec.replicas, new_available=new_available,
+    step = migration.step(orphaned, desired_replicas=isvc.spec.target_replicas, new_available=new_available,
                           max_unavailable=isvc.spec.rollout.max_unavailable)
     by_name = {rs["metadata"]["name"]: rs for rs in orphaned}
     for name, rs in by_name.items():
@@ -253,12 +255,14 @@ def _write_problem(exc: ApiError, what: str, failures: int) -> Problem:
 
 def _write_children(
     isvc: api.InferenceService, desired: list[dict[str, Any]], live: dict[Ref, Optional[dict[str, Any]]],
-    hold: frozenset[Ref], kube: Kube, failures: int, applied: list[str],
+    hold: frozenset[Ref], kube: Kube, failures: int, applied: list[str], refused: dict[Ref, str],
 ) -> tuple[children.Plan, Optional[Problem]]:
     """Carry out the plan's applies (``live`` and ``applied`` follow each write). A create that finds
     the name taken (by an object the cache cannot show: someone else's, or one of ours whose labels
     were taken off) reads that object, once, and the plan is decided again with it: a foreign one
-    is a ChildConflict and stays untouched. The only read a pass sends, and only on that path."""
+    is a ChildConflict and stays untouched. The only read a pass sends, and only on that path.
+    An autoscaler the API server refuses (an HPA this cluster does not allow) goes to ``refused``
+    and the pass goes on: the pods serve without it, and the Autoscaling condition says why."""
     looked_up: set[Ref] = set()
     while True:
         plan = children.plan(isvc, desired, live, looked_up=frozenset(looked_up), hold=hold)
@@ -269,6 +273,9 @@ def _write_children(
             try:
                 live[ref] = kube.create(obj) if ref in plan.creates else kube.apply(obj)
             except ApiError as exc:
+                if ref.kind in children.AUTOSCALERS and exc.kind in (kube_errors.INVALID, kube_errors.REFUSED):
+                    refused[ref] = exc.message
+                    continue
                 if ref not in plan.creates or exc.kind != kube_errors.CONFLICT:
                     return plan, _write_problem(exc, str(ref), failures)
                 try:
@@ -298,6 +305,30 @@ def _with_children(transitions: list[Event], applied: list[str], deleted: list[s
             return transitions[:i] + [dataclasses.replace(event, message=f"{event.message} ({what})")] \
                 + transitions[i + 1:]
     return [Event("Normal", "ChildrenUpdated", what)] + transitions
+
+
+def _autoscaling_status(
+    isvc: api.InferenceService, observed: Observed, config: OperatorConfig, live: dict[Ref, Optional[dict[str, Any]]],
+    refused: dict[Ref, str], parsed: bool,
+) -> dict[str, Any]:
+    """status.compute's ``autoscaling`` condition and ``autoscaler`` summary, from the autoscaler
+    this pass wrote (or saw) and the HPA that does its scaling (KEDA's own for a ScaledObject)."""
+    spec = isvc.spec.autoscaling if parsed else None
+    if spec is None:
+        return {}
+    kind = children.HPA if spec.engine == "hpa" else children.SCALEDOBJECT
+    name = naming.names(isvc.name).autoscaler
+    ref = Ref(kind, isvc.namespace, name)
+    scaler = live.get(ref)
+    if scaler is not None and children.controller_uid(scaler) != isvc.metadata.uid:
+        scaler = None
+    hpa = scaler if kind == children.HPA else observed.child_by_kind(
+        children.HPA.kind, autoscaling.keda_hpa_name(name))
+    seen = autoscaling.Observation(autoscaler=scaler, hpa=hpa, rejected=refused.get(ref))
+    current, desired = autoscaling.replicas_of(hpa)
+    summary = {"kind": kind.kind, "name": name, "currentReplicas": current, "desiredReplicas": desired}
+    return {"autoscaling": autoscaling.condition(isvc, config, observed.crds, seen),
+            "autoscaler": {k: v for k, v in summary.items() if v is not None}}
 
 
 def reconcile(
@@ -334,6 +365,7 @@ def _reconcile(
 ) -> Outcome:
     body = observed.isvc
     isvc, problem = _parse(body)
+    parsed = problem is None
     want = Desired()
     if problem is None:
         want, problem = desire(isvc, observed, config)
@@ -352,6 +384,7 @@ def _reconcile(
     live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}
     applied: list[str] = []
     deleted: list[str] = []
+    refused: dict[Ref, str] = {}
     status_deployment: Optional[dict[str, Any]] = None
     if problem is None:
         # A legacy Deployment being moved onto tracks is deleted first; its successor comes later.
@@ -367,7 +400,7 @@ def _reconcile(
             except ApiError as exc:
                 problem = _write_problem(exc, str(legacy_ref), failures)
         if problem is None:
-            plan, problem = _write_children(isvc, desired, live, hold, kube, failures, applied)
+            plan, problem = _write_children(isvc, desired, live, hold, kube, failures, applied, refused)
             if problem is None:
                 for ref in plan.delete:
                     try:
@@ -418,6 +451,7 @@ def _reconcile(
         children_changed=bool(applied or deleted),
         operator_defaults=want.operator_defaults if problem is None else None,
         canary=view,
+        **_autoscaling_status(isvc, observed, config, live, refused, parsed),
     )
     written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:

@@ -330,9 +330,11 @@ def render(
     before tracks existed (reconcile passes what it observes).
     """
     ctx = context(isvc, config)
-    stable = Workload(name=predictor(isvc.name, track), track=track, replicas=isvc.spec.replicas)
+    stable = Workload(name=predictor(isvc.name, track), track=track, replicas=isvc.spec.target_replicas)
     children = [deployment(ctx, pod_template(ctx), stable), render_template("service.yaml.j2", ctx)]
-    if isvc.spec.replicas > 1:
+    # With an autoscaler, by its range: the budget does not come and go as it scales.
+    most = isvc.spec.autoscaling.max_replicas if isvc.spec.autoscaling else isvc.spec.replicas
+    if most > 1:
         children.append(render_template("poddisruptionbudget.yaml.j2", ctx))
     return children
 

@@ -48,11 +48,12 @@ def inputs(isvc: api.InferenceService, observed: Observed, desired_revision: Opt
     due = spec.rollout.canary is not None and isvc.status.revision not in (None, desired_revision)
     pods, other = canary.pods_by_track(list(observed.pods), track, desired_revision if due else None, pod_ready)
     return canary.Inputs(
-        canary=spec.rollout.canary, replicas=spec.replicas, max_surge=spec.rollout.max_surge,
+        canary=spec.rollout.canary, replicas=spec.target_replicas, max_surge=spec.rollout.max_surge,
         max_unavailable=spec.rollout.max_unavailable,
         startup_timeout_seconds=spec.runtime.startup_timeout_seconds, desired_revision=desired_revision,
         stable_revision=isvc.status.revision, state=isvc.status.canary, pods=pods, other=other,
         actions=canary.actions_of(dict(isvc.metadata.annotations)), now=now,
+        startup_seconds=isvc.status.startup_seconds.get(desired_revision or ""),
     )
 
 

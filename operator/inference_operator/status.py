@@ -14,13 +14,15 @@ import dataclasses
 import re
 from typing import Any, Optional
 
-from . import api, naming
+from . import api, naming, startup
 from .config import OperatorConfig
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 # kstatus's pair (Flux, kpt, cli-utils): Reconciling = in progress, Stalled = failed.
 RECONCILING, STALLED = "Reconciling", "Stalled"
 CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+# With spec.autoscaling only: whether the autoscaler exists and can scale (autoscaling.py).
+AUTOSCALING = "Autoscaling"
 
 # Container waiting reasons that do not resolve by waiting.
 FAILING_WAIT_REASONS = {
@@ -277,8 +279,12 @@ def compute(
     children_changed: bool = False,
     operator_defaults: Optional[dict[str, str]] = None,
     canary: Optional[CanaryView] = None,
+    autoscaling: Optional[tuple[str, str, str]] = None,
+    autoscaler: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
-    """The status the InferenceService should have, as the JSON the API server stores."""
+    """The status the InferenceService should have, as the JSON the API server stores.
+    ``autoscaling`` is the Autoscaling condition (status, reason, message), ``autoscaler`` what
+    status.autoscaler says (both None without spec.autoscaling)."""
     generation = isvc.metadata.generation
     previous = isvc.status
     rollout = rollout_of(deployment, desired_revision) if deployment is not None else None
@@ -297,7 +303,7 @@ def compute(
     )
     max_unavailable = _max_unavailable(isvc)
     if canary is not None and (canary.active or canary.held or canary.promoted or canary.draining) and not problem:
-        ready, progressing, degraded = _canary_conditions(canary, counts, degraded, isvc.spec.replicas,
+        ready, progressing, degraded = _canary_conditions(canary, counts, degraded, isvc.spec.target_replicas,
                                                           max_unavailable)
     elif problem:
         serving = counts.other_ready or (rollout.available if rollout and not children_changed else 0)
@@ -372,7 +378,10 @@ def compute(
     old = {c.type: c for c in previous.conditions}
     conditions = []
     values = (ready, progressing, degraded_cond, reconciling, stalled)
-    for ctype, (status, reason, message) in zip(CONDITION_TYPES, values):
+    types = CONDITION_TYPES
+    if autoscaling is not None:
+        types, values = types + (AUTOSCALING,), values + (autoscaling,)
+    for ctype, (status, reason, message) in zip(types, values):
         before = old.get(ctype)
         since = before.last_transition_time if before and before.status.value == status else now
         conditions.append(
@@ -410,6 +419,11 @@ def compute(
         result["operatorDefaults"] = dict(operator_defaults)
     elif previous.operator_defaults is not None:
         result["operatorDefaults"] = previous.operator_defaults.model_dump(by_alias=True, exclude_none=True)
+    measured = startup.measure(dict(previous.startup_seconds), pods, keep=(revision, desired_revision))
+    if measured:
+        result["startupSeconds"] = measured
+    if autoscaler:
+        result["autoscaler"] = autoscaler
     if canary is not None and canary.state is not None:
         result["canary"] = canary.state
     elif canary is None and previous.canary is not None:
@@ -481,7 +495,7 @@ def events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
 
     before, after = by_type(old), by_type(new)
     result = []
-    for ctype in CONDITION_TYPES:
+    for ctype in CONDITION_TYPES + (AUTOSCALING,):
         a, b = after.get(ctype), before.get(ctype)
         if a is None or (b and (b["status"], b["reason"]) == (a["status"], a["reason"])):
             continue
@@ -492,4 +506,6 @@ def events(old: dict[str, Any], new: dict[str, Any]) -> list[Event]:
             result.append(Event("Warning", a["reason"], a["message"]))
         elif ctype == PROGRESSING and a["status"] == "True" and a["reason"] == "RollingOut":
             result.append(Event("Normal", "RollingOut", a["message"]))
+        elif ctype == AUTOSCALING and a["status"] == "False":
+            result.append(Event("Warning", a["reason"], a["message"]))
     return result

@@ -1,0 +1,78 @@
+"""How long a revision's pods take to serve: from scheduling to Ready (the image pull and, on GPUs,
+minutes of model load), measured from the pods and kept in status.startupSeconds. Pure.
+
+A pod counts once it is Ready, if it never restarted (a restart's Ready time says nothing of a
+load). The time runs from its PodScheduled transition (a pod waiting for a free GPU is not
+loading), or from its creation when that is missing. Per revision the longest seen is kept: the
+autoscaler's scale-up stabilization and a canary's warm-up should cover the slow pods, not the
+typical one. Only the revisions that still matter are kept (those with pods, the rolled-out one,
+the desired one), so the map stays small.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Iterable, Mapping, Optional
+
+from . import naming
+
+
+def _time(text: Optional[str]) -> Optional[float]:
+    if not text:
+        return None
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+def _condition(pod: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return {}
+
+
+def pod_startup(pod: Mapping[str, Any]) -> Optional[int]:
+    """Seconds from this pod's scheduling (else creation) to Ready; None until it is Ready, or when
+    a container restarted."""
+    meta = pod.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    ready = _condition(pod, "Ready")
+    if ready.get("status") != "True":
+        return None
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    if any(cs.get("restartCount", 0) > 0 for cs in statuses):
+        return None
+    scheduled = _condition(pod, "PodScheduled")
+    start = _time(scheduled.get("lastTransitionTime") if scheduled.get("status") == "True" else None)
+    start = start if start is not None else _time(meta.get("creationTimestamp"))
+    end = _time(ready.get("lastTransitionTime"))
+    if start is None or end is None or end < start:
+        return None
+    return int(round(end - start))
+
+
+def measure(previous: Mapping[str, int], pods: Iterable[Mapping[str, Any]],
+            keep: Iterable[Optional[str]]) -> dict[str, int]:
+    """status.startupSeconds after this pass: the longest startup seen per revision, of the
+    revisions that run pods or are named in ``keep``."""
+    measured: dict[str, int] = {}
+    present: set[str] = set()
+    for pod in pods:
+        revision = ((pod.get("metadata") or {}).get("labels") or {}).get(naming.REVISION_LABEL)
+        if not revision:
+            continue
+        present.add(revision)
+        seconds = pod_startup(pod)
+        if seconds is not None:
+            measured[revision] = max(seconds, measured.get(revision, 0))
+    wanted = present | {r for r in keep if r}
+    result = {}
+    for revision in sorted(wanted):
+        values = [v for v in (previous.get(revision), measured.get(revision)) if v is not None]
+        if values:
+            result[revision] = max(values)
+    return result
