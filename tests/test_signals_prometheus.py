@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from inference_operator import signals
+from inference_operator import api, autoscaling, signals
+from inference_operator.config import OperatorConfig
 
 from .canary_model import Load, write_model
 from .prometheus import Prometheus, require_prometheus
@@ -42,14 +43,26 @@ def stack(tmp_path_factory):
         server.stop()
 
 
-def measure(prom: Prometheus, window: str = "5s") -> dict[str, tuple[float, float]]:
+# What the operator ships, as it ships it: the triggers of the ScaledObject it builds for every
+# signal, and the adapter rules of the README's values block, at a 5 s window (scraped every second).
+SCALED = api.parse({"metadata": {"name": MODEL, "namespace": "prod"}, "spec": {
+    "model": {"name": MODEL, "storageUri": "pvc://models/repo"},
+    "autoscaling": {"engine": "keda", "maxReplicas": 4, "window": "5s", "targets": [
+        {"name": name, "value": "80%" if name == "gpuUtilization" else "1"} for name in api.SIGNALS]}}})
+(SCALED_OBJECT,) = autoscaling.children(SCALED, OperatorConfig(prometheus_url="http://127.0.0.1:9090"),
+                                        frozenset({autoscaling.SCALEDOBJECT_CRD}))
+TRIGGERS = {t["name"]: t["metadata"]["query"] for t in SCALED_OBJECT["spec"]["triggers"]}
+RULES = {signals.metric_name(name): rule["metricsQuery"]
+         for name, rule in zip(signals.SIGNALS, autoscaling.adapter_values("5s")["rules"]["custom"])}
+
+
+def measure(prom: Prometheus) -> dict[str, tuple[float, float]]:
     """Each signal as KEDA asks it (over the InferenceService) and as the adapter does (per pod)."""
     result = {}
     for name in ("queueTime", "queueToComputeRatio", "pendingRequests", "requestLatency"):
-        keda = value(prom.query(signals.keda_query(name, "prod", MODEL, window)))
-        rule = signals.adapter_rule(name, window)
+        keda = value(prom.query(TRIGGERS[name]))
         adapter = value(prom.query(signals.render_adapter(
-            rule.metrics_query, 'namespace="prod",pod="resnet-predictor-0"', "namespace,pod")))
+            RULES[signals.metric_name(name)], 'namespace="prod",pod="resnet-predictor-0"', "namespace,pod")))
         result[name] = (keda, adapter)
     return result
 
@@ -59,6 +72,11 @@ def test_every_signal_is_defined_and_zero_when_idle(stack):
     idle = measure(prom)
     print("idle:", idle)
     assert idle == {name: (0.0, 0.0) for name in idle}
+    # No GPU here: Triton exports no nv_gpu_utilization, the adapter finds no series (the HPA
+    # then reports the metric missing), and KEDA's trigger reads a defined 0.
+    assert value(prom.query(TRIGGERS["gpuUtilization"])) == 0.0
+    assert prom.query(signals.render_adapter(
+        RULES["triton_gpu_utilization_percent"], 'namespace="prod",pod="resnet-predictor-0"', "namespace,pod")) == []
 
 
 def test_under_load_the_queue_builds_as_arrivals_above_the_service_rate_imply(stack):
@@ -81,6 +99,7 @@ def test_under_load_the_queue_builds_as_arrivals_above_the_service_rate_imply(st
     assert 0.6 * (CLIENTS - 1) * SERVICE_MS / 1000 < queue < 1.5 * (CLIENTS - 1) * SERVICE_MS / 1000
     assert latency > queue + 0.8 * SERVICE_MS / 1000
     assert 0.6 * (CLIENTS - 1) < ratio < 1.5 * (CLIENTS - 1)
+    assert busy["pendingRequests"][0] >= 1  # requests waiting, at the scrape's instant
     for name, (keda, adapter) in busy.items():
         if name != "pendingRequests":  # a gauge, read at two scrapes' instants
             assert keda == pytest.approx(adapter, rel=0.05), name
