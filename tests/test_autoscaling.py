@@ -404,3 +404,22 @@ def test_status_records_startup_per_revision(fake_kube):
     settle(fake_kube, body)
     assert body["status"]["startupSeconds"] == {revision: 125}
     assert fake_kube.objects[HPA_REF]["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 130
+
+
+def test_the_adapter_values_in_charts_are_what_the_code_generates(capsys):
+    import pathlib
+
+    from inference_operator import cli
+
+    assert cli.main(["adapter-values"]) == 0
+    shipped = pathlib.Path(__file__).resolve().parents[1] / "charts" / "prometheus-adapter-values.yaml"
+    assert shipped.read_text() == capsys.readouterr().out, (
+        "charts/ is stale: run `inference-operator adapter-values > charts/prometheus-adapter-values.yaml`")
+
+
+def test_the_readme_carries_the_same_adapter_rules():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    values = (root / "charts" / "prometheus-adapter-values.yaml").read_text()
+    assert values[values.index("rules:"):] in (root / "README.md").read_text()
