@@ -52,10 +52,12 @@ unit: venv prometheus
 binaries:
 	bash e2e/build-binaries.sh
 
-# The canary tests run real tritonservers standing in for pods, scraped by a real Prometheus.
+# The canary tests run real tritonservers standing in for pods, scraped by a real Prometheus; the
+# autoscaling tests also run the real KEDA (built from its Go module by e2e/keda-build.sh, cached).
 e2e: venv prometheus
 	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
-	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 PY=$(PY) bash e2e/run-local.sh
+	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 INFERENCE_OPERATOR_REQUIRE_KEDA=1 \
+		PY=$(PY) bash e2e/run-local.sh
 
 # The scale benchmark at N = 1000 (about 12 minutes): prints the table, writes scale.json.
 scale: venv

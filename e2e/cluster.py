@@ -175,6 +175,35 @@ def _audit_policy(state: pathlib.Path) -> pathlib.Path:
     return path
 
 
+def _front_proxy_pki(pki: pathlib.Path) -> list[str]:
+    """The aggregation layer's front proxy: a CA, and a client certificate (CN front-proxy-client)
+    that kube-apiserver presents to aggregated API servers (KEDA's metrics adapter) with the user in
+    X-Remote-* headers; they trust it through the extension-apiserver-authentication ConfigMap that
+    kube-apiserver publishes from these flags. Returns kube-apiserver's flags."""
+    ca, ca_key = pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key"
+    crt, key, csr = pki / "front-proxy-client.crt", pki / "front-proxy-client.key", pki / "front-proxy-client.csr"
+    ext = pki / "front-proxy-client.ext"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    subprocess.run(["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca), "-days", "3650",
+                    "-subj", "/CN=front-proxy-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"], check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
+                    "-subj", "/CN=front-proxy-client"], check=True, capture_output=True)
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=clientAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                    "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(crt)],
+                   check=True, capture_output=True)
+    for private in (ca_key, key):
+        os.chmod(private, 0o600)
+    return [
+        f"--requestheader-client-ca-file={ca}", "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={crt}", f"--proxy-client-key-file={key}",
+    ]
+
+
 def _qps(qps: int | None) -> list[str]:
     """The controllers' client rate limit (their default, 20/s with bursts of 30, when None): what
     bounds how fast a thousand Deployments get their pods here, not the operator."""
@@ -260,6 +289,9 @@ def _up(state: pathlib.Path, bin_dir: pathlib.Path, controller_qps: int | None =
         "ValidatingAdmissionPolicy,ResourceQuota,Priority,PodSecurity,StorageObjectInUseProtection,"
         "RuntimeClass,PersistentVolumeClaimResize",
         "--profiling=false", "--event-ttl=1h", "--v=1",
+        # The aggregation layer (APIServices such as KEDA's external metrics), reached through
+        # Services resolved to their ClusterIP or ExternalName (no --enable-aggregator-routing).
+        *_front_proxy_pki(state / "pki"),
         # Every request of the operator's ServiceAccount, for request-counting tests and benchmarks.
         f"--audit-policy-file={_audit_policy(state)}", f"--audit-log-path={state / 'audit.log'}",
         "--audit-log-maxsize=200", "--audit-log-format=json",
@@ -282,6 +314,9 @@ def _up(state: pathlib.Path, bin_dir: pathlib.Path, controller_qps: int | None =
         "--bind-address=127.0.0.1", f"--secure-port={ports['kcm']}", "--leader-elect=false",
         f"--service-account-private-key-file={state / 'sa.key'}",
         "--use-service-account-credentials=false", "--controllers=*", "--v=1", *_qps(controller_qps),
+        # The HPA controller's loop every 5 s, not 15 s, so that autoscaling tests wait less; the
+        # stabilization windows keep their defaults (a test sets its own per HPA, in spec.behavior).
+        "--horizontal-pod-autoscaler-sync-period=5s",
     ])
     _start(state, "kube-scheduler", [
         str(bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",

@@ -288,3 +288,23 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# ---- KEDA (e2e/keda.py): the real operator and metrics adapter, for tests that autoscale -------
+
+
+@pytest.fixture(scope="session")
+def keda(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory):
+    """KEDA from E2E_KEDA_BIN (bash e2e/keda-build.sh prints it), started once per session and
+    stopped by PID at the end. Without it the test skips, or fails with INFERENCE_OPERATOR_REQUIRE_KEDA=1."""
+    bin_dir = os.environ.get("E2E_KEDA_BIN")
+    if not bin_dir:
+        message = "KEDA is not available: set E2E_KEDA_BIN to the directory e2e/keda-build.sh prints"
+        if os.environ.get("INFERENCE_OPERATOR_REQUIRE_KEDA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    from . import keda as harness
+
+    started = harness.start(kubectl.kubeconfig, tmp_path_factory.mktemp("keda"), bin_dir, kubectl.binary)
+    yield started
+    started.stop()
