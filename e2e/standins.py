@@ -5,7 +5,8 @@
   under the InferenceService's model name, behaving as the test chose for the pod's revision
   (latency, failures). A pod that goes away (or starts terminating) has its process stopped, by
   PID. Each process's metrics port is published to Prometheus's file_sd with the labels a
-  ``kubernetes_sd`` relabelling of the pod gives: ``namespace``, ``pod``, ``revision``.
+  ``kubernetes_sd`` relabelling of the pod gives: ``namespace``, ``pod``, ``revision``,
+  ``inferenceservice``.
 - ``Traffic``: bounded load, round-robin over the processes that are ready now (as a Service
   sends to its ready endpoints).
 - ``Invariants``: a poller of the pods that records every breach of the rollout's bounds: total
@@ -233,7 +234,8 @@ class StandinKubelet(_Background):
     def _publish(self) -> None:
         with self.lock:
             targets = sorted((f"127.0.0.1:{p.server.metrics}",
-                              {"namespace": self.namespace, "pod": p.pod, "revision": p.revision})
+                              {"namespace": self.namespace, "pod": p.pod, "revision": p.revision,
+                               "inferenceservice": self.isvc})
                              for p in self.processes.values())
         if targets != self._published:
             self.prometheus.set_file_targets(targets)

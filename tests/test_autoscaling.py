@@ -423,3 +423,16 @@ def test_the_readme_carries_the_same_adapter_rules():
     root = pathlib.Path(__file__).resolve().parents[1]
     values = (root / "charts" / "prometheus-adapter-values.yaml").read_text()
     assert values[values.index("rules:"):] in (root / "README.md").read_text()
+
+
+def test_scaled_to_zero_is_not_ready_and_not_degraded(fake_kube):
+    fake_kube.crds = KEDA_CRDS
+    body = isvc_body(replicas=1, autoscaling={"engine": "keda", "minReplicas": 0, "maxReplicas": 3})
+    settle(fake_kube, body, KEDA_CONFIG)
+    assert cond(body, "Ready")["status"] == "True"
+    body["spec"]["replicas"] = 0  # KEDA, through the scale subresource, once inactive
+    body["metadata"]["generation"] = 2
+    settle(fake_kube, body, KEDA_CONFIG)
+    assert fake_kube.objects[DEP]["spec"]["replicas"] == 0
+    assert (cond(body, "Ready")["status"], cond(body, "Ready")["reason"]) == ("False", "ScaledToZero")
+    assert cond(body, "Degraded")["status"] == "False" and cond(body, "Stalled")["status"] == "False"

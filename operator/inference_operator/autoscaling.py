@@ -294,7 +294,7 @@ def condition(isvc: api.InferenceService, config: OperatorConfig, crds: frozense
         return ("Unknown", "AutoscalerPending", f"{kind} {name} exists; its HPA has not computed a scale yet.")
     limited = conds.get("ScalingLimited") or {}
     why = f"; {limited.get('message', '')}" if limited.get("status") == "True" else ""
-    return ("True", "ScalingActive", f"{kind} {name} scales between {spec.min_replicas} and {spec.max_replicas} "
+    return ("True", "ScalingActive", f"{kind} {name}: scaling between {spec.min_replicas} and {spec.max_replicas} "
             f"replicas ({counts}){why}.")
 
 
