@@ -23,10 +23,12 @@ import pytest
 from tests.prometheus import Prometheus, require_prometheus
 from tests.triton import python_backend_dir, require_triton
 
-from .conftest import Kubectl, wait_for
+from .conftest import RESYNC_SECONDS, Kubectl, Operator, wait_for
 from .standins import GOOD, StandinKubelet, Traffic
 from .test_e2e import condition
 from .test_e2e import manifest as e2e_manifest
+from .test_e2e import settled
+from .test_engine import diff, reconciles
 
 NAME, MODEL = "scaled", "resnet50"
 WAIT = 180  # seconds: a loaded 2-core machine; never asserted on
@@ -82,6 +84,8 @@ def test_hpa_engine_targets_the_scale_subresource_and_spec_replicas_reaches_the_
     # The scale subresource: a scale within the range reaches the Deployment, and stays.
     kubectl("scale", f"infsvc/{NAME}", "-n", ns, "--replicas=3")
     wait_for(lambda: deployment_replicas(kubectl, ns) == 3, "the Deployment at 3 replicas")
+    # Kept: the operator does not put it back (this HPA cannot read its metric here, so it writes
+    # nothing; test_load_raises_replicas... shows an autoscaler-written count kept).
     time.sleep(6)  # an HPA sync (5 s here) and any operator pass
     assert isvc(kubectl, ns)["spec"]["replicas"] == 3 and deployment_replicas(kubectl, ns) == 3
     # Outside the range the API server refuses, saying why.
@@ -90,6 +94,11 @@ def test_hpa_engine_targets_the_scale_subresource_and_spec_replicas_reaches_the_
     # Nothing but the operator writes the Deployment's replicas: a scale behind its back is put back.
     kubectl("scale", f"deployment/{NAME}-predictor", "-n", ns, "--replicas=1")
     wait_for(lambda: deployment_replicas(kubectl, ns) == 3, "the Deployment put back at 3 replicas")
+    # Lowering maxReplicas below what was scaled to is accepted (spec.replicas unchanged); the
+    # Deployments run within the new range at once.
+    kubectl("patch", f"infsvc/{NAME}", "-n", ns, "--type=merge", "-p", '{"spec": {"autoscaling": {"maxReplicas": 2}}}')
+    wait_for(lambda: deployment_replicas(kubectl, ns) == 2, "the Deployment within the lowered range")
+    assert wait_for(lambda: kubectl.maybe("hpa", NAME, "-n", ns)["spec"]["maxReplicas"] == 2, "the HPA's new range")
     # Autoscaling removed: the HPA goes, and the condition with it.
     kubectl("patch", f"infsvc/{NAME}", "-n", ns, "--type=json", "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]')
     wait_for(lambda: kubectl.maybe("hpa", NAME, "-n", ns) is None, "the HPA deleted")
@@ -140,7 +149,7 @@ def test_keda_engine_without_keda_is_a_condition_and_nothing_else(kubectl: Kubec
     assert "is not installed" in condition(obj, "Autoscaling")["message"]
 
 
-# ---- the real loop, through KEDA --------------------------------------------------------------------
+# ---- with KEDA running ------------------------------------------------------------------------------
 
 CLIENTS = 4  # concurrent clients, each with one request in flight: a queue on one 30 ms replica
 
@@ -240,3 +249,39 @@ def test_load_raises_replicas_through_keda_and_the_hpa_and_they_come_back_down(
             client.stop()
         kubelet.stop()  # every tritonserver, by PID
         print("autoscaling loop:", json.dumps(timeline, indent=1))
+
+
+def test_idle_autoscaled_inferenceservices_send_no_request(
+        kubectl: Kubectl, namespace: str, operator: Operator, keda: Any, prometheus: Prometheus):
+    """An HPA and a ScaledObject with every option set (fallback, policies, authentication aside)
+    read back as sent: resyncs, and the HPA controller's and KEDA's own status writes, which wake
+    passes, make the operator send nothing."""
+    ns = namespace
+    kubectl.apply(e2e_manifest("hpa", ns, extra="""\
+        autoscaling:
+          maxReplicas: 3
+          targets: [{name: queueTime, value: 50ms}, {name: pendingRequests, value: "4"}]
+          behavior: {scaleDown: {stabilizationWindowSeconds: 60, policies: [{type: Percent, value: 50, periodSeconds: 30}]}}
+        """))
+    kubectl.apply(e2e_manifest("keda", ns, extra=f"""\
+        autoscaling:
+          engine: keda
+          maxReplicas: 3
+          targets: [{{name: requestLatency, value: 500ms}}, {{name: gpuUtilization, value: 80%}}]
+          keda: {{serverAddress: "{prometheus.url}", fallbackReplicas: 2, pollingInterval: 2}}
+        """))
+    wait_autoscaling_of = {"hpa": "False", "keda": "True"}  # no adapter here; KEDA reads 0 from Prometheus
+    for name, status in wait_autoscaling_of.items():
+        wait_for(lambda: condition(kubectl.json("infsvc", name, "-n", ns), "Autoscaling").get("status") == status,
+                 f"{name}: Autoscaling {status}", timeout=WAIT)
+
+    def versions():
+        items = kubectl.json("infsvc,deploy,svc,hpa,scaledobject", "-n", ns)["items"]
+        return sorted((o["kind"], o["metadata"]["name"], o["metadata"].get("generation")) for o in items)
+
+    settled(versions, quiet=RESYNC_SECONDS)
+    requests = operator.requests()
+    passes = reconciles(operator)
+    time.sleep(RESYNC_SECONDS * 2)
+    assert reconciles(operator) >= passes + 2  # the resyncs (and the autoscalers' status) did wake passes
+    assert diff(operator.requests(), requests) == {}

@@ -148,7 +148,7 @@ def test_fallback_authentication_and_the_address_from_the_spec():
     isvc = scaled(engine="keda", keda={"fallbackReplicas": 2, "authenticationRef": "prom-auth",
                                       "serverAddress": "https://prom.example:9090", "pollingInterval": 5})
     (so,) = autoscaling.children(isvc, CONFIG, KEDA_CRDS)
-    assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2}
+    assert so["spec"]["fallback"] == {"failureThreshold": 3, "replicas": 2, "behavior": "static"}
     assert so["spec"]["pollingInterval"] == 5
     (trigger,) = so["spec"]["triggers"]
     assert trigger["authenticationRef"] == {"name": "prom-auth"}
@@ -219,8 +219,11 @@ def test_startup_is_measured_from_scheduling_to_ready_and_the_longest_is_kept():
             pod("b", "2026-11-24T10:00:00Z", "2026-11-24T10:00:00Z", "2026-11-24T10:00:09Z", ready=False),
             pod("c", "2026-11-24T10:00:00Z", "2026-11-24T10:00:00Z", "2026-11-24T10:09:00Z", restarts=1)]
     assert startup.measure({}, pods, keep=()) == {"a": 150}
-    # Kept while the revision is rolled out or desired, merged with what was measured before.
-    assert startup.measure({"a": 200, "gone": 10, "stable": 40}, pods, keep=("stable", None)) == {"a": 200, "stable": 40}
+    # Measured once: a later Ready time (a readiness flap an hour on) changes nothing. Kept while
+    # the revision has pods, or is rolled out or desired.
+    flapped = pods + [pod("a", "2026-11-24T10:00:00Z", "2026-11-24T10:00:01Z", "2026-11-24T11:00:00Z")]
+    assert startup.measure({"a": 150, "gone": 10, "stable": 40}, flapped, keep=("stable", None)) == {
+        "a": 150, "stable": 40}
 
 
 def test_the_canarys_initial_delay_defaults_to_its_measured_startup():
@@ -278,6 +281,13 @@ def test_the_autoscaling_condition(fields, crds, config, seen, expected):
     status, reason, message = autoscaling.condition(isvc, config, crds, seen)
     assert (status, reason) == expected
     assert message
+
+
+def test_keda_activity_is_in_the_message():
+    isvc = scaled(engine="keda")
+    for active, said in (("True", "; active"), ("False", "; inactive")):
+        seen = autoscaling.Observation(autoscaler=so_status(active=active), hpa=hpa_status())
+        assert said in autoscaling.condition(isvc, KEDA_CONFIG, KEDA_CRDS, seen)[2]
 
 
 def test_a_keda_scaled_to_zero_condition_is_true():
@@ -350,9 +360,10 @@ def test_the_pass_writes_the_hpa_and_follows_spec_replicas_without_writing_them(
 
 
 def test_an_hpa_the_cluster_refuses_is_reported_and_the_model_serves_on(fake_kube):
+    # A refusal the schema cannot foresee: a validating admission policy of the cluster's.
     fake_kube.reject["HorizontalPodAutoscaler"] = ApiError(
-        422, "Invalid", 'HorizontalPodAutoscaler.autoscaling "demo" is invalid: spec.minReplicas: Invalid value: 0',
-        "create", "horizontalpodautoscalers")
+        422, "Invalid", 'HorizontalPodAutoscaler.autoscaling "demo" is invalid: spec.maxReplicas: Invalid value: 4: '
+        "ValidatingAdmissionPolicy 'hpa-limits' denied request", "create", "horizontalpodautoscalers")
     body = isvc_body(replicas=2, autoscaling={"minReplicas": 1, "maxReplicas": 4})
     outcome = run(fake_kube, body)
     assert outcome.problem is None
@@ -360,9 +371,19 @@ def test_an_hpa_the_cluster_refuses_is_reported_and_the_model_serves_on(fake_kub
     assert cond(body, "Ready")["status"] == "True" and cond(body, "Degraded")["status"] == "False"
     autoscaling_cond = cond(body, "Autoscaling")
     assert (autoscaling_cond["status"], autoscaling_cond["reason"]) == ("False", "AutoscalerRejected")
-    assert "spec.minReplicas" in autoscaling_cond["message"]
+    assert "hpa-limits" in autoscaling_cond["message"]
     assert "AutoscalerRejected" in [e.reason for e in fake_kube.events if e.type == "Warning"]
     assert fake_kube.objects[DEP]["spec"]["replicas"] == 2
+    # Not sent again while the spec makes the same HPA: a pass that changes nothing sends nothing.
+    attempts = fake_kube.apply_attempts
+    run(fake_kube, body)
+    assert fake_kube.apply_attempts == attempts and cond(body, "Autoscaling")["reason"] == "AutoscalerRejected"
+    # Another HPA (the range changed) is tried again, and made once the cluster takes it.
+    del fake_kube.reject["HorizontalPodAutoscaler"]
+    body["spec"]["autoscaling"]["maxReplicas"] = 3
+    settle(fake_kube, body)
+    assert fake_kube.objects[HPA_REF]["spec"]["maxReplicas"] == 3
+    assert cond(body, "Autoscaling")["reason"] == "AutoscalerPending" and "refusedHash" not in body["status"]["autoscaler"]
 
 
 def test_keda_not_installed_is_a_condition_and_nothing_else_breaks(fake_kube):
@@ -436,3 +457,27 @@ def test_scaled_to_zero_is_not_ready_and_not_degraded(fake_kube):
     assert fake_kube.objects[DEP]["spec"]["replicas"] == 0
     assert (cond(body, "Ready")["status"], cond(body, "Ready")["reason"]) == ("False", "ScaledToZero")
     assert cond(body, "Degraded")["status"] == "False" and cond(body, "Stalled")["status"] == "False"
+
+
+def test_adapter_values_add_a_rule_for_each_query_target_of_the_hpa_engine(tmp_path, capsys):
+    from inference_operator import cli
+
+    import yaml
+
+    hpa = isvc_body(autoscaling={"maxReplicas": 4, "targets": [
+        {"name": "tokens", "value": "500", "query": "sum by (pod) (rate(tokens_total{ {{selector}} }[1m]))"}]})
+    keda = isvc_body(autoscaling={"engine": "keda", "maxReplicas": 4, "targets": [
+        {"name": "ignored", "value": "1", "query": "sum(up{ {{selector}} })"}]})
+    keda["metadata"]["name"] = "other"
+    manifest = tmp_path / "isvc.yaml"
+    manifest.write_text(yaml.safe_dump_all([hpa, keda]))
+    assert cli.main(["adapter-values", "-f", str(manifest)]) == 0
+    rules = yaml.safe_load(capsys.readouterr().out)["rules"]["custom"]
+    assert [r["name"]["as"] for r in rules][5:] == ["tokens"]  # the keda engine's queries are KEDA's
+    assert rules[5]["metricsQuery"] == "sum by (pod) (rate(tokens_total{ <<.LabelMatchers>> }[1m]))"
+    assert rules[5]["resources"] == rules[0]["resources"] and rules[5]["seriesQuery"] == rules[0]["seriesQuery"]
+    twice = api.parse(isvc_body(autoscaling={"maxReplicas": 2, "targets": [
+        {"name": "tokens", "value": "5", "query": "sum by (pod) (x{ {{selector}} })"}]}))
+    with pytest.raises(ValueError, match="two autoscaling queries are named tokens"):
+        autoscaling.adapter_values("1m", (api.parse(isvc_body(autoscaling={"maxReplicas": 2, "targets": [
+            {"name": "tokens", "value": "5", "query": "sum by (pod) (y{ {{selector}} })"}]})), twice))

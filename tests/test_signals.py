@@ -37,9 +37,9 @@ def test_adapter_rules_render_as_the_adapter_renders_them():
     assert values["name"] == {"as": "triton_queue_time_seconds"}
     assert values["seriesQuery"] == 'nv_inference_request_success{namespace!="",pod!=""}'
     assert values["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
-    rendered = signals.render_adapter(rule.metrics_query, 'namespace="prod",pod=~"a|b"', "namespace,pod")
+    rendered = signals.render_adapter(rule.metrics_query, 'namespace="prod",pod=~"a|b"', "pod")
     assert "<<" not in rendered and 'rate(nv_inference_queue_duration_us{namespace="prod",pod=~"a|b"}[1m])' in rendered
-    assert "sum by (namespace,pod)" in rendered
+    assert "sum by (pod)" in rendered
     assert {signals.adapter_rule(s).name for s in signals.SIGNALS} == {
         "triton_queue_time_seconds", "triton_queue_to_compute_ratio", "triton_pending_requests",
         "triton_request_latency_seconds", "triton_gpu_utilization_percent"}

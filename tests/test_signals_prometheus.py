@@ -62,7 +62,7 @@ def measure(prom: Prometheus) -> dict[str, tuple[float, float]]:
     for name in ("queueTime", "queueToComputeRatio", "pendingRequests", "requestLatency"):
         keda = value(prom.query(TRIGGERS[name]))
         adapter = value(prom.query(signals.render_adapter(
-            RULES[signals.metric_name(name)], 'namespace="prod",pod="resnet-predictor-0"', "namespace,pod")))
+            RULES[signals.metric_name(name)], 'namespace="prod",pod=~"resnet-predictor-0"', "pod")))
         result[name] = (keda, adapter)
     return result
 
@@ -76,7 +76,7 @@ def test_every_signal_is_defined_and_zero_when_idle(stack):
     # then reports the metric missing), and KEDA's trigger reads a defined 0.
     assert value(prom.query(TRIGGERS["gpuUtilization"])) == 0.0
     assert prom.query(signals.render_adapter(
-        RULES["triton_gpu_utilization_percent"], 'namespace="prod",pod="resnet-predictor-0"', "namespace,pod")) == []
+        RULES["triton_gpu_utilization_percent"], 'namespace="prod",pod=~"resnet-predictor-0"', "pod")) == []
 
 
 def test_under_load_the_queue_builds_as_arrivals_above_the_service_rate_imply(stack):

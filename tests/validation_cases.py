@@ -150,10 +150,22 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
         {"name": "tokens", "query": "sum by (pod) (rate(my_tokens{ {{selector}} }[1m]))", "value": "100"}],
         behavior={"scaleUp": {"stabilizationWindowSeconds": 0}, "scaleDown": {"policies": [
             {"type": "Pods", "value": 1, "periodSeconds": 60}]}}), None),
-    ("autoscaling-keda-zero", autoscaling(engine="keda", minReplicas=0, maxReplicas=3,
-                                          keda={"serverAddress": "http://prometheus.monitoring:9090"}), None),
+    ("autoscaling-keda-zero", autoscaling(engine="keda", minReplicas=0, maxReplicas=3, targets=[
+        {"name": "queueTime", "value": "50ms"},
+        {"name": "gatewayRequests", "query": 'sum(rate(gateway_requests_total{ {{selector}} }[1m]))', "value": "1"}],
+        keda={"serverAddress": "http://prometheus.monitoring:9090"}), None),
+    ("autoscaling-keda-zero-no-waker", autoscaling(engine="keda", minReplicas=0, maxReplicas=3),
+     "needs a target with a query"),
+    ("autoscaling-zero-value", autoscaling(maxReplicas=3, targets=[{"name": "queueTime", "value": "0ms"}]),
+     "must be above 0"),
+    ("autoscaling-zero-number", autoscaling(maxReplicas=3, targets=[{"name": "pendingRequests", "value": "0.0"}]),
+     "must be above 0"),
+    ("autoscaling-replicas-over-max", lambda b: b["spec"].update(replicas=9, autoscaling={"maxReplicas": 4}),
+     "spec.replicas is the autoscaler's"),
+    ("autoscaling-replicas-default-under-min", autoscaling(minReplicas=2, maxReplicas=4), None),
+    ("autoscaling-replicas-in-range", lambda b: b["spec"].update(replicas=3, autoscaling={"maxReplicas": 4}), None),
     ("autoscaling-min-over-max", autoscaling(minReplicas=5, maxReplicas=2), "must not exceed autoscaling.maxReplicas"),
-    ("autoscaling-default-min-over-max", autoscaling(maxReplicas=0), "greater than or equal to 1"),
+    ("autoscaling-max-zero", autoscaling(maxReplicas=0), "greater than or equal to 1"),
     ("autoscaling-no-max", autoscaling(minReplicas=1), "Required value"),
     ("autoscaling-hpa-zero", autoscaling(minReplicas=0, maxReplicas=3), "needs engine: keda"),
     ("autoscaling-no-value", autoscaling(maxReplicas=3, targets=[{"name": "queueTime"}]), "needs a value"),
@@ -165,8 +177,8 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
      "a number such as 0.5 or 4"),
     ("autoscaling-unknown", autoscaling(maxReplicas=3, targets=[{"name": "latency", "value": "1"}]),
      "or has a query, not both"),
-    ("autoscaling-query-selector", autoscaling(maxReplicas=3, targets=[
-        {"name": "mine", "query": "sum(up)", "value": "1"}]), "must contain {{selector}}"),
+    ("autoscaling-query-without-selector", autoscaling(maxReplicas=3, targets=[
+        {"name": "mine", "query": "sum(up)", "value": "1"}]), None),
     ("autoscaling-duplicate", autoscaling(maxReplicas=3, targets=[
         {"name": "queueTime", "value": "50ms"}, {"name": "queueTime", "value": "80ms"}]), "Duplicate value"),
     ("autoscaling-engine", autoscaling(engine="vpa", maxReplicas=3), "Unsupported value"),

@@ -90,12 +90,12 @@ def _prefixes(word: str) -> str:
 MANAGED_FLAG_PATTERN = "^--(" + "|".join(_prefixes(f) for f in MANAGED_TRITON_FLAGS) + ")(=|$)"
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
     """One x-kubernetes-validations entry."""
     return {"rule": rule, "message": message, **extra}
 
 
-def validations(*rules: dict[str, str]) -> dict[str, Any]:
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
@@ -730,6 +730,8 @@ class AutoscalingTarget(Base):
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel("has(self.value)", "an autoscaling target needs a value, e.g. {name: queueTime, value: 50ms}"),
+            cel("!has(self.value) || !self.value.matches('^0*(\\\\.0*)?(us|ms|s|%)?$')",
+                "an autoscaling target's value must be above 0"),
             cel(
                 "has(self.query) != (self.name in " + repr(list(SIGNALS)) + ")",
                 "an autoscaling target is a signal (queueTime, queueToComputeRatio, pendingRequests, "
@@ -773,10 +775,8 @@ class AutoscalingTarget(Base):
         default=None,
         max_length=4096,
         description="PromQL returning one number per pod (`by (pod)`, for the HPA engine's adapter) or one "
-        "number (the keda engine), with {{selector}} where the pods' label matchers go.",
-        json_schema_extra=validations(
-            cel("self.contains('{{selector}}')", "an autoscaling query must contain {{selector}}")
-        ),
+        "number (the keda engine); {{selector}} stands for the label matchers of the InferenceService's "
+        "pods (a metric from in front of them, which wakes one scaled to zero, needs none).",
     )
     per_replica: bool = Field(
         default=False,
@@ -852,6 +852,10 @@ class Autoscaling(Base):
                 "(has(self.engine) ? self.engine : 'hpa') == 'keda'",
                 "autoscaling.minReplicas: 0 (scale to zero) needs engine: keda; an HPA on per-pod metrics "
                 "cannot wake an InferenceService that has no pods"),
+            cel("(has(self.minReplicas) ? self.minReplicas : 1) > 0 || "
+                "(has(self.targets) && self.targets.exists(t, has(t.query)))",
+                "autoscaling.minReplicas: 0 needs a target with a query on a metric from outside the pods (a "
+                "gateway's request rate, say): at zero replicas no Triton reports anything that could wake it"),
         )
     )
 
@@ -895,15 +899,19 @@ class InferenceServiceSpec(Base):
                 "scheduling.nodeSelector['nvidia.com/gpu.product'] contradicts "
                 "resources.gpu.product",
             ),
-            # A transition rule (updates only): a new InferenceService's default replicas (1) is
-            # brought into the range by the operator, and the autoscaler keeps it there.
+            # With oldSelf optional, so it runs on create too (oldSelf absent): there spec.replicas
+            # may not exceed maxReplicas (the default 1 never does; below minReplicas the operator
+            # brings it up). On an update, a changed spec.replicas must lie within the range; an
+            # unchanged one passes, so lowering maxReplicas below what the autoscaler set is fine.
             cel(
-                "!has(self.autoscaling) || self.replicas == oldSelf.replicas || "
-                "(self.replicas >= (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1) && "
-                "self.replicas <= self.autoscaling.maxReplicas)",
-                "spec.replicas is the autoscaler's while spec.autoscaling is set: a change outside "
-                "autoscaling.minReplicas..maxReplicas would not be honoured; leave spec.replicas out of the "
-                "manifest (see the README's Argo CD note) or change the autoscaling range",
+                "!has(self.autoscaling) || "
+                "(oldSelf.hasValue() && self.replicas == oldSelf.value().replicas) || "
+                "(self.replicas <= self.autoscaling.maxReplicas && (!oldSelf.hasValue() || "
+                "self.replicas >= (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1)))",
+                "spec.replicas is the autoscaler's while spec.autoscaling is set: a value above "
+                "autoscaling.maxReplicas, or a change outside minReplicas..maxReplicas, would not be honoured; "
+                "leave spec.replicas out of the manifest (see the README's Argo CD note) or change the range",
+                optionalOldSelf=True,
             ),
         )
     )
@@ -1029,6 +1037,10 @@ class AutoscalerStatus(StatusBase):
     name: Optional[str] = None
     current_replicas: Optional[int] = None
     desired_replicas: Optional[int] = None
+    refused_hash: Optional[str] = Field(
+        default=None, description="The spec hash of an autoscaler the API server refused: not sent again until "
+        "the spec makes another.")
+    refused_message: Optional[str] = Field(default=None, description="Why it was refused.")
 
 
 class InferenceServiceStatus(StatusBase):

@@ -202,13 +202,16 @@ def scaled_object(isvc: api.InferenceService, address: str, startup_seconds: Opt
             "maxReplicaCount": spec.max_replicas,
             "pollingInterval": spec.keda.polling_interval,
             "cooldownPeriod": spec.keda.cooldown_period,
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(spec, startup_seconds)}},
+            # scalingModifiers as KEDA's operator writes it back (empty), so the object reads as sent.
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(spec, startup_seconds)},
+                         "scalingModifiers": {}},
             "triggers": triggers,
         },
     }
     if spec.keda.fallback_replicas is not None:
+        # behavior as KEDA's CRD defaults it, so that the stored object reads as sent (no drift).
         result["spec"]["fallback"] = {"failureThreshold": KEDA_FALLBACK_FAILURES,
-                                      "replicas": spec.keda.fallback_replicas}
+                                      "replicas": spec.keda.fallback_replicas, "behavior": "static"}
     return result
 
 
@@ -272,6 +275,7 @@ def condition(isvc: api.InferenceService, config: OperatorConfig, crds: frozense
         return ("Unknown", "AutoscalerPending", f"{kind} {name} is being created.")
     current, desired = replicas_of(seen.hpa)
     counts = f"{current if current is not None else '?'} current, {desired if desired is not None else '?'} desired"
+    activity = ""
     if spec.engine == "keda":
         ready = _conditions(seen.autoscaler).get("Ready")
         if ready is None:
@@ -285,6 +289,10 @@ def condition(isvc: api.InferenceService, config: OperatorConfig, crds: frozense
         active = _conditions(seen.autoscaler).get("Active") or {}
         if spec.min_replicas == 0 and active.get("status") == "False" and isvc.spec.replicas == 0:
             return ("True", "ScaledToZero", f"ScaledObject {name} is inactive: scaled to zero.")
+        # KEDA's Active: some trigger is above its activation threshold (with minReplicas 0, what
+        # keeps the InferenceService from scaling to zero).
+        activity = {"True": "; active", "False": "; inactive (no trigger above its activation threshold)"}.get(
+            active.get("status") or "", "")
     conds = _conditions(seen.hpa)
     for ctype in ("AbleToScale", "ScalingActive"):
         c = conds.get(ctype)
@@ -295,13 +303,29 @@ def condition(isvc: api.InferenceService, config: OperatorConfig, crds: frozense
     limited = conds.get("ScalingLimited") or {}
     why = f"; {limited.get('message', '')}" if limited.get("status") == "True" else ""
     return ("True", "ScalingActive", f"{kind} {name}: scaling between {spec.min_replicas} and {spec.max_replicas} "
-            f"replicas ({counts}){why}.")
+            f"replicas ({counts}){activity}{why}.")
 
 
 # ---- prometheus-adapter ---------------------------------------------------------------------------
 
 
-def adapter_values(window: str = "1m") -> dict[str, Any]:
-    """The prometheus-adapter Helm chart's values for every named signal (``rules.custom``)."""
-    return {"rules": {"default": False, "custom": [signals.adapter_rule(s, window).as_values()
-                                                   for s in signals.SIGNALS]}}
+def adapter_values(window: str = "1m", isvcs: tuple[api.InferenceService, ...] = ()) -> dict[str, Any]:
+    """The prometheus-adapter Helm chart's values for every named signal (``rules.custom``), and a
+    rule for each query target of ``isvcs`` with the HPA engine: exposed under the target's name
+    on Triton's pods, its {{selector}} the pods the HPA asks about (it must group ``by (pod)``).
+    Raises ValueError for two queries under one name (the adapter's metric names are global)."""
+    rules = [signals.adapter_rule(s, window).as_values() for s in signals.SIGNALS]
+    custom: dict[str, str] = {}
+    for isvc in isvcs:
+        spec = isvc.spec.autoscaling
+        for target in (spec.targets if spec is not None and spec.engine == "hpa" else []):
+            if target.query is None:
+                continue
+            query = target.query.replace("{{selector}}", "<<.LabelMatchers>>")
+            if custom.setdefault(target.name, query) != query:
+                raise ValueError(f"two autoscaling queries are named {target.name}: the adapter's metric names are "
+                                 "cluster-wide; name them apart")
+    for name, query in custom.items():
+        rules.append(signals.AdapterRule(series_query=signals.adapter_rule("queueTime").series_query, name=name,
+                                         metrics_query=query).as_values())
+    return {"rules": {"default": False, "custom": rules}}

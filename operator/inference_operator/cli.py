@@ -37,8 +37,22 @@ ADAPTER_HEADER = """\
 def _cmd_adapter_values(args: argparse.Namespace) -> int:
     import yaml
 
-    sys.stdout.write(ADAPTER_HEADER + yaml.safe_dump(autoscaling.adapter_values(args.window), sort_keys=False,
-                                                     width=100))
+    isvcs = []
+    for filename in args.filename:
+        for doc in _load(filename):
+            refused = validation.validate(doc)
+            if refused:
+                name = (doc.get("metadata") or {}).get("name", "?")
+                print(f'error: {api.KIND} "{name}" is invalid:\n' + "\n".join(f"  {v}" for v in refused),
+                      file=sys.stderr)
+                return 1
+            isvcs.append(api.parse(validation.defaulted(doc)))
+    try:
+        values = autoscaling.adapter_values(args.window, tuple(isvcs))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(ADAPTER_HEADER + yaml.safe_dump(values, sort_keys=False, width=100))
     return 0
 
 
@@ -140,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("adapter-values", help="print prometheus-adapter Helm values with a rule per autoscaling signal")
     a.add_argument("--window", default="1m", help="the rate window of the rules (spec.autoscaling.window)")
+    a.add_argument("-f", "--filename", action="append", default=[],
+                   help="InferenceServices whose query targets (engine hpa) get a rule too (repeatable, or -)")
     a.set_defaults(func=_cmd_adapter_values)
 
     r = sub.add_parser("render", help="print the children of InferenceServices, without a cluster")

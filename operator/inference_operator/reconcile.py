@@ -307,9 +307,24 @@ def _with_children(transitions: list[Event], applied: list[str], deleted: list[s
     return [Event("Normal", "ChildrenUpdated", what)] + transitions
 
 
+def _refused_before(isvc: api.InferenceService, desired: list[dict[str, Any]],
+                    live: dict[Ref, Optional[dict[str, Any]]], refused: dict[Ref, str]) -> frozenset[Ref]:
+    """The autoscaler the API server refused last time, unchanged since (status.autoscaler keeps
+    its hash and the reason): not sent again, so a pass that changes nothing writes nothing."""
+    before = isvc.status.autoscaler
+    if before is None or before.refused_hash is None:
+        return frozenset()
+    for obj in desired:
+        ref = children.ref_of(obj)
+        if ref.kind in children.AUTOSCALERS and live.get(ref) is None and children.spec_hash(obj) == before.refused_hash:
+            refused[ref] = before.refused_message or ""
+            return frozenset({ref})
+    return frozenset()
+
+
 def _autoscaling_status(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig, live: dict[Ref, Optional[dict[str, Any]]],
-    refused: dict[Ref, str], parsed: bool,
+    refused: dict[Ref, str], parsed: bool, desired: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """status.compute's ``autoscaling`` condition and ``autoscaler`` summary, from the autoscaler
     this pass wrote (or saw) and the HPA that does its scaling (KEDA's own for a ScaledObject)."""
@@ -325,8 +340,11 @@ def _autoscaling_status(
     hpa = scaler if kind == children.HPA else observed.child_by_kind(
         children.HPA.kind, autoscaling.keda_hpa_name(name))
     seen = autoscaling.Observation(autoscaler=scaler, hpa=hpa, rejected=refused.get(ref))
-    current, desired = autoscaling.replicas_of(hpa)
-    summary = {"kind": kind.kind, "name": name, "currentReplicas": current, "desiredReplicas": desired}
+    current, wanted = autoscaling.replicas_of(hpa)
+    summary = {"kind": kind.kind, "name": name, "currentReplicas": current, "desiredReplicas": wanted}
+    if ref in refused:
+        sent = next((o for o in desired if children.ref_of(o) == ref), None)
+        summary.update(refusedHash=children.spec_hash(sent) if sent else None, refusedMessage=refused[ref])
     return {"autoscaling": autoscaling.condition(isvc, config, observed.crds, seen),
             "autoscaler": {k: v for k, v in summary.items() if v is not None}}
 
@@ -391,6 +409,7 @@ def _reconcile(
         hold = frozenset({refs[0]}) if want.migrate_from is not None else frozenset()
         if rolling is not None:
             hold |= rolling.hold
+        hold |= _refused_before(isvc, desired, live, refused)
         if want.migrate_from is not None:
             legacy_ref = refs[0]
             status_deployment = want.migrate_from
@@ -451,7 +470,7 @@ def _reconcile(
         children_changed=bool(applied or deleted),
         operator_defaults=want.operator_defaults if problem is None else None,
         canary=view,
-        **_autoscaling_status(isvc, observed, config, live, refused, parsed),
+        **_autoscaling_status(isvc, observed, config, live, refused, parsed, desired),
     )
     written_isvc: Optional[dict[str, Any]] = None
     if status.comparable(new_status) != old_status:

@@ -115,7 +115,7 @@ def metric_name(signal: str) -> str:
 
 def adapter_rule(signal: str, window: str = "1m") -> AdapterRule:
     """The adapter's rule: its Go template's <<.LabelMatchers>> selects the pods an HPA asks
-    about, <<.GroupBy>> is ``namespace,pod``."""
+    about (``namespace="ns",pod=~"a|b"``), <<.GroupBy>> is ``pod`` (the group-resource label)."""
     series = "nv_gpu_utilization" if signal == "gpuUtilization" else "nv_inference_request_success"
     text = query(signal, "<<.LabelMatchers>>", window, "<<.GroupBy>>")
     return AdapterRule(series_query=f'{series}{{{NAMESPACE_LABEL}!="",{POD_LABEL}!=""}}', name=metric_name(signal),

@@ -3,10 +3,11 @@ minutes of model load), measured from the pods and kept in status.startupSeconds
 
 A pod counts once it is Ready, if it never restarted (a restart's Ready time says nothing of a
 load). The time runs from its PodScheduled transition (a pod waiting for a free GPU is not
-loading), or from its creation when that is missing. Per revision the longest seen is kept: the
-autoscaler's scale-up stabilization and a canary's warm-up should cover the slow pods, not the
-typical one. Only the revisions that still matter are kept (those with pods, the rolled-out one,
-the desired one), so the map stays small.
+loading), or from its creation when that is missing. A revision is measured once, by the first
+pass that sees pods of it Ready (the longest of them): later, a pod's Ready time may be that of
+a readiness flap under load, hours after its load, which must not pin the autoscaler's scale-up
+window at its maximum. Only the revisions that still matter are kept (those with pods, the
+rolled-out one, the desired one), so the map stays small.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def pod_startup(pod: Mapping[str, Any]) -> Optional[int]:
 
 def measure(previous: Mapping[str, int], pods: Iterable[Mapping[str, Any]],
             keep: Iterable[Optional[str]]) -> dict[str, int]:
-    """status.startupSeconds after this pass: the longest startup seen per revision, of the
-    revisions that run pods or are named in ``keep``."""
+    """status.startupSeconds after this pass: per revision, what ``previous`` says, else the longest
+    startup of its Ready pods now; of the revisions that run pods or are named in ``keep``."""
     measured: dict[str, int] = {}
     present: set[str] = set()
     for pod in pods:
@@ -72,7 +73,7 @@ def measure(previous: Mapping[str, int], pods: Iterable[Mapping[str, Any]],
     wanted = present | {r for r in keep if r}
     result = {}
     for revision in sorted(wanted):
-        values = [v for v in (previous.get(revision), measured.get(revision)) if v is not None]
-        if values:
-            result[revision] = max(values)
+        value = previous.get(revision, measured.get(revision))
+        if value is not None:
+            result[revision] = value
     return result

@@ -214,11 +214,15 @@ def _rule_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Violat
     if value is None:
         return
     for rule in node.get("x-kubernetes-validations", []):
-        if "oldSelf" in rule["rule"]:
-            continue  # transition rules only run on update
+        text = rule["rule"]
+        if "oldSelf" in text:
+            if not rule.get("optionalOldSelf"):
+                continue  # transition rules only run on update
+            # Offline is a create: no old object (the API server's optional oldSelf is none).
+            text = text.replace("oldSelf", "optional.none()")
         errors = _Errors()
         try:
-            ok = cel.evaluate(rule["rule"], _context({"self": value}, errors))
+            ok = cel.evaluate(text, _context({"self": value}, errors))
         except Exception as exc:  # noqa: BLE001 -- a rule that fails to evaluate refuses, as on the API server
             errors.last = errors.last or str(exc)
         if errors.last:
