@@ -125,6 +125,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     handlers.configure_runner(workers=args.workers, resync_seconds=args.resync_seconds,
                               slow_retry_seconds=args.slow_retry_seconds)
+    if args.leader_elect:
+        import os
+
+        handlers.configure_leader_election(
+            namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "default",
+            lease_seconds=args.leader_elect_lease_seconds, renew_seconds=args.leader_elect_renew_seconds,
+            retry_seconds=args.leader_elect_retry_seconds)
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -188,6 +195,14 @@ def parser() -> argparse.ArgumentParser:
                      help="every InferenceService is reconciled once per this period, spread over it")
     run.add_argument("--slow-retry-seconds", type=float, default=60,
                      help="how often a problem outside the spec (RBAC, quota, a name taken) is looked at again")
+    run.add_argument("--leader-elect", action="store_true",
+                     help="run passes only while holding the Lease 'inference-operator' (for several replicas)")
+    run.add_argument("--leader-elect-namespace", help="the Lease's namespace (default: $POD_NAMESPACE, else default)")
+    run.add_argument("--leader-elect-lease-seconds", type=float, default=15,
+                     help="a silent leader is replaced after this long")
+    run.add_argument("--leader-elect-renew-seconds", type=float, default=10,
+                     help="a leader that cannot renew for this long stops (less than the lease)")
+    run.add_argument("--leader-elect-retry-seconds", type=float, default=2, help="how often the Lease is renewed or tried")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
     return p

@@ -10,11 +10,13 @@ is ever put on an InferenceService (a finalizer an older version left is removed
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any, Hashable, Mapping
 
 import kopf
 
-from . import api, cache, children, heap, kopfpatch, metrics, naming, runner
+from . import api, cache, children, heap, kopfpatch, leader, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
 from .reconcile import RENDERED, SLOW_RETRY_SECONDS, reconcile
@@ -77,6 +79,36 @@ def _runner(workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS) -> r
 RUNNER = _runner()
 
 
+_election: dict[str, Any] | None = None  # the CLI's --leader-elect settings
+_elector = None  # leader.Elector, while campaigning
+
+
+def configure_leader_election(namespace: str, lease_seconds: float, renew_seconds: float,
+                              retry_seconds: float) -> None:
+    """Run passes only while this replica holds the Lease (the CLI's --leader-elect)."""
+    global _election
+    _election = {"namespace": namespace, "lease_seconds": lease_seconds, "renew_seconds": renew_seconds,
+                 "retry_seconds": retry_seconds}
+
+
+def _lead() -> None:
+    """Leading now: every InferenceService the cache holds gets a pass (events seen while
+    following are queued already), and the workers start."""
+    for key in STORE.keys(cache.ISVC):
+        RUNNER.enqueue(key)
+    metrics.LEADER.set(1)
+    RUNNER.gate.set()
+
+
+def _abdicate() -> None:
+    """The Lease is lost (not renewed in time, or taken): stop at once, as client-go's users do;
+    the Deployment starts the process again, as a follower."""
+    RUNNER.gate.clear()
+    metrics.LEADER.set(0)
+    log.error("leader election lost: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def configure_runner(
     workers: int = WORKERS, resync_seconds: float = RESYNC_SECONDS, slow_retry_seconds: float = SLOW_RETRY_SECONDS
 ) -> None:
@@ -117,6 +149,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Events are ours alone (on transitions); kopf would post one per handler run.
     settings.posting.enabled = False
     kubernetes_login()
+    if _election is not None:
+        global _elector
+        RUNNER.gate.clear()
+        metrics.LEADER.set(0)
+        _elector = leader.Elector(leader.KubernetesLeases(), on_started=_lead, on_stopped=_abdicate, **_election)
+        _elector.start()
+    else:
+        metrics.LEADER.set(1)
     RUNNER.start()
     global _trimming
     _trimming = heap.start_trimming(lambda: _events_seen)
@@ -125,6 +165,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
     RUNNER.stop()
+    if _elector is not None:  # after the last pass: the next leader starts when this one is done
+        _elector.stop(release=True)
     if _trimming is not None:
         _trimming.set()
 

@@ -33,6 +33,9 @@ WATCH_EVENTS = Counter(
     "inference_operator_reconcile_total grows slower than this under pod churn.",
     ["kind"],
 )
+LEADER = Gauge(
+    "inference_operator_leader", "1 while this replica runs passes: it leads (or leader election is off)."
+)
 QUEUE_DEPTH = Gauge(
     "inference_operator_queue_depth", "InferenceServices waiting for a pass (due now)."
 )

@@ -205,6 +205,10 @@ class Runner:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        # Passes run only while set: a replica that does not lead (leader.py) keeps its queue and
+        # cache, and runs nothing.
+        self.gate = threading.Event()
+        self.gate.set()
 
     def enqueue(self, key: Hashable, urgent: bool = False) -> None:
         self.queue.add(key, urgent)
@@ -263,7 +267,8 @@ class Runner:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            self.process_one()  # woken by work, or by stop (the queue closes)
+            if self.gate.wait(1.0):
+                self.process_one()  # woken by work, or by stop (the queue closes)
 
     def _resync_loop(self) -> None:
         while not self._stop.wait(self._resync_seconds):
