@@ -70,7 +70,7 @@ def _load_pids(state: pathlib.Path) -> dict[str, dict]:
         return {}
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """The kernel's start time of a process (field 22 of /proc/PID/stat): with the PID, unique."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
@@ -79,11 +79,11 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive(entry: dict) -> bool:
+def alive(entry: dict) -> bool:
     """True if the PID is still the process we started: same start time and binary, not a zombie
     (a recycled PID, or another process of the same binary, is not ours)."""
     pid = entry["pid"]
-    if _start_time(pid) != entry.get("started"):
+    if start_time(pid) != entry.get("started"):
         return False
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
@@ -98,22 +98,22 @@ def _start(state: pathlib.Path, name: str, argv: list[str]) -> None:
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     pids = _load_pids(state)
-    pids[name] = {"pid": proc.pid, "binary": argv[0], "started": _start_time(proc.pid)}
+    pids[name] = {"pid": proc.pid, "binary": argv[0], "started": start_time(proc.pid)}
     _pids_file(state).write_text(json.dumps(pids, indent=2))
 
 
-def _stop(entry: dict, name: str, grace: float = 10.0) -> None:
-    if not _alive(entry):
+def stop_process(entry: dict, name: str, grace: float = 10.0) -> None:
+    if not alive(entry):
         return
     say(f"stopping {name} (pid {entry['pid']})")
     os.kill(entry["pid"], signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(entry):
+    while time.monotonic() < deadline and alive(entry):
         time.sleep(0.1)
-    if _alive(entry):
+    if alive(entry):
         os.kill(entry["pid"], signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(entry):
+        while time.monotonic() < deadline and alive(entry):
             time.sleep(0.1)
     # Reap it if it is our child (it is not when `down` runs in another process; init reaps then).
     try:
@@ -135,7 +135,7 @@ def _wait_http(url: str, what: str, state: pathlib.Path, name: str, token: str |
     last = ""
     while time.monotonic() < deadline:
         entry = _load_pids(state).get(name)
-        if entry and not _alive(entry):
+        if entry and not alive(entry):
             tail = (state / "logs" / f"{name}.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{name} exited while starting; log tail:\n{tail}")
         try:
@@ -160,7 +160,7 @@ def kubectl(state: pathlib.Path, bin_dir: pathlib.Path, *args: str, **kw) -> sub
 
 
 def status(state: pathlib.Path) -> dict[str, bool]:
-    return {name: _alive(entry) for name, entry in _load_pids(state).items()}
+    return {name: alive(entry) for name, entry in _load_pids(state).items()}
 
 
 OPERATOR_USER = "system:serviceaccount:inference-operator:inference-operator"
@@ -355,7 +355,7 @@ def _up(state: pathlib.Path, bin_dir: pathlib.Path, controller_qps: int | None =
 def start_operator(state: pathlib.Path, bin_dir: pathlib.Path) -> None:
     """The operator of this checkout, in the background, recorded like the control plane."""
     entry = _load_pids(state).get("inference-operator")
-    if entry and _alive(entry):
+    if entry and alive(entry):
         say("the operator is already running")
         return
     crd = REPO / "crds" / "inferenceservices.serving.inference-operator.io.yaml"
@@ -380,7 +380,7 @@ def down(state: pathlib.Path = DEFAULT_STATE) -> None:
     pids = _load_pids(state)
     # Reverse start order: nothing writes to etcd once it is stopped last.
     for name in reversed(list(pids)):
-        _stop(pids[name], name)
+        stop_process(pids[name], name)
     if state.exists():
         shutil.rmtree(state)
         say(f"removed {state}")
@@ -420,8 +420,8 @@ Stop everything with: make down
         down(args.state.resolve())
     else:
         st = status(args.state.resolve())
-        for name, alive in st.items():
-            print(f"{name}: {'running' if alive else 'stopped'}")
+        for name, running in st.items():
+            print(f"{name}: {'running' if running else 'stopped'}")
         return 0 if st and all(st.values()) else 1
     return 0
 

@@ -29,7 +29,8 @@ Known wart: keda-adapter serves its own Prometheus /metrics on ":<--port>", all 
 has no flag for that address. Everything else listens on 127.0.0.1 only.
 
 Every process is started in its own session and stopped by its PID (checked to still be the binary
-started); PIDs, ports and logs live in the state directory. Standard library only.
+started, with e2e/cluster.py's bookkeeping); PIDs, ports and logs live in the state directory.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -49,6 +49,12 @@ import tempfile
 import time
 import urllib.request
 from typing import Optional
+
+# The local cluster's process bookkeeping (a PID is ours while its start time and binary match).
+if __package__:
+    from .cluster import alive as _alive, free_port, start_time as _start_time, stop_process
+else:  # run as a script: e2e/ is on sys.path
+    from cluster import alive as _alive, free_port, start_time as _start_time, stop_process
 
 NAMESPACE = "keda"
 ACCOUNT = "keda-operator"
@@ -59,60 +65,11 @@ CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_scaledjobs.yaml", "keda.sh_trigge
         "keda.sh_clustertriggerauthentications.yaml", "eventing.keda.sh_cloudeventsources.yaml",
         "eventing.keda.sh_clustercloudeventsources.yaml")
 TOKEN_DURATION = "24h"
+STOP_GRACE = 15.0  # seconds from SIGTERM to SIGKILL
 
 
 def say(message: str) -> None:
     print(f"==> {time.strftime('%H:%M:%S')} keda: {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_time(pid: int) -> Optional[str]:
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(entry: dict) -> bool:
-    """The PID is still the process started: same kernel start time and binary, not a zombie."""
-    if _start_time(entry["pid"]) != entry.get("started"):
-        return False
-    try:
-        exe = os.readlink(f"/proc/{entry['pid']}/exe")
-    except OSError:
-        return False
-    return os.path.realpath(exe) == os.path.realpath(entry["binary"])
-
-
-def _stop_entry(entry: dict, name: str, grace: float = 15.0) -> None:
-    if not _alive(entry):
-        return
-    say(f"stopping {name} (pid {entry['pid']})")
-    os.kill(entry["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(entry):
-        _reap(entry["pid"])
-        time.sleep(0.1)
-    if _alive(entry):
-        os.kill(entry["pid"], signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(entry):
-            _reap(entry["pid"])
-            time.sleep(0.1)
-    _reap(entry["pid"])
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (another process started it): init reaps it
 
 
 class Keda:
@@ -391,7 +348,7 @@ def stop(state_dir: str | os.PathLike) -> None:
     except FileNotFoundError:
         return
     for name in reversed(list(pids)):
-        _stop_entry(pids[name], name)
+        stop_process(pids[name], name, grace=STOP_GRACE)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
