@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional
 
 from . import api, naming, signals
 from .config import OperatorConfig
+from .observed import condition as condition_of
 
 HPA_API_VERSION = "autoscaling/v2"
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -243,10 +244,6 @@ class Observation:
     rejected: Optional[str] = None
 
 
-def _conditions(obj: Optional[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    return {c.get("type"): c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
-
-
 def replicas_of(hpa_obj: Optional[Mapping[str, Any]]) -> tuple[Optional[int], Optional[int]]:
     status = (hpa_obj or {}).get("status") or {}
     return status.get("currentReplicas"), status.get("desiredReplicas")
@@ -277,30 +274,30 @@ def condition(isvc: api.InferenceService, config: OperatorConfig, crds: frozense
     counts = f"{current if current is not None else '?'} current, {desired if desired is not None else '?'} desired"
     activity = ""
     if spec.engine == "keda":
-        ready = _conditions(seen.autoscaler).get("Ready")
+        ready = condition_of(seen.autoscaler, "Ready")
         if ready is None:
             return ("Unknown", "AutoscalerPending", f"KEDA has not reconciled ScaledObject {name} yet.")
         if ready.get("status") != "True":
             return ("False", ready.get("reason") or "NotReady", f"ScaledObject {name}: {ready.get('message', '')}")
-        fallback = _conditions(seen.autoscaler).get("Fallback") or {}
+        fallback = condition_of(seen.autoscaler, "Fallback") or {}
         if fallback.get("status") == "True":
             return ("False", "Fallback", f"ScaledObject {name} cannot query Prometheus and holds "
                     f"{spec.keda.fallback_replicas} replicas (fallback): {fallback.get('message', '')}")
-        active = _conditions(seen.autoscaler).get("Active") or {}
+        active = condition_of(seen.autoscaler, "Active") or {}
         if spec.min_replicas == 0 and active.get("status") == "False" and isvc.spec.replicas == 0:
             return ("True", "ScaledToZero", f"ScaledObject {name} is inactive: scaled to zero.")
         # KEDA's Active: some trigger is above its activation threshold (with minReplicas 0, what
         # keeps the InferenceService from scaling to zero).
         activity = {"True": "; active", "False": "; inactive (no trigger above its activation threshold)"}.get(
             active.get("status") or "", "")
-    conds = _conditions(seen.hpa)
+    hpa_obj = seen.hpa or {}
     for ctype in ("AbleToScale", "ScalingActive"):
-        c = conds.get(ctype)
+        c = condition_of(hpa_obj, ctype)
         if c is not None and c.get("status") == "False":
             return ("False", c.get("reason") or ctype, f"{kind} {name} ({counts}): {c.get('message', '')}")
-    if seen.hpa is None or "ScalingActive" not in conds:
+    if condition_of(hpa_obj, "ScalingActive") is None:
         return ("Unknown", "AutoscalerPending", f"{kind} {name} exists; its HPA has not computed a scale yet.")
-    limited = conds.get("ScalingLimited") or {}
+    limited = condition_of(hpa_obj, "ScalingLimited") or {}
     why = f"; {limited.get('message', '')}" if limited.get("status") == "True" else ""
     return ("True", "ScalingActive", f"{kind} {name}: scaling between {spec.min_replicas} and {spec.max_replicas} "
             f"replicas ({counts}){activity}{why}.")

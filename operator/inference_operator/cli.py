@@ -34,19 +34,30 @@ ADAPTER_HEADER = """\
 """
 
 
-def _cmd_adapter_values(args: argparse.Namespace) -> int:
-    import yaml
+def _admitted(doc: dict) -> Optional[api.InferenceService]:
+    """The InferenceService as the API server would store it, or None (the refusal printed, worded
+    as the API server words it)."""
+    name = (doc.get("metadata") or {}).get("name", "?")
+    refused = validation.validate(doc)
+    if refused:
+        details = "\n".join(f"  {v}" for v in refused)
+        print(f'error: {api.KIND} "{name}" is invalid (the API server would refuse it):\n{details}', file=sys.stderr)
+        return None
+    try:
+        return api.parse(validation.defaulted(doc))
+    except pydantic.ValidationError as exc:
+        print(f"error: {api.KIND} {name} is invalid:\n{exc}", file=sys.stderr)
+        return None
 
+
+def _cmd_adapter_values(args: argparse.Namespace) -> int:
     isvcs = []
     for filename in args.filename:
         for doc in _load(filename):
-            refused = validation.validate(doc)
-            if refused:
-                name = (doc.get("metadata") or {}).get("name", "?")
-                print(f'error: {api.KIND} "{name}" is invalid:\n' + "\n".join(f"  {v}" for v in refused),
-                      file=sys.stderr)
+            isvc = _admitted(doc)
+            if isvc is None:
                 return 1
-            isvcs.append(api.parse(validation.defaulted(doc)))
+            isvcs.append(isvc)
     try:
         values = autoscaling.adapter_values(args.window, tuple(isvcs))
     except ValueError as exc:
@@ -64,25 +75,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return 1
     out = []
     for doc in docs:
-        name = (doc.get("metadata") or {}).get("name", "?")
         # First what the API server would refuse, worded as it words it.
-        refused = validation.validate(doc)
-        if refused:
-            details = "\n".join(f"  {v}" for v in refused)
-            print(f'error: {api.KIND} "{name}" is invalid (the API server would refuse it):\n{details}',
-                  file=sys.stderr)
+        isvc = _admitted(doc)
+        if isvc is None:
             return 1
         try:
-            isvc = api.parse(validation.defaulted(doc))
             out.extend(render.render(isvc, config))
-            # As on a cluster with KEDA installed (a ScaledObject needs a Prometheus address).
-            out.extend(autoscaling.children(isvc, config, frozenset({autoscaling.SCALEDOBJECT_CRD})))
-        except pydantic.ValidationError as exc:
-            print(f"error: {api.KIND} {name} is invalid:\n{exc}", file=sys.stderr)
-            return 1
         except render.SpecError as exc:
-            print(f"error: {api.KIND} {name}: {exc.reason}: {exc.message}", file=sys.stderr)
+            print(f"error: {api.KIND} {isvc.name}: {exc.reason}: {exc.message}", file=sys.stderr)
             return 1
+        # As on a cluster with KEDA installed (a ScaledObject needs a Prometheus address).
+        out.extend(autoscaling.children(isvc, config, frozenset({autoscaling.SCALEDOBJECT_CRD})))
     sys.stdout.write(yamlout.dump_all(out))
     return 0
 

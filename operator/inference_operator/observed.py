@@ -11,6 +11,15 @@ from typing import Any, Mapping, Optional
 from .children import Ref
 
 
+def condition(obj: Mapping[str, Any], ctype: str) -> Optional[Mapping[str, Any]]:
+    """The status condition of type ``ctype`` of an observed object (pod, Deployment, HPA,
+    ScaledObject), or None."""
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return c
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Observed:
     """A consistent snapshot for one InferenceService, taken from the operator's cache."""

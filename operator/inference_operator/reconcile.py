@@ -113,6 +113,8 @@ class Desired:
     # A Deployment made before tracks: no canary until it is moved onto tracks.
     legacy: bool = False
     config: Optional[OperatorConfig] = None  # what the children are rendered with
+    # The HPA or ScaledObject of spec.autoscaling, stamped (built once a pass, whatever the tracks).
+    autoscaler: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class RenderCache:
@@ -181,18 +183,18 @@ def desire(
         stamped = rendered(isvc, render_config, track, observed)
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
+    # Not in the render cache: it follows status.startupSeconds too.
+    scaler = [children.stamp(c, isvc) for c in autoscaling.children(isvc, render_config, observed.crds)]
     desired = Desired(children=stamped, revision=naming.revision_of(stamped[0]), operator_defaults=pins,
                       migrate_from=migrate_from, legacy=track is None or migrate_from is not None,
-                      config=render_config)
+                      config=render_config, autoscaler=scaler)
     return desired, _check_storage(isvc, observed)
 
 
 def rendered(isvc: api.InferenceService, config: OperatorConfig, track: Optional[str],
              observed: Observed) -> list[dict[str, Any]]:
-    """The stamped children with ``track``'s Deployment, of the kinds this cluster has, and the
-    autoscaler (not cached: it follows status.startupSeconds too)."""
-    scaler = [children.stamp(c, isvc) for c in autoscaling.children(isvc, config, observed.crds)]
-    return [c for c in RENDERED.get(isvc, config, track) + scaler if children.installable(c["kind"], observed.crds)]
+    """The stamped children with ``track``'s Deployment, of the kinds this cluster has."""
+    return [c for c in RENDERED.get(isvc, config, track) if children.installable(c["kind"], observed.crds)]
 
 
 def _own_deployment(isvc: api.InferenceService, observed: Observed, track: str) -> Optional[dict[str, Any]]:
@@ -389,14 +391,14 @@ def _reconcile(
         want, problem = desire(isvc, observed, config)
     if problem is None:
         problem = rollout.problem(isvc, observed)
-    desired = want.children
+    desired = want.children + want.autoscaler
     at = now()
     rolling: Optional[rollout.Plan] = None
     if problem is None and not want.legacy:
         assert want.config is not None
         rolling = rollout.plan(isvc, observed, lambda track: rendered(isvc, want.config, track, observed),
                             want.revision, canary.parse_time(at) or 0.0, analyze)
-        desired = rolling.children
+        desired = rolling.children + want.autoscaler
 
     refs = children.possible_refs(isvc)
     live: dict[Ref, Optional[dict[str, Any]]] = {ref: observed.child(ref) for ref in refs}

@@ -16,6 +16,7 @@ import datetime
 from typing import Any, Iterable, Mapping, Optional
 
 from . import naming
+from .observed import condition
 
 
 def _time(text: Optional[str]) -> Optional[float]:
@@ -28,26 +29,19 @@ def _time(text: Optional[str]) -> Optional[float]:
         return None
 
 
-def _condition(pod: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return c
-    return {}
-
-
 def pod_startup(pod: Mapping[str, Any]) -> Optional[int]:
     """Seconds from this pod's scheduling (else creation) to Ready; None until it is Ready, or when
     a container restarted."""
     meta = pod.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return None
-    ready = _condition(pod, "Ready")
+    ready = condition(pod, "Ready") or {}
     if ready.get("status") != "True":
         return None
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     if any(cs.get("restartCount", 0) > 0 for cs in statuses):
         return None
-    scheduled = _condition(pod, "PodScheduled")
+    scheduled = condition(pod, "PodScheduled") or {}
     start = _time(scheduled.get("lastTransitionTime") if scheduled.get("status") == "True" else None)
     start = start if start is not None else _time(meta.get("creationTimestamp"))
     end = _time(ready.get("lastTransitionTime"))

@@ -15,6 +15,7 @@ import re
 from typing import Any, Optional
 
 from . import api, naming, startup
+from .observed import condition as _cond
 from .config import OperatorConfig
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -57,11 +58,6 @@ def _short(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
-def _cond(obj: dict[str, Any], ctype: str) -> Optional[dict[str, Any]]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return c
-    return None
 
 
 _REASON_LINE = re.compile(r"^([A-Z][A-Za-z]+): (.+)$")
