@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv prometheus test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd up down clean
+.PHONY: venv prometheus test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd manifests up down clean image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ scale-smoke: venv
 	$(PY) bench/scale_bench.py --services 50 --idle-seconds 20 --resync-seconds 5 --flap-services 10 \
 		--flap-seconds 5 --quiet-seconds 10 --churn-cycles 2 --churn-services 20 --check
 
+# The operator's image (operator/Dockerfile), tagged with pyproject.toml's version; needs Docker; not run in CI.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= inference-operator:$(VERSION)
+image:
+	docker build -f operator/Dockerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$$(git rev-parse HEAD) -t $(IMAGE) .
+
 # The same suite on kind (needs Docker); not run in CI.
 e2e-kind: venv
 	PY=$(PY) bash e2e/kind/run.sh
@@ -79,8 +85,14 @@ cluster-up: venv
 cluster-down:
 	$(PYTHON) e2e/cluster.py down
 
+# After an API change: the CRD in crds/ and in the chart's crds/ (tests keep both identical to the code).
 crd: venv
 	$(VENV)/bin/inference-operator crd > crds/inferenceservices.serving.inference-operator.io.yaml
+	cp crds/inferenceservices.serving.inference-operator.io.yaml charts/inference-operator/crds/
+
+# After a chart or CRD change: manifests/install.yaml, the chart rendered with its default values.
+manifests: crd
+	$(PY) e2e/chart.py install-yaml > manifests/install.yaml
 
 # A local cluster, the operator and a sample InferenceService; `make down` stops them all.
 up: venv

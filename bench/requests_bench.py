@@ -125,7 +125,10 @@ def bench_cluster(source: pathlib.Path, work: pathlib.Path, namespace: str, resy
         # Established comes a moment before the new resource's storage serves (until then a list
         # is answered 429 "storage is (re)initializing"): the operator starts once it serves.
         wait_for(lambda: kubectl("get", "inferenceservices", "-A", check=False).returncode == 0, "the CRD's storage")
-        op_kubeconfig = operator_kubeconfig(kubectl, work, source / "manifests" / "operator.yaml")
+        manifest = source / "manifests" / "install.yaml"
+        if not manifest.exists():  # a checkout from before the Helm chart
+            manifest = source / "manifests" / "operator.yaml"
+        op_kubeconfig = operator_kubeconfig(kubectl, work, manifest)
         kubectl("create", "namespace", namespace)
         bound_claim(kubectl, namespace, "models")
         operator = OperatorProcess(source, op_kubeconfig, work / "operator.log", resync_seconds, operator_env)

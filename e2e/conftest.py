@@ -194,20 +194,21 @@ class Operator:
         return values
 
 
-OPERATOR_MANIFEST = REPO / "manifests" / "operator.yaml"
+OPERATOR_MANIFEST = REPO / "manifests" / "install.yaml"
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "inference-operator", "inference-operator"
+IDENTITY_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
-def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path,
-                        manifest: pathlib.Path = OPERATOR_MANIFEST) -> str:
-    """A kubeconfig for the operator's own ServiceAccount, with the RBAC of manifests/operator.yaml
-    (everything in it but the Deployment): the suite runs the operator as production does, not as
-    an admin, so a verb missing from the ClusterRole fails here."""
+def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path, manifest: pathlib.Path = OPERATOR_MANIFEST,
+                        account: str = OPERATOR_ACCOUNT, account_namespace: str = OPERATOR_NAMESPACE) -> str:
+    """A kubeconfig for the operator's own ServiceAccount, with the RBAC of manifests/install.yaml
+    (the Helm chart's, with default values): the suite runs the operator as production does, not
+    as an admin, so a verb missing from the chart's ClusterRole fails here."""
     import yaml
 
-    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] != "Deployment"]
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] in IDENTITY_KINDS]
     kubectl.apply(yaml.safe_dump_all(docs))
-    token = kubectl("create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=6h").stdout.strip()
+    token = kubectl("create", "token", account, "-n", account_namespace, "--duration=6h").stdout.strip()
     admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
     cluster = admin["clusters"][0]["cluster"]
     config = {
@@ -216,7 +217,7 @@ def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path,
         "users": [{"name": "operator", "user": {"token": token}}],
         "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
     }
-    path = directory / "operator.kubeconfig"
+    path = directory / f"{account_namespace}-{account}.kubeconfig"
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return str(path)

@@ -433,16 +433,16 @@ def test_the_adapter_values_in_charts_are_what_the_code_generates(capsys):
     from inference_operator import cli
 
     assert cli.main(["adapter-values"]) == 0
-    shipped = pathlib.Path(__file__).resolve().parents[1] / "charts" / "prometheus-adapter-values.yaml"
+    shipped = pathlib.Path(__file__).resolve().parents[1] / "charts" / "inference-operator" / "files" / "prometheus-adapter-values.yaml"
     assert shipped.read_text() == capsys.readouterr().out, (
-        "charts/ is stale: run `inference-operator adapter-values > charts/prometheus-adapter-values.yaml`")
+        "charts/ is stale: run `inference-operator adapter-values > charts/inference-operator/files/prometheus-adapter-values.yaml`")
 
 
 def test_the_readme_carries_the_same_adapter_rules():
     import pathlib
 
     root = pathlib.Path(__file__).resolve().parents[1]
-    values = (root / "charts" / "prometheus-adapter-values.yaml").read_text()
+    values = (root / "charts" / "inference-operator" / "files" / "prometheus-adapter-values.yaml").read_text()
     assert values[values.index("rules:"):] in (root / "README.md").read_text()
 
 

@@ -136,9 +136,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             lease_seconds=args.leader_elect_lease_seconds, renew_seconds=args.leader_elect_renew_seconds,
             retry_seconds=args.leader_elect_retry_seconds)
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    level = "debug" if args.verbose else args.log_level
+    logging.basicConfig(level=getattr(logging, level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
+    if level != "debug":
         # Kopf logs every handler call at INFO: a line per watch event, thousands a minute at scale.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.metrics_port:
@@ -206,7 +207,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--leader-elect-renew-seconds", type=float, default=10,
                      help="a leader that cannot renew for this long stops (less than the lease)")
     run.add_argument("--leader-elect-retry-seconds", type=float, default=2, help="how often the Lease is renewed or tried")
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                     help="the least severe log lines written (debug adds kopf's line per handler call)")
+    run.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level=debug")
     run.set_defaults(func=_cmd_run)
     return p
 
