@@ -6,6 +6,7 @@ The operator runs as a separate process of this checkout, stopped by PID at the 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -309,3 +310,48 @@ def keda(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory):
     started = harness.start(kubectl.kubeconfig, tmp_path_factory.mktemp("keda"), bin_dir, kubectl.binary)
     yield started
     started.stop()
+
+
+# ---- what the operator's ServiceAccount used, against what the chart grants ----------------------
+
+
+def _granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, str]]:
+    import yaml
+
+    grants = set()
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if doc and doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                grants |= {(verb, group, resource) for verb in rule["verbs"] for group in rule["apiGroups"]
+                           for resource in rule["resources"]}
+    return grants
+
+
+def pytest_terminal_summary(terminalreporter):
+    """From the audit log (the operator's ServiceAccount only): its requests by verb and resource,
+    and what the chart grants that this run never used. Printed, never asserted: a run covers
+    what its tests exercise."""
+    path = os.environ.get("E2E_AUDIT_LOG")
+    if not path or not os.path.exists(path):
+        return
+    used: collections.Counter = collections.Counter()
+    refused: collections.Counter = collections.Counter()
+    with open(path, "rb") as f:
+        for line in f:
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if event.get("stage") != "ResponseComplete" or not ref.get("resource"):
+                continue
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            key = (event["verb"], ref.get("apiGroup", ""), resource)
+            used[key] += 1
+            if (event.get("responseStatus") or {}).get("code") == 403:
+                refused[key] += 1
+    write = terminalreporter.write_line
+    terminalreporter.section("the operator's API requests (audit log)")
+    for (verb, group, resource), n in sorted(used.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        write(f"{group or 'core'} {resource} {verb}: {n}" + (f" ({refused[(verb, group, resource)]} refused)"
+                                                             if refused[(verb, group, resource)] else ""))
+    unused = sorted(_granted() - set(used))
+    write("granted by the chart, not used in this run: " + (", ".join(f"{v} {g or 'core'}/{r}" for v, g, r in unused)
+                                                            or "none"))

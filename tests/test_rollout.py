@@ -412,3 +412,24 @@ def test_no_canary_while_a_deployment_made_before_tracks_is_moved_onto_them(fake
     run(fake_kube, body, clock, analyze)
     assert STABLE in fake_kube.objects and CANARY not in fake_kube.objects
     assert "canary" not in body["status"] or body["status"]["canary"].get("phase") != "Progressing"
+
+
+def test_a_secret_the_operator_may_not_read_holds_the_analysis_and_says_which_permission(fake_kube):
+    """The Helm chart grants no Secret access unless asked: a canary naming Prometheus credentials
+    gets an Error verdict (held, never passed) whose message names the value that grants it."""
+    import types
+
+    from inference_operator import kube, rollout
+
+    body = isvc_body(rollout={"canary": {"steps": [{"weight": 50}], "analysis": {
+        "prometheus": {"address": "http://prometheus:9090", "secretName": "prom"}}}})
+    isvc = api.InferenceService.model_validate(body)
+
+    def forbidden(namespace, name):
+        raise kube.ApiError(403, "Forbidden", f'secrets "{name}" is forbidden: User cannot get resource "secrets"')
+
+    analyze = rollout.analyzer(CONFIG, forbidden)
+    inputs = types.SimpleNamespace(canary=isvc.spec.rollout.canary, state=api.CanaryStatus(revision="r2"), now=0.0)
+    verdict = analyze(isvc, inputs)
+    assert verdict.result == analysis.ERROR
+    assert "rbac.prometheusCredentialsSecrets=true" in verdict.message and "403 Forbidden" in verdict.message

@@ -156,8 +156,12 @@ def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.
             try:
                 auth = credentials(isvc.namespace, cfg.analysis.prometheus.secret_name)
             except Exception as exc:  # noqa: BLE001 -- whatever keeps us from the Secret holds the canary
+                why = str(exc)
+                if getattr(exc, "status", None) == 403:
+                    why = ("the operator may not read Secrets here: grant it `get` on secrets (the Helm chart's "
+                           f"rbac.prometheusCredentialsSecrets=true) ({exc})")
                 return analysis.error(
-                    cfg.analysis, f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {exc}")
+                    cfg.analysis, f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {why}")
         query = analysis.prometheus_query(address, auth, at=inputs.now)
         return analysis.run(cfg.analysis, isvc.namespace, isvc.spec.model.name, inputs.state.revision or "",
                             inputs.state.stable_revision, query)
