@@ -6,6 +6,7 @@ a namespaced install; and no drift for Argo CD after the operator has reconciled
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -223,6 +224,15 @@ def test_kubectl_apply_install_yaml(kubectl: Kubectl):
         # Applied again, nothing would change.
         diff = kubectl("diff", "--server-side", "-f", path, check=False)
         assert diff.returncode == 0, diff.stdout + diff.stderr
+        # The README's uninstall, as a server-side dry run: everything of the release, but neither
+        # the CRD (and so every InferenceService) nor the namespace.
+        gone = kubectl("delete", "--dry-run=server", "-f", path, "-l", "app.kubernetes.io/instance=inference-operator")
+        # Lines read: deployment.apps "inference-operator" deleted (server dry run)
+        deleted = {"/".join((line.split()[0], line.split()[1].strip('"'))) for line in gone.stdout.splitlines()
+                   if line.strip()}
+        assert "deployment.apps/inference-operator" in deleted and "serviceaccount/inference-operator" in deleted
+        assert "clusterrole.rbac.authorization.k8s.io/inference-operator" in deleted, deleted
+        assert not [d for d in deleted if d.startswith(("customresourcedefinition", "namespace/"))], deleted
     finally:
         # The RBAC stays: the suite's own operator runs with it. The rest goes.
         for kind in ("deployment", "service", "pdb"):
@@ -331,7 +341,7 @@ def test_no_drift_after_the_operator_reconciled(kubectl: Kubectl, operator: Oper
 
     from inference_operator.config import FIELD_MANAGER
 
-    live = kubectl.json("infsvc", "gitops", "-n", namespace)
+    live = json.loads(kubectl("get", "infsvc", "gitops", "-n", namespace, "-o", "json", "--show-managed-fields").stdout)
     mine = [m for m in live["metadata"]["managedFields"] if m["manager"] == FIELD_MANAGER]
     assert mine and all(m.get("subresource") == "status" for m in mine), live["metadata"]["managedFields"]
     assert live["metadata"]["generation"] == isvc["metadata"]["generation"]

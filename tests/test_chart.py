@@ -87,7 +87,7 @@ CHILD_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 # What the operator reads or writes beyond its children, and why (the README's RBAC table).
 OTHER_RULES = {
     ("serving.inference-operator.io", "inferenceservices"): {"get", "list", "watch", "patch"},
-    ("serving.inference-operator.io", "inferenceservices/status"): {"get", "patch"},
+    ("serving.inference-operator.io", "inferenceservices/status"): {"patch"},
     ("serving.inference-operator.io", "inferenceservices/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch"},
     ("apps", "replicasets"): {"get", "list", "watch", "patch", "delete"},

@@ -137,6 +137,9 @@ def build_crd() -> dict[str, Any]:
         "metadata": {
             "name": f"{api.PLURAL}.{api.GROUP}",
             "labels": {"app.kubernetes.io/part-of": "inference-operator"},
+            # Deleting the CRD deletes every InferenceService and so every workload: Argo CD never
+            # prunes it (an Application deleted, or the chart's crds/ skipped, leaves it in place).
+            "annotations": {"argocd.argoproj.io/sync-options": "Prune=false"},
         },
         "spec": {
             "group": api.GROUP,

@@ -37,7 +37,7 @@ What the operator does in the namespaces it watches: exactly the API requests it
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["serving.inference-operator.io"]
   resources: ["inferenceservices/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: ["serving.inference-operator.io"]
   resources: ["inferenceservices/finalizers"]
   verbs: ["update"]
