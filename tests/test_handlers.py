@@ -363,3 +363,27 @@ def test_a_reported_transient_failure_keeps_backing_off(cached):
     # The Service was created on the first pass (creations put the workload last); the status
     # was reported once.
     assert kube.writes == [("apply", "Service/demo"), ("status", "ns/demo")]
+
+
+def test_a_replica_elected_before_its_cache_is_listed_runs_no_pass_until_it_is(cached, monkeypatch):
+    """Leader election can be won while kopf is still listing: passes wait for its start-up barrier
+    (the first event handler call), whichever of the two comes second, so no pass sees half a cache."""
+    r = handlers._runner()
+    r.gate.clear()  # what configure() does with --leader-elect
+    monkeypatch.setattr(handlers, "RUNNER", r)
+    monkeypatch.setattr(handlers, "_leading", False)
+    monkeypatch.setattr(handlers, "_listed", False)
+    handlers._lead()
+    assert not r.gate.is_set() and len(r.queue) == 0
+    handlers._opened()  # the barrier opens: every kind listed
+    assert r.gate.is_set() and len(r.queue) == 1  # the cached InferenceService gets its pass
+
+    # The other order: listed first, elected later.
+    r = handlers._runner()
+    r.gate.clear()
+    monkeypatch.setattr(handlers, "RUNNER", r)
+    monkeypatch.setattr(handlers, "_leading", False)
+    handlers._opened()
+    assert not r.gate.is_set()
+    handlers._lead()
+    assert r.gate.is_set() and len(r.queue) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from typing import Any, Hashable, Mapping
 
 import kopf
@@ -84,26 +85,45 @@ _elector = None  # leader.Elector, while campaigning
 
 
 def configure_leader_election(namespace: str, lease_seconds: float, renew_seconds: float,
-                              retry_seconds: float) -> None:
+                              retry_seconds: float, name: str = leader.LEASE_NAME) -> None:
     """Run passes only while this replica holds the Lease (the CLI's --leader-elect)."""
     global _election
-    _election = {"namespace": namespace, "lease_seconds": lease_seconds, "renew_seconds": renew_seconds,
-                 "retry_seconds": retry_seconds}
+    _election = {"namespace": namespace, "name": name, "lease_seconds": lease_seconds,
+                 "renew_seconds": renew_seconds, "retry_seconds": retry_seconds}
+
+
+# Passes start when this replica leads AND kopf's start-up barrier has opened (every indexed kind
+# listed once), whichever comes second: a replica that wins the Lease while still listing must not
+# run passes on half a cache (a Deployment not yet listed would look missing).
+_start_lock = threading.Lock()
+_leading = False
+_listed = False
+
+
+def _begin_when_ready() -> None:
+    """Called with _start_lock held: every InferenceService the cache holds gets a pass (events
+    seen while following are queued already), and the workers start."""
+    if _leading and _listed and not RUNNER.gate.is_set():
+        for key in STORE.keys(cache.ISVC):
+            RUNNER.enqueue(key)
+        metrics.LEADER.set(1)
+        RUNNER.gate.set()
 
 
 def _lead() -> None:
-    """Leading now: every InferenceService the cache holds gets a pass (events seen while
-    following are queued already), and the workers start."""
-    for key in STORE.keys(cache.ISVC):
-        RUNNER.enqueue(key)
-    metrics.LEADER.set(1)
-    RUNNER.gate.set()
+    global _leading
+    with _start_lock:
+        _leading = True
+        _begin_when_ready()
 
 
 def _abdicate() -> None:
     """The Lease is lost (not renewed in time, or taken): stop at once, as client-go's users do;
     the Deployment starts the process again, as a follower."""
-    RUNNER.gate.clear()
+    global _leading
+    with _start_lock:
+        _leading = False
+        RUNNER.gate.clear()
     metrics.LEADER.set(0)
     log.error("leader election lost: stopping")
     os.kill(os.getpid(), signal.SIGTERM)
@@ -216,8 +236,13 @@ def _cache(kind: str, body: Mapping[str, Any]) -> None:
 def _opened() -> None:
     """Every event handler calls this first: the first call after a start is kopf's start-up
     barrier opening, every object listed and indexed, and the cache compacts what it kept."""
+    global _listed
     if STORE.deferred:
         STORE.compact_all()
+    if not _listed:
+        with _start_lock:
+            _listed = True
+            _begin_when_ready()
 
 
 def _news(kind: str, type: str, body: Mapping[str, Any]) -> bool:
