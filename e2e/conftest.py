@@ -315,7 +315,7 @@ def keda(kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory):
 # ---- what the operator's ServiceAccount used, against what the chart grants ----------------------
 
 
-def _granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, str]]:
+def granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, str]]:
     import yaml
 
     grants = set()
@@ -327,13 +327,9 @@ def _granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, 
     return grants
 
 
-def pytest_terminal_summary(terminalreporter):
-    """From the audit log (the operator's ServiceAccount only): its requests by verb and resource,
-    and what the chart grants that this run never used. Printed, never asserted: a run covers
-    what its tests exercise."""
-    path = os.environ.get("E2E_AUDIT_LOG")
-    if not path or not os.path.exists(path):
-        return
+def audit_usage(path: str) -> tuple[collections.Counter, collections.Counter]:
+    """The operator ServiceAccount's requests in the audit log, counted by (verb, group, resource),
+    and those refused (403)."""
     used: collections.Counter = collections.Counter()
     refused: collections.Counter = collections.Counter()
     with open(path, "rb") as f:
@@ -347,11 +343,22 @@ def pytest_terminal_summary(terminalreporter):
             used[key] += 1
             if (event.get("responseStatus") or {}).get("code") == 403:
                 refused[key] += 1
+    return used, refused
+
+
+def pytest_terminal_summary(terminalreporter):
+    """From the audit log (the operator's ServiceAccount only): its requests by verb and resource,
+    and what the chart grants that this run never used (e2e/test_zz_permissions.py asserts on it
+    after a full run)."""
+    path = os.environ.get("E2E_AUDIT_LOG")
+    if not path or not os.path.exists(path):
+        return
+    used, refused = audit_usage(path)
     write = terminalreporter.write_line
     terminalreporter.section("the operator's API requests (audit log)")
     for (verb, group, resource), n in sorted(used.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         write(f"{group or 'core'} {resource} {verb}: {n}" + (f" ({refused[(verb, group, resource)]} refused)"
                                                              if refused[(verb, group, resource)] else ""))
-    unused = sorted(_granted() - set(used))
+    unused = sorted(granted() - set(used))
     write("granted by the chart, not used in this run: " + (", ".join(f"{v} {g or 'core'}/{r}" for v, g, r in unused)
                                                             or "none"))

@@ -142,10 +142,18 @@ def test_template_defaults_have_no_optional_objects(helm: Helm):
                      "Deployment", "PodDisruptionBudget"}
 
 
-def test_two_replicas_without_leader_election_are_refused(helm: Helm):
-    result = chart.template(helm.binary, "--set", "replicas=2", "--set", "leaderElection.enabled=false", check=False)
+@pytest.mark.parametrize("values, message", [
+    (["--set", "replicas=2", "--set", "leaderElection.enabled=false"], "replicas: 2 needs leaderElection.enabled=true"),
+    (["--set", "leaderElection.retrySeconds=12"], "retrySeconds < renewSeconds < leaseSeconds"),
+    (["--set", "health.port=8080"], "metrics.port and health.port must differ"),
+    (["--set", "serviceAccount.create=false"], "serviceAccount.create=false needs serviceAccount.name"),
+    (["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
+     "the ServiceMonitor selects that Service"),
+], ids=["two-replicas-without-election", "election-timing", "ports", "default-account", "monitor-without-service"])
+def test_values_that_contradict_each_other_are_refused(helm: Helm, values, message):
+    result = chart.template(helm.binary, *values, check=False)
     assert result.returncode != 0
-    assert "replicas: 2 needs leaderElection.enabled=true" in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("values, field", [
@@ -212,6 +220,38 @@ def test_helm_install_upgrade_uninstall(kubectl: Kubectl, helm: Helm, namespace:
     finally:
         helm("uninstall", release, "-n", home, check=False)
         kubectl("delete", "namespace", home, "--wait=false", check=False)
+
+
+def test_helm_installs_the_crd_on_a_cluster_without_one_and_uninstall_keeps_it(kubectl: Kubectl, helm: Helm,
+                                                                              tmp_path):
+    """On a fresh control plane of its own (the suite's has the CRD already): helm install puts
+    the chart's crds/ in place; helm uninstall leaves the CRD and the InferenceServices."""
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    import cluster
+
+    state = tmp_path / "cluster"
+    try:
+        fresh = Kubectl(str(cluster.up(state, pathlib.Path(os.environ["E2E_BIN"]))), kubectl.binary)
+        crd_name = "inferenceservices.serving.inference-operator.io"
+        assert fresh.maybe("crd", crd_name) is None
+        own = Helm(helm.binary, fresh.kubeconfig, tmp_path / "helm")
+        own("install", "inference-operator", str(chart.CHART), "-n", "inference-operator", "--create-namespace",
+            "--wait", "--timeout", "180s")
+        crd = fresh.json("crd", crd_name)
+        assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"] == "Prune=false"
+        wait_for(lambda: any(c["type"] == "Established" and c["status"] == "True"
+                             for c in fresh.json("crd", crd_name)["status"].get("conditions", [])), "the CRD")
+        assert _ready_replicas(fresh, "inference-operator", "inference-operator") == 2
+        wait_for(lambda: fresh("get", "infsvc", "-A", check=False).returncode == 0, "the CRD's storage")
+        fresh("create", "namespace", "models")
+        fresh.apply(manifest("kept", "models"))
+        own("uninstall", "inference-operator", "-n", "inference-operator", "--wait", "--timeout", "120s")
+        assert fresh.maybe("deployment", "inference-operator", "-n", "inference-operator") is None
+        assert fresh.maybe("crd", crd_name) and fresh.maybe("infsvc", "kept", "-n", "models")
+    finally:
+        cluster.down(state)
 
 
 def test_kubectl_apply_install_yaml(kubectl: Kubectl):

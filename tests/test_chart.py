@@ -86,14 +86,13 @@ def _group(api_version: str) -> str:
 CHILD_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 # What the operator reads or writes beyond its children, and why (the README's RBAC table).
 OTHER_RULES = {
-    ("serving.inference-operator.io", "inferenceservices"): {"get", "list", "watch", "patch"},
+    ("serving.inference-operator.io", "inferenceservices"): {"list", "watch", "patch"},
     ("serving.inference-operator.io", "inferenceservices/status"): {"patch"},
     ("serving.inference-operator.io", "inferenceservices/finalizers"): {"update"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("apps", "replicasets"): {"get", "list", "watch", "patch", "delete"},
-    ("", "persistentvolumeclaims"): {"get", "list", "watch"},
+    ("", "pods"): {"list", "watch"},
+    ("apps", "replicasets"): {"list", "watch", "patch", "delete"},
+    ("", "persistentvolumeclaims"): {"list", "watch"},
     ("events.k8s.io", "events"): {"create"},
-    ("", "events"): {"create"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }

@@ -133,6 +133,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         handlers.configure_leader_election(
             namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE") or "default",
+            name=args.leader_elect_name,
             lease_seconds=args.leader_elect_lease_seconds, renew_seconds=args.leader_elect_renew_seconds,
             retry_seconds=args.leader_elect_retry_seconds)
 
@@ -200,7 +201,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--slow-retry-seconds", type=float, default=60,
                      help="how often a problem outside the spec (RBAC, quota, a name taken) is looked at again")
     run.add_argument("--leader-elect", action="store_true",
-                     help="run passes only while holding the Lease 'inference-operator' (for several replicas)")
+                     help="run passes only while holding the Lease --leader-elect-name (for several replicas)")
+    run.add_argument("--leader-elect-name", default="inference-operator",
+                     help="the Lease's name (one per installation: the Helm chart passes its release's name)")
     run.add_argument("--leader-elect-namespace", help="the Lease's namespace (default: $POD_NAMESPACE, else default)")
     run.add_argument("--leader-elect-lease-seconds", type=float, default=15,
                      help="a silent leader is replaced after this long")

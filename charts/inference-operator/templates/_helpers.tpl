@@ -11,7 +11,7 @@
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "inference-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
 
@@ -28,13 +28,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-What the operator does in the namespaces it watches: exactly the API requests its code sends
-(the README's RBAC table says what each is for).
+What the operator does in the namespaces it watches: the API requests its code sends (the
+README's RBAC table says what each is for; the e2e run lists what it used from the audit log).
+Reads come from watches (list, watch); get only where a pass reads one object (a child whose
+create conflicted, a Secret).
 */}}
 {{- define "inference-operator.namespacedRules" -}}
 - apiGroups: ["serving.inference-operator.io"]
   resources: ["inferenceservices"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["serving.inference-operator.io"]
   resources: ["inferenceservices/status"]
   verbs: ["patch"]
@@ -61,14 +63,14 @@ What the operator does in the namespaces it watches: exactly the API requests it
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["apps"]
   resources: ["replicasets"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["events.k8s.io", ""]
+  verbs: ["list", "watch"]
+- apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
 {{- if .Values.rbac.prometheusCredentialsSecrets }}
@@ -86,4 +88,24 @@ What the operator does in the namespaces it watches: exactly the API requests it
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- end -}}
+
+{{/* What values.schema.json cannot say (relations between values), refused with a message. */}}
+{{- define "inference-operator.validate" -}}
+{{- $le := .Values.leaderElection }}
+{{- if and (gt (int .Values.replicas) 1) (not $le.enabled) }}
+{{- fail (printf "replicas: %d needs leaderElection.enabled=true: without leader election two replicas would reconcile the same InferenceServices at once" (int .Values.replicas)) }}
+{{- end }}
+{{- if and $le.enabled (not (and (lt (int $le.retrySeconds) (int $le.renewSeconds)) (lt (int $le.renewSeconds) (int $le.leaseSeconds)))) }}
+{{- fail (printf "leaderElection needs retrySeconds < renewSeconds < leaseSeconds (a leader must give up before another may take over); got %v, %v, %v" $le.retrySeconds $le.renewSeconds $le.leaseSeconds) }}
+{{- end }}
+{{- if eq (int .Values.metrics.port) (int .Values.health.port) }}
+{{- fail (printf "metrics.port and health.port must differ (both %v)" .Values.metrics.port) }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
+{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: the ServiceMonitor selects that Service" }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: the operator's RBAC would otherwise go to the namespace's default ServiceAccount, and so to every pod that uses it" }}
+{{- end }}
 {{- end -}}
