@@ -308,3 +308,13 @@ def test_settings_travel_to_the_fetcher_as_config_overrides():
     assert "max_batch_size: 8" in overrides and "versions: [ 3 ]" in overrides and "response_cache" in overrides
     assert "--format=onnx" in init["args"]
     assert f"--cache-config=local,size={64 * 2**20}" in triton(body)["args"]
+
+
+def test_characters_beyond_the_bmp_and_control_characters_render_as_written():
+    """The templates write values as JSON, which YAML reads, but for UTF-16 surrogate pairs: a
+    character beyond the BMP must become YAML's \\U escape (tests/test_fuzz.py found the crash)."""
+    values = ["😀 emoji", "\U00066f6a", "tab\tand\x1d\x87 controls", "quote \" and \\ backslash", "<&>"]
+    body = isvc_body(runtime={"env": [{"name": f"V{i}", "value": v} for i, v in enumerate(values)]})
+    deployment = render.render(api.parse(body), CONFIG)[0]
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in env if e["name"].startswith("V")] == values

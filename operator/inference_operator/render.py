@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import re
 from typing import Any
 
@@ -224,9 +225,21 @@ def _storage(spec: api.InferenceServiceSpec, config: OperatorConfig) -> tuple[li
     return volumes, mounts, init
 
 
+_SURROGATE_PAIR = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _yaml_safe_json(obj: Any, **kwargs: Any) -> str:
+    """JSON, which the templates write values as (``tojson``), is YAML but for one thing: YAML's
+    double-quoted strings take no UTF-16 surrogate pairs, so a character beyond the BMP (an emoji
+    in an env value) becomes YAML's \\U escape instead (found by tests/test_fuzz.py)."""
+    text = json.dumps(obj, **kwargs)
+    return _SURROGATE_PAIR.sub(
+        lambda m: "\\U%08x" % (0x10000 + ((int(m[1], 16) - 0xD800) << 10) + (int(m[2], 16) - 0xDC00)), text)
+
+
 @functools.lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("inference_operator", "templates"),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -234,6 +247,8 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.policies["json.dumps_function"] = _yaml_safe_json
+    return env
 
 
 # libyaml's loader is ~10x faster than the pure-Python one, and parsing dominated a pass.
