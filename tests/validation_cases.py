@@ -50,6 +50,27 @@ def name(value: str) -> Callable[[dict], None]:
 
 CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("minimal", lambda b: None, None),
+    # Kubernetes' own rules for what the pod carries (found by the fuzzer: e2e/test_fuzz.py).
+    ("service-account", spec(serviceAccountName="Reader"), "RFC 1123 subdomain"),
+    ("service-account-ok", spec(serviceAccountName="model-reader.v2"), None),
+    ("priority-class", spec(scheduling={"priorityClassName": "High Priority"}), "RFC 1123 subdomain"),
+    ("env-name", spec(runtime={"env": [{"name": "A=B", "value": "x"}]}), "printable ASCII characters other than '='"),
+    ("env-value-from-empty", spec(runtime={"env": [{"name": "A", "valueFrom": {}}]}), "exactly one of fieldRef"),
+    ("env-value-from-two", spec(runtime={"env": [{"name": "A", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}, "secretKeyRef": {"name": "s", "key": "k"}}}]}), "exactly one of"),
+    ("env-value-and-from", spec(runtime={"env": [{"name": "A", "value": "x", "valueFrom": {
+        "fieldRef": {"fieldPath": "metadata.name"}}}]}), "are exclusive"),
+    ("env-from-field", spec(runtime={"env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
+     None),
+    ("toleration-no-key", spec(scheduling={"tolerations": [{"operator": "Equal", "value": "x"}]}), "must be Exists"),
+    ("toleration-all", spec(scheduling={"tolerations": [{"operator": "Exists"}]}), None),
+    ("toleration-exists-value", spec(scheduling={"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
+     "must be empty when operator is Exists"),
+    ("toleration-seconds", spec(scheduling={"tolerations": [{"key": "k", "effect": "NoSchedule",
+                                                             "tolerationSeconds": 5}]}), "NoExecute only"),
+    ("toleration-key", spec(scheduling={"tolerations": [{"key": "a b", "operator": "Exists"}]}), "must be a label key"),
+    ("node-selector", spec(scheduling={"nodeSelector": {"zone": "eu west"}}), "must be label values"),
+    ("node-selector-ok", spec(scheduling={"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}}), None),
     ("s3", model(storageUri="s3://bucket-1/models", storage={"endpoint": "http://minio:9000", "region": "r"}), None),
     ("scheme", model(storageUri="ftp://host/model"), "must start with pvc://"),
     ("claim-name", model(storageUri="pvc://Models/x"), "pvc://<claim-name>"),

@@ -302,12 +302,46 @@ class ResponseCache(Base):
     size: ByteQuantity = byte_quantity("256Mi", "Memory for Triton's local response cache.")
 
 
+# Kubernetes' own rules for the names and labels a pod carries: what the CRD accepts, the pod
+# accepts too (e2e/test_fuzz.py found specs the CRD took whose Deployment the API server refused).
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MESSAGE = ("must be a lowercase RFC 1123 subdomain: lowercase letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit")
+QUALIFIED_NAME_RE = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
+def dns_subdomain(field: str) -> dict[str, Any]:
+    return validations(cel(f"self.matches('{_cel_regex(DNS_SUBDOMAIN_RE)}')", f"{field} {DNS_SUBDOMAIN_MESSAGE}"))
+
+
+class EnvVarSource(Base):
+    """As in a Pod's env[].valueFrom: exactly one source."""
+
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "(has(self.fieldRef) ? 1 : 0) + (has(self.resourceFieldRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0)"
+        " + (has(self.secretKeyRef) ? 1 : 0) + (has(self.fileKeyRef) ? 1 : 0) == 1",
+        "valueFrom must set exactly one of fieldRef, resourceFieldRef, configMapKeyRef, secretKeyRef or fileKeyRef",
+    )))
+
+    field_ref: Optional[dict[str, Any]] = None
+    resource_field_ref: Optional[dict[str, Any]] = None
+    config_map_key_ref: Optional[dict[str, Any]] = None
+    secret_key_ref: Optional[dict[str, Any]] = None
+    file_key_ref: Optional[dict[str, Any]] = None
+
+
 class EnvVar(Base):
-    name: str = Field(min_length=1, max_length=256)
+    model_config = ConfigDict(json_schema_extra=validations(cel(
+        "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+        "env[].value and env[].valueFrom are exclusive",
+    )))
+
+    name: str = Field(min_length=1, max_length=256, json_schema_extra=validations(cel(
+        "self.matches('^[ -<>-~]+$')", "env[].name must consist only of printable ASCII characters other than '='")))
     value: Optional[str] = Field(default=None, max_length=32768)
-    value_from: Optional[dict[str, Any]] = Field(
-        default=None, description="As in a Pod's env[].valueFrom."
-    )
+    value_from: Optional[EnvVarSource] = Field(default=None, description="As in a Pod's env[].valueFrom.")
 
 
 class RuntimeSpec(Base):
@@ -428,17 +462,35 @@ class ResourcesSpec(Base):
 
 
 class Toleration(Base):
-    key: Optional[str] = Field(default=None, max_length=316)
+    model_config = ConfigDict(json_schema_extra=validations(
+        cel("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            "tolerations[].operator must be Exists when key is empty (a toleration of every taint)"),
+        cel("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "tolerations[].value must be empty when operator is Exists"),
+        cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerations[].tolerationSeconds applies to effect NoExecute only"),
+    ))
+
+    key: Optional[str] = Field(default=None, max_length=316, json_schema_extra=validations(cel(
+        f"self == '' || self.matches('{_cel_regex(QUALIFIED_NAME_RE)}')",
+        "tolerations[].key must be a label key: an optional DNS subdomain prefix and '/', then up to 63 "
+        "letters, digits, '-', '_' and '.'")))
     operator: Optional[Literal["Exists", "Equal"]] = None
-    value: Optional[str] = Field(default=None, max_length=63)
+    value: Optional[str] = Field(default=None, max_length=63, json_schema_extra=validations(cel(
+        f"self.matches('{_cel_regex(LABEL_VALUE_RE)}')",
+        "tolerations[].value must be a label value: up to 63 letters, digits, '-', '_' and '.'")))
     effect: Optional[Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]] = None
     toleration_seconds: Optional[int] = None
 
 
 class SchedulingSpec(Base):
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, json_schema_extra={"maxProperties": 64}
-    )
+    # Values are checked here; keys are not: CEL's cost estimate of a rule over a map's keys has no
+    # bound (a structural schema cannot bound key length), so an invalid key is refused when the
+    # Deployment is applied, and the InferenceService says so in its Degraded condition.
+    node_selector: dict[str, Annotated[str, Field(max_length=63, json_schema_extra=validations(cel(
+        f"self.matches('{_cel_regex(LABEL_VALUE_RE)}')",
+        "spec.scheduling.nodeSelector values must be label values: up to 63 letters, digits, '-', '_' and '.'",
+    )))]] = Field(default_factory=dict, json_schema_extra={"maxProperties": 64})
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
@@ -448,8 +500,10 @@ class SchedulingSpec(Base):
     topology_spread_constraints: list[dict[str, Any]] = Field(
         default_factory=list, max_length=16, description="As in a Pod's topologySpreadConstraints."
     )
-    priority_class_name: Optional[str] = Field(default=None, max_length=253)
-    runtime_class_name: Optional[str] = Field(default=None, max_length=253)
+    priority_class_name: Optional[str] = Field(default=None, max_length=253,
+                                               json_schema_extra=dns_subdomain("priorityClassName"))
+    runtime_class_name: Optional[str] = Field(default=None, max_length=253,
+                                              json_schema_extra=dns_subdomain("runtimeClassName"))
 
 
 # A duration as Kubernetes and Prometheus write one: 30s, 5m, 1h30m, 500ms.
@@ -944,6 +998,7 @@ class InferenceServiceSpec(Base):
         default=None,
         max_length=253,
         description="The pods' service account (e.g. for workload identity to an object store).",
+        json_schema_extra=dns_subdomain("serviceAccountName"),
     )
 
 
