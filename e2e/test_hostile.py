@@ -1,0 +1,96 @@
+"""Hostile edits (issue #12): another actor changes a field the operator manages in each child, adds
+labels and annotations of its own, or deletes a child. The operator puts its fields back and
+leaves the others' alone, and a child deleted by hand is made again. (A name someone else holds is
+never taken over: e2e/test_engine.py. A route's weights changed behind its back: tests/test_rollout.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from .conftest import RESYNC_SECONDS, Kubectl, Operator, wait_for
+from .test_e2e import manifest, wait_ready
+
+FOREIGN_LABEL, FOREIGN_NOTE = "team.example.com/owner", "tools.example.com/scanned-at"
+
+
+def _mark(kubectl: Kubectl, kind: str, name: str, ns: str) -> None:
+    """What another tool adds: a label and an annotation of its own."""
+    kubectl("label", kind, name, "-n", ns, f"{FOREIGN_LABEL}=ml-platform")
+    kubectl("annotate", kind, name, "-n", ns, f"{FOREIGN_NOTE}=2026-11-24")
+
+
+def _marked(obj: dict) -> bool:
+    meta = obj["metadata"]
+    return (meta.get("labels") or {}).get(FOREIGN_LABEL) == "ml-platform" and \
+        (meta.get("annotations") or {}).get(FOREIGN_NOTE) == "2026-11-24"
+
+
+def _patch(kubectl: Kubectl, kind: str, name: str, ns: str, body: dict) -> None:
+    kubectl("patch", kind, name, "-n", ns, "--type=merge", "-p", json.dumps(body))
+
+
+CHILDREN = ("deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers")
+
+
+def writes(op: Operator) -> dict[str, float]:
+    """The operator's writes of children (status and Events follow what the HPA controller reports)."""
+    return {k: v for k, v in op.requests().items()
+            if k.split()[0] in ("apply", "create", "patch", "delete") and k.split()[1] in CHILDREN}
+
+
+def test_each_childs_managed_fields_are_restored_and_foreign_ones_kept(kubectl: Kubectl, namespace: str,
+                                                                        operator: Operator):
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, replicas=2, extra="""\
+        autoscaling: {minReplicas: 2, maxReplicas: 4}
+        """))
+    wait_ready(kubectl, ns, "resnet")
+    want = {
+        "deployment": kubectl.json("deployment", "resnet-predictor", "-n", ns),
+        "service": kubectl.json("service", "resnet", "-n", ns),
+        "pdb": kubectl.json("pdb", "resnet-predictor", "-n", ns),
+        "hpa": kubectl.json("hpa", "resnet", "-n", ns),
+    }
+    names = {"deployment": "resnet-predictor", "service": "resnet", "pdb": "resnet-predictor", "hpa": "resnet"}
+    for kind, name in names.items():
+        _mark(kubectl, kind, name, ns)
+
+    # A managed field of each, changed by someone else.
+    kubectl("set", "image", "deployment/resnet-predictor", "-n", ns, "triton=someone/else:1")
+    selector = want["service"]["spec"]["selector"]
+    key = sorted(selector)[0]
+    # One selector key changed, one added: the Service would select other pods, or none.
+    _patch(kubectl, "service", "resnet", ns, {"spec": {"selector": {key: "someone-else", "app": "other"}}})
+    _patch(kubectl, "pdb", "resnet-predictor", ns, {"spec": {"maxUnavailable": 5}})
+    _patch(kubectl, "hpa", "resnet", ns, {"spec": {"maxReplicas": 40}})
+
+    def restored(kind: str) -> bool:
+        live = kubectl.json(kind, names[kind], "-n", ns)
+        before = want[kind]
+        if kind == "deployment":
+            same = live["spec"]["template"]["spec"]["containers"] == before["spec"]["template"]["spec"]["containers"]
+        else:
+            same = live["spec"].get("selector") == before["spec"].get("selector") and \
+                live["spec"].get("maxUnavailable") == before["spec"].get("maxUnavailable") and \
+                live["spec"].get("maxReplicas") == before["spec"].get("maxReplicas")
+        return same and _marked(live)
+
+    for kind in names:
+        wait_for(lambda: restored(kind), f"the {kind}'s managed field restored, the foreign label and annotation kept")
+    wait_ready(kubectl, ns, "resnet")
+
+    # Deleted by hand: made again (a new object), the InferenceService Ready after.
+    for kind in ("service", "pdb", "hpa"):
+        uid = kubectl.json(kind, names[kind], "-n", ns)["metadata"]["uid"]
+        kubectl("delete", kind, names[kind], "-n", ns, "--wait=true")
+        wait_for(lambda: (obj := kubectl.maybe(kind, names[kind], "-n", ns)) and obj["metadata"]["uid"] != uid,
+                 f"the {kind} made again")
+    wait_ready(kubectl, ns, "resnet")
+    # The autoscaler owns the InferenceService's spec.replicas: the operator never wrote it back.
+    isvc = kubectl.json("infsvc", "resnet", "-n", ns)
+    assert isvc["spec"]["replicas"] == 2
+    # And no write loop: once all is restored, resyncs and the others' additions cost no child write.
+    settled = writes(operator)
+    time.sleep(RESYNC_SECONDS * 2)
+    assert writes(operator) == settled
