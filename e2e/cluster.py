@@ -98,7 +98,7 @@ def _start(state: pathlib.Path, name: str, argv: list[str]) -> None:
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     pids = _load_pids(state)
-    pids[name] = {"pid": proc.pid, "binary": argv[0], "started": start_time(proc.pid)}
+    pids[name] = {"pid": proc.pid, "binary": argv[0], "started": start_time(proc.pid), "argv": argv}
     _pids_file(state).write_text(json.dumps(pids, indent=2))
 
 
@@ -120,6 +120,20 @@ def stop_process(entry: dict, name: str, grace: float = 10.0) -> None:
         os.waitpid(entry["pid"], os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def outage(state: pathlib.Path, name: str, seconds: float) -> None:
+    """Fault injection: stop one component (etcd or kube-apiserver) by PID, leave it down for
+    `seconds`, start it again with the same command line and wait until it serves."""
+    entry = _load_pids(state)[name]
+    stop_process(entry, name)
+    time.sleep(seconds)
+    say(f"starting {name} again after {seconds:.0f}s down")
+    _start(state, name, entry["argv"])
+    ports = json.loads((state / "ports.json").read_text())
+    token = (state / "tokens.csv").read_text().split(",", 1)[0]
+    _wait_http(f"https://127.0.0.1:{ports['apiserver']}/readyz", "kube-apiserver", state, "kube-apiserver",
+               token=token, timeout=180)
 
 
 # ---- health ------------------------------------------------------------------------------------
