@@ -80,21 +80,36 @@ class Audit:
     def offset(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def since(self, offset: int) -> list[tuple[str, str, str, int]]:
-        """(verb, resource[/subresource], name, code) of each request completed since offset."""
+    def _completed(self, offset: int):
+        """(event, objectRef, resource[/subresource]) of each request completed since offset."""
         with open(self.path, "rb") as f:
             f.seek(offset)
             lines = f.read().splitlines()
-        found = []
         for line in lines:
             event = json.loads(line)
             if event.get("stage") != "ResponseComplete":
                 continue
             ref = event.get("objectRef") or {}
-            resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            found.append((event["verb"], resource, ref.get("name", ""),
-                          (event.get("responseStatus") or {}).get("code", 0)))
-        return found
+            yield event, ref, ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+
+    def since(self, offset: int) -> list[tuple[str, str, str, int]]:
+        """(verb, resource[/subresource], name, code) of each request completed since offset."""
+        return [(event["verb"], resource, ref.get("name", ""), (event.get("responseStatus") or {}).get("code", 0))
+                for event, ref, resource in self._completed(offset)]
+
+    def usage(self) -> tuple[collections.Counter, collections.Counter]:
+        """Every request of the log counted by (verb, group, resource[/subresource]), and those
+        refused (403); requests for no resource (discovery) left out."""
+        used: collections.Counter = collections.Counter()
+        refused: collections.Counter = collections.Counter()
+        for event, ref, resource in self._completed(0):
+            if not ref.get("resource"):
+                continue
+            key = (event["verb"], ref.get("apiGroup", ""), resource)
+            used[key] += 1
+            if (event.get("responseStatus") or {}).get("code") == 403:
+                refused[key] += 1
+        return used, refused
 
 
 @pytest.fixture(scope="session")
@@ -327,25 +342,6 @@ def granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, s
     return grants
 
 
-def audit_usage(path: str) -> tuple[collections.Counter, collections.Counter]:
-    """The operator ServiceAccount's requests in the audit log, counted by (verb, group, resource),
-    and those refused (403)."""
-    used: collections.Counter = collections.Counter()
-    refused: collections.Counter = collections.Counter()
-    with open(path, "rb") as f:
-        for line in f:
-            event = json.loads(line)
-            ref = event.get("objectRef") or {}
-            if event.get("stage") != "ResponseComplete" or not ref.get("resource"):
-                continue
-            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            key = (event["verb"], ref.get("apiGroup", ""), resource)
-            used[key] += 1
-            if (event.get("responseStatus") or {}).get("code") == 403:
-                refused[key] += 1
-    return used, refused
-
-
 def pytest_terminal_summary(terminalreporter):
     """From the audit log (the operator's ServiceAccount only): its requests by verb and resource,
     and what the chart grants that this run never used (e2e/test_zz_permissions.py asserts on it
@@ -353,7 +349,7 @@ def pytest_terminal_summary(terminalreporter):
     path = os.environ.get("E2E_AUDIT_LOG")
     if not path or not os.path.exists(path):
         return
-    used, refused = audit_usage(path)
+    used, refused = Audit(pathlib.Path(path)).usage()
     write = terminalreporter.write_line
     terminalreporter.section("the operator's API requests (audit log)")
     for (verb, group, resource), n in sorted(used.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):

@@ -11,18 +11,14 @@ import pytest
 
 from inference_operator import children
 
-from .conftest import audit_usage, granted
-
-
-def _group(api_version: str) -> str:
-    return api_version.split("/")[0] if "/" in api_version else ""
+from .conftest import Audit, granted
 
 
 # Needed, but not by every run: a child is created by server-side apply (a patch) unless a pass
 # found its name taken; get reads a child whose create conflicted; delete removes a child no
 # longer wanted (a route after a canary, a ScaledObject after a change of engine); the finalizers
 # row is for admission only (children's blockOwnerDeletion), never sent.
-RARE = {(verb, _group(c.kind.api_version), c.kind.plural) for c in children.REGISTRY
+RARE = {(verb, c.kind.group, c.kind.plural) for c in children.REGISTRY
         for verb in ("create", "get", "delete")} | {("update", "serving.inference-operator.io",
                                                      "inferenceservices/finalizers")}
 
@@ -36,6 +32,6 @@ def test_every_permission_the_chart_grants_is_used(request: pytest.FixtureReques
     path = os.environ.get("E2E_AUDIT_LOG")
     if not path:
         pytest.skip("no audit log (E2E_AUDIT_LOG: the local cluster writes one)")
-    used, _ = audit_usage(path)
+    used, _ = Audit(pathlib.Path(path)).usage()
     unused = granted() - set(used) - RARE
     assert not unused, f"granted by the chart, never sent by the operator in a full run: {sorted(unused)}"
