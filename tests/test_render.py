@@ -62,6 +62,12 @@ def test_gpu_pod_requests_gpus_tolerates_the_taint_and_pins_the_product():
     assert spec["serviceAccountName"] == "llm-reader"
 
 
+def test_image_pull_secrets_reach_the_pods_and_are_absent_unless_set():
+    assert "imagePullSecrets" not in pod_spec(isvc_body())
+    body = isvc_body(imagePullSecrets=[{"name": "regcred"}, {"name": "mirror"}])
+    assert pod_spec(body)["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+
+
 @pytest.mark.parametrize(
     "resources,requests",
     [

@@ -53,6 +53,18 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     # Kubernetes' own rules for what the pod carries (found by the fuzzer: e2e/test_fuzz.py).
     ("service-account", spec(serviceAccountName="Reader"), "RFC 1123 subdomain"),
     ("service-account-ok", spec(serviceAccountName="model-reader.v2"), None),
+    # A reference is a name in the InferenceService's namespace, never namespace/name (issue #12).
+    ("storage-secret-other-namespace", model(storageUri="s3://bucket-1/m", storage={"secretName": "kube-system/creds"}),
+     "storage.secretName must be a lowercase RFC 1123 subdomain"),
+    ("storage-secret-ok", model(storageUri="s3://bucket-1/m", storage={"secretName": "s3-creds"}), None),
+    ("prometheus-secret-other-namespace", canary(steps=[{"weight": 10}], analysis={
+        "prometheus": {"secretName": "monitoring/prom-token"}}), "analysis.prometheus.secretName must be"),
+    ("keda-auth-other-namespace", autoscaling(engine="keda", maxReplicas=3, keda={
+        "authenticationRef": "keda/cluster-auth"}), "autoscaling.keda.authenticationRef must be"),
+    ("pull-secret-other-namespace", spec(imagePullSecrets=[{"name": "registry/creds"}]),
+     "imagePullSecrets[].name must be a lowercase RFC 1123 subdomain"),
+    ("pull-secret-twice", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "regcred"}]), "Duplicate value"),
+    ("pull-secret-ok", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "mirror.creds"}]), None),
     ("priority-class", spec(scheduling={"priorityClassName": "High Priority"}), "RFC 1123 subdomain"),
     ("env-name", spec(runtime={"env": [{"name": "A=B", "value": "x"}]}), "printable ASCII characters other than '='"),
     ("env-value-from-empty", spec(runtime={"env": [{"name": "A", "valueFrom": {}}]}), "exactly one of fieldRef"),

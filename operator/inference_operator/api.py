@@ -141,12 +141,33 @@ class ModelFormat(str, Enum):
     ensemble = "ensemble"
 
 
+# Kubernetes' own rules for the names and labels a pod carries: what the CRD accepts, the pod
+# accepts too (e2e/test_fuzz.py found specs the CRD took whose Deployment the API server refused).
+DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MESSAGE = ("must be a lowercase RFC 1123 subdomain: lowercase letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit")
+QUALIFIED_NAME_RE = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+
+
+def dns_subdomain(field: str) -> dict[str, Any]:
+    return validations(cel(f"self.matches('{_cel_regex(DNS_SUBDOMAIN_RE)}')", f"{field} {DNS_SUBDOMAIN_MESSAGE}"))
+
+
+class LocalSecretReference(Base):
+    """A Secret by name, in the InferenceService's namespace: a reference never crosses namespaces."""
+
+    name: str = Field(min_length=1, max_length=253, json_schema_extra=dns_subdomain("imagePullSecrets[].name"))
+
+
 class StorageSpec(Base):
     """How to reach an object store. Credentials come from a Secret or the pod's identity, never inline."""
 
     secret_name: Optional[str] = Field(
         default=None,
         max_length=253,
+        json_schema_extra=dns_subdomain("storage.secretName"),
         description="A Secret in the InferenceService's namespace. s3://: its keys become the "
         "fetcher's environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). "
         "gs://: it holds a service-account key file under the key `key.json`. Unset: the pod's "
@@ -300,20 +321,6 @@ class ModelConfigOverrides(Base):
 
 class ResponseCache(Base):
     size: ByteQuantity = byte_quantity("256Mi", "Memory for Triton's local response cache.")
-
-
-# Kubernetes' own rules for the names and labels a pod carries: what the CRD accepts, the pod
-# accepts too (e2e/test_fuzz.py found specs the CRD took whose Deployment the API server refused).
-DNS_SUBDOMAIN_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS_SUBDOMAIN_MESSAGE = ("must be a lowercase RFC 1123 subdomain: lowercase letters, digits, '-' and '.', "
-                         "starting and ending with a letter or digit")
-QUALIFIED_NAME_RE = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE_RE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
-
-
-def dns_subdomain(field: str) -> dict[str, Any]:
-    return validations(cel(f"self.matches('{_cel_regex(DNS_SUBDOMAIN_RE)}')", f"{field} {DNS_SUBDOMAIN_MESSAGE}"))
 
 
 class EnvVarSource(Base):
@@ -638,6 +645,7 @@ class PrometheusSpec(Base):
     secret_name: Optional[str] = Field(
         default=None,
         max_length=253,
+        json_schema_extra=dns_subdomain("analysis.prometheus.secretName"),
         description="A Secret in the InferenceService's namespace: `token` (bearer), or `username` "
         "and `password` (basic).",
     )
@@ -890,6 +898,7 @@ class KedaSpec(Base):
     authentication_ref: Optional[str] = Field(
         default=None, max_length=253,
         description="A TriggerAuthentication in the namespace for KEDA's Prometheus queries.",
+        json_schema_extra=dns_subdomain("autoscaling.keda.authenticationRef"),
     )
 
 
@@ -999,6 +1008,13 @@ class InferenceServiceSpec(Base):
         max_length=253,
         description="The pods' service account (e.g. for workload identity to an object store).",
         json_schema_extra=dns_subdomain("serviceAccountName"),
+    )
+    image_pull_secrets: list[LocalSecretReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets in the InferenceService's namespace for pulling the runtime's image from a "
+        "private registry (the pods' imagePullSecrets).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
 
 

@@ -274,6 +274,7 @@ def context(isvc: api.InferenceService, config: OperatorConfig) -> dict[str, Any
         "progress_deadline_seconds": startup_timeout + 600,
         "termination_grace_period_seconds": TERMINATION_GRACE_SECONDS,
         "service_account_name": spec.service_account_name,
+        "image_pull_secrets": [{"name": ref.name} for ref in spec.image_pull_secrets],
         "node_selector": _node_selector(spec),
         "tolerations": _tolerations(spec),
         "affinity": spec.scheduling.affinity,

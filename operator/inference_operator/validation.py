@@ -180,7 +180,9 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
         if node.get("x-kubernetes-list-type") == "map" and keys:
             seen = set()
             for i, item in enumerate(value):
-                key = tuple((item or {}).get(k) for k in keys)
+                if not isinstance(item, dict):
+                    continue  # its type is refused above
+                key = tuple(item.get(k) for k in keys)
                 if key in seen:
                     shown = ",".join(f'"{k}":"{v}"' for k, v in zip(keys, key))
                     yield Violation(f"{path}[{i}]", f"Duplicate value: {{{shown}}}")
