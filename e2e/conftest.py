@@ -97,6 +97,18 @@ class Audit:
         return [(event["verb"], resource, ref.get("name", ""), (event.get("responseStatus") or {}).get("code", 0))
                 for event, ref, resource in self._completed(offset)]
 
+    def writes(self, offset: int, namespace: Optional[str] = None) -> list[dict]:
+        """The operator's writes completed since offset (any verb but get, list and watch), in
+        namespace when given: each the audit event itself (verb, objectRef, userAgent, timestamps)."""
+        return [event for event, ref, _ in self._completed(offset)
+                if event["verb"] not in ("get", "list", "watch")
+                and (namespace is None or ref.get("namespace") == namespace)]
+
+    def objects(self, offset: int, resource: str) -> set[tuple[str, str]]:
+        """(namespace, name) of each object of resource[/subresource] the operator asked for since offset."""
+        return {(ref.get("namespace", ""), ref.get("name", "")) for _, ref, kind in self._completed(offset)
+                if kind == resource}
+
     def usage(self) -> tuple[collections.Counter, collections.Counter]:
         """Every request of the log counted by (verb, group, resource[/subresource]), and those
         refused (403); requests for no resource (discovery) left out."""
@@ -126,8 +138,10 @@ def kubectl() -> Kubectl:
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.inference-operator.io",
-            "--timeout=60s")
+    # Not `kubectl wait`: a CRD read before its controller wrote any condition fails it at once.
+    wait_for(lambda: any(c["type"] == "Established" and c["status"] == "True" for c in
+                         (kubectl.json("crd", "inferenceservices.serving.inference-operator.io").get("status") or {})
+                         .get("conditions") or []), "the CRD to be established", timeout=60)
 
 
 def _free_port() -> int:

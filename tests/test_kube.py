@@ -132,3 +132,59 @@ def test_event_regards_the_inferenceservice(kube):
     body = req["body"]
     assert (body["type"], body["reason"], body["note"]) == ("Warning", "ChildConflict", "taken")
     assert body["regarding"]["uid"] == "u1" and body["regarding"]["kind"] == "InferenceService"
+
+
+def test_a_fenced_replica_sends_no_write_but_still_reads(kube):
+    """Leader election's fence: checked before every write, never before a read."""
+    why = ["replica-a last renewed the Lease 5.0s ago (renew deadline 4s)"]
+    kube.fence = lambda: why[0]
+    kube.get(Ref(DEPLOYMENT, "ns", "d"))
+    for write in (lambda: kube.apply({"apiVersion": "apps/v1", "kind": "Deployment",
+                                      "metadata": {"name": "d", "namespace": "ns"}}),
+                  lambda: kube.delete(Ref(DEPLOYMENT, "ns", "d"), "u"),
+                  lambda: kube.patch_status("ns", "demo", {}, "1")):
+        with pytest.raises(ApiError) as err:
+            write()
+        assert err.value.reason == "NotLeader" and "renew deadline" in err.value.message
+    assert [r["method"] for r in Recorder.requests] == ["GET"]
+    why[0] = None
+    kube.patch_status("ns", "demo", {}, "1")
+    assert [r["method"] for r in Recorder.requests] == ["GET", "PATCH"]
+
+
+def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypatch):
+    from inference_operator import faults
+
+    killed = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setenv(faults.ENV, "ns:2")
+    kube.kill_point = faults.from_env()
+    obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}}
+    kube.apply(dict(obj, metadata={"name": "d", "namespace": "other"}))  # another namespace: not counted
+    kube.get(Ref(DEPLOYMENT, "ns", "d"))  # a read: not counted
+    kube.apply(obj)
+    assert not killed
+    kube.apply(obj)
+    assert killed == [(faults.os.getpid(), faults.signal.SIGKILL)]
+
+
+@pytest.mark.parametrize("value", ["ns", "ns:", ":3", "ns:x", "ns:0", "ns:2:SIGTERM", "ns:2:"])
+def test_a_kill_point_is_namespace_colon_count(value):
+    from inference_operator import faults
+
+    with pytest.raises(ValueError, match=faults.ENV):
+        faults.KillPoint.parse(value)
+
+
+def test_a_stop_point_freezes_before_the_fence_is_consulted(kube, monkeypatch):
+    """SIGSTOP before the write, the fence after: a leader frozen mid-pass meets the fence when it
+    wakes (e2e/test_leader.py freezes one there)."""
+    from inference_operator import faults
+
+    order = []
+    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: order.append(sig))
+    kube.kill_point = faults.KillPoint.parse("ns:1:SIGSTOP")
+    kube.fence = lambda: order.append("fence") or "replaced"
+    with pytest.raises(ApiError):
+        kube.patch_status("ns", "demo", {}, "1")
+    assert order == [faults.signal.SIGSTOP, "fence"] and not Recorder.requests

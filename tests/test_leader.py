@@ -160,3 +160,19 @@ def test_a_runner_that_does_not_lead_runs_no_pass_and_keeps_its_queue():
         assert done.wait(5) and ran == [("ns", "a")]
     finally:
         r.stop()
+
+
+def test_the_fence_closes_at_the_renew_deadline_before_anyone_may_take_over():
+    """A leader paused past its renew deadline (SIGSTOP, a long pause) writes nothing when it
+    wakes, before its elector thread has run: the fence judges by its own clock."""
+    leases, clock, events = FakeLeases(), Clock(), []
+    a = candidate(leases, clock, "a", events)
+    assert a.fence() == "a does not hold the Lease"
+    a.step()
+    assert a.leading and a.fence() is None
+    clock.now += 9.9
+    assert a.fence() is None
+    clock.now += 0.1  # the renew deadline (10 s), 5 s before the lease (15 s) lets another take over
+    assert "renew deadline 10s" in a.fence()
+    a.step()  # it renews: writes again
+    assert a.fence() is None

@@ -17,7 +17,7 @@ from typing import Any, Hashable, Mapping
 
 import kopf
 
-from . import api, cache, children, heap, kopfpatch, leader, metrics, naming, runner
+from . import __version__, api, cache, children, heap, kopfpatch, leader, metrics, naming, runner
 from .config import OperatorConfig
 from .kube import RestKube
 from .reconcile import RENDERED, SLOW_RETRY_SECONDS, reconcile
@@ -40,6 +40,7 @@ CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
 _config = OperatorConfig.from_env()
 _slow_retry_seconds = SLOW_RETRY_SECONDS
 _kube: RestKube | None = None
+USER_AGENT = f"inference-operator/{__version__}"
 _trimming = None  # the heap trimmer's stop event, once started
 # Compacted once kopf's start-up barrier opens (the first event handler call): see cache.Store.
 STORE = cache.Store(deferred=True)
@@ -49,6 +50,7 @@ def kube() -> RestKube:
     global _kube
     if _kube is None:
         _kube = RestKube()
+        _kube.client.user_agent = USER_AGENT
     return _kube
 
 
@@ -173,7 +175,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         global _elector
         RUNNER.gate.clear()
         metrics.LEADER.set(0)
-        _elector = leader.Elector(leader.KubernetesLeases(), on_started=_lead, on_stopped=_abdicate, **_election)
+        me = leader.identity()
+        # Each replica's requests carry its identity: an audit log tells the replicas apart.
+        agent = kube().client.user_agent = f"{USER_AGENT} ({me})"
+        _elector = leader.Elector(leader.KubernetesLeases(user_agent=agent), me=me, on_started=_lead, on_stopped=_abdicate, **_election)
+        kube().fence = _elector.fence
         _elector.start()
     else:
         metrics.LEADER.set(1)

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
 import uuid
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 from urllib.parse import quote
 
 import kubernetes
 import urllib3
 
-from . import api, metrics
+from . import api, faults, metrics
 from .children import Ref, ref_of
 from .config import FIELD_MANAGER
 from .status import Event
 
+
+log = logging.getLogger(__name__)
 
 # The error classes, decided once, here; the pass and the runner act on the class, never a code.
 TRANSIENT = "transient"  # connection trouble, 429, 5xx: retried with backoff, reported if it persists
@@ -125,6 +128,11 @@ class RestKube:
 
     def __init__(self, client: Optional[kubernetes.client.ApiClient] = None) -> None:
         self.client = client or kubernetes.client.ApiClient()
+        # With leader election: why this replica may not write now (None: it may). Checked before
+        # every write, so a leader that was paused past its renew deadline (a stopped VM, a long GC
+        # pause, SIGSTOP) sends nothing when it wakes, even before its elector notices the loss.
+        self.fence: Optional[Callable[[], Optional[str]]] = None
+        self.kill_point = faults.from_env()
 
     def request(
         self,
@@ -147,6 +155,14 @@ class RestKube:
             auth_settings=["BearerToken"],
         )
         verb, resource = _verb(method, path, content_type if body is not None else ""), _resource(path)
+        if method != "GET":
+            if self.kill_point is not None:  # a fault test's: here, so a frozen write meets the fence after
+                self.kill_point.before_write(path)
+            why = self.fence() if self.fence is not None else None
+            if why:
+                metrics.API_REQUESTS.labels(verb, resource, "fenced").inc()
+                log.warning("not sent: %s %s: %s", verb, resource, why)
+                raise ApiError(0, "NotLeader", why, verb, resource)
         try:
             response = self.client.call_api(*params, _request_timeout=(10, 60))
         except kubernetes.client.exceptions.ApiException as exc:

@@ -158,6 +158,17 @@ class Elector:
             return self._lose(now, f"it could not renew the Lease for {now - self._renewed_at:.0f}s")
         return self.retry_seconds
 
+    def fence(self) -> Optional[str]:
+        """Why this replica may not write now, or None. A leader whose last renewal is a renew
+        deadline old may already be replaced (it was paused, or cut off): it writes nothing more,
+        whether or not the elector's thread has run since."""
+        if not self.leading:
+            return f"{self.me} does not hold the Lease"
+        since = self.clock() - self._renewed_at
+        if since >= self.renew_seconds:
+            return f"{self.me} last renewed the Lease {since:.1f}s ago (renew deadline {self.renew_seconds:g}s)"
+        return None
+
     def _lose(self, now: float, why: str) -> float:
         self.leading, self.lost = False, True
         log.warning("leader election: %s stops leading: %s", self.me, why)
@@ -192,10 +203,12 @@ class Elector:
 class KubernetesLeases:
     """LeaseApi over the official client's CoordinationV1Api (dicts in, dicts out)."""
 
-    def __init__(self, api_client: Any = None) -> None:
+    def __init__(self, api_client: Any = None, user_agent: Optional[str] = None) -> None:
         import kubernetes
 
         self._client = api_client or kubernetes.client.ApiClient()
+        if user_agent:
+            self._client.user_agent = user_agent
         self._api = kubernetes.client.CoordinationV1Api(self._client)
 
     def _plain(self, obj: Any) -> dict[str, Any]:
