@@ -87,3 +87,37 @@ def test_the_route_weights_follow_the_steps_and_promotion_keeps_the_pods(kubectl
     assert canary_pods <= serving, "the promotion restarted pods that were analysed"
     wait_for(lambda: kubectl("get", "deployment", "resnet-predictor", "-n", ns, check=False).returncode != 0,
              "the old stable Deployment to go")
+
+
+def test_a_hostile_edit_of_the_route_is_undone_and_foreign_marks_kept(kubectl, namespace, gateway_api):
+    """Hostile edits (issue #12) of the HTTPRoute on the real CRDs: its weights, hostnames and
+    parents changed by someone else are put back; another tool's label and annotation stay; a route
+    deleted by hand is made again."""
+    from .test_hostile import _mark, _marked, _patch
+
+    ns = namespace
+    rollout = """\
+        rollout:
+          canary:
+            traffic: gatewayAPI
+            gatewayAPI: {parentRefs: [{name: edge}], hostnames: [resnet.example.com]}
+            steps: [{weight: 20}]
+            analysis: {prometheus: {address: "http://127.0.0.1:9"}}
+        """
+    kubectl.apply(manifest("resnet", ns, replicas=2, extra=rollout))
+    wait_ready(kubectl, ns, "resnet")
+    wait_for(lambda: weights(kubectl, ns) == [("resnet-stable", 100), ("resnet-canary", 0)], "the route at 100/0")
+    want = kubectl.json("httproute", "resnet", "-n", ns)["spec"]
+    _mark(kubectl, "httproute", "resnet", ns)
+    rules = [dict(want["rules"][0], backendRefs=[dict(b, weight=50) for b in want["rules"][0]["backendRefs"]])]
+    _patch(kubectl, "httproute", "resnet", ns, {"spec": {"rules": rules, "hostnames": ["evil.example.com"],
+                                                         "parentRefs": [{"name": "someone-elses"}]}})
+    assert weights(kubectl, ns) == [("resnet-stable", 50), ("resnet-canary", 50)]
+    wait_for(lambda: (r := kubectl.json("httproute", "resnet", "-n", ns))["spec"] == want and _marked(r),
+             "the route's spec restored, the foreign label and annotation kept")
+
+    uid = kubectl.json("httproute", "resnet", "-n", ns)["metadata"]["uid"]
+    kubectl("delete", "httproute", "resnet", "-n", ns, "--wait=true")
+    wait_for(lambda: (r := kubectl.maybe("httproute", "resnet", "-n", ns)) and r["metadata"]["uid"] != uid
+             and r["spec"] == want, "the route made again")
+    wait_ready(kubectl, ns, "resnet")
