@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv prometheus test unit e2e scale scale-smoke e2e-kind binaries cluster-up cluster-down crd manifests up down clean image
+.PHONY: venv prometheus test unit e2e faults scale scale-smoke e2e-kind binaries cluster-up cluster-down crd manifests up down clean image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ e2e: venv prometheus
 	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
 	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 INFERENCE_OPERATOR_REQUIRE_KEDA=1 \
 		PY=$(PY) bash e2e/run-local.sh
+
+# The fault-injection tests at full size on a fresh local cluster: 72 seeded kill points rather
+# than CI's 24, 600 fuzzed specs rather than 150, with the outage, failover, hostile-edit,
+# conflict, exhaustion and security tests (about 20 minutes). E2E_FAULT_SEED picks other points.
+FAULT_TESTS ?= test_kill or test_leader or test_hostile or hostile_edit or test_conflicts or test_exhaustion or test_outage or test_fuzz or test_security or test_parity
+faults: venv prometheus
+	@echo "==> fault-injection tests, full set (E2E_FAULTS=full, seed $${E2E_FAULT_SEED:-20261125})"
+	E2E_FAULTS=full INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 \
+		PY=$(PY) bash e2e/run-local.sh -k "$(FAULT_TESTS)"
 
 # The scale benchmark at N = 1000 (about 12 minutes): prints the table, writes scale.json.
 scale: venv

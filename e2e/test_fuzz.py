@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -18,6 +19,7 @@ from tests.fuzz_specs import bodies
 from .conftest import Kubectl
 
 SEEN: collections.Counter = collections.Counter()
+FULL = os.environ.get("E2E_FAULTS") == "full"  # make faults: four times the cases
 DISAGREE: list[str] = []
 
 
@@ -43,7 +45,7 @@ def _children(isvc: api.InferenceService, served: set[str]) -> list[dict]:
     return out
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
+@settings(max_examples=600 if FULL else 150, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(body=bodies())
