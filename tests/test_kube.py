@@ -188,3 +188,17 @@ def test_a_stop_point_freezes_before_the_fence_is_consulted(kube, monkeypatch):
     with pytest.raises(ApiError):
         kube.patch_status("ns", "demo", {}, "1")
     assert order == [faults.signal.SIGSTOP, "fence"] and not Recorder.requests
+
+
+def test_a_write_under_election_is_bounded_by_the_time_left(kube, monkeypatch):
+    """A quarter of it per connection attempt (urllib3 tries 4 times): no write reaches the API
+    server after another replica may act. Reads keep their usual timeouts."""
+    timeouts = []
+    call = kube.client.call_api
+    monkeypatch.setattr(kube.client, "call_api", lambda *a, **kw: timeouts.append(kw["_request_timeout"]) or call(*a, **kw))
+    kube.write_seconds = lambda: 8.0
+    kube.get(Ref(DEPLOYMENT, "ns", "d"))
+    kube.patch_status("ns", "demo", {}, "1")
+    kube.write_seconds = lambda: 100.0
+    kube.patch_status("ns", "demo", {}, "1")
+    assert timeouts == [(10, 60), (2.0, 2.0), (10, 25.0)]

@@ -176,3 +176,35 @@ def test_the_fence_closes_at_the_renew_deadline_before_anyone_may_take_over():
     assert "renew deadline 10s" in a.fence()
     a.step()  # it renews: writes again
     assert a.fence() is None
+
+
+def test_a_write_may_take_until_a_lease_after_the_last_renewal():
+    leases, clock, events = FakeLeases(), Clock(), []
+    a = candidate(leases, clock, "a", events)
+    a.step()
+    assert a.write_seconds() == 15
+    clock.now += 9
+    assert a.write_seconds() == 6
+    clock.now += 20
+    assert a.write_seconds() == 0
+
+
+def test_a_clean_stop_closes_the_fence_before_the_lease_is_free():
+    """A pass still running when the Lease is released (the runner gave up waiting for it) must
+    not write after another replica may have taken over."""
+    leases, clock, events = FakeLeases(), Clock(), []
+    a = candidate(leases, clock, "a", events)
+    a.step()
+    seen = []
+    replace = leases.replace
+    leases.replace = lambda ns, name, body: seen.append(a.fence()) or replace(ns, name, body)
+    a.stop(release=True)
+    assert seen and seen[0] == "a does not hold the Lease"
+    assert leases.lease["spec"]["holderIdentity"] == ""
+
+
+def test_the_default_clock_counts_a_suspended_machine():
+    import time
+
+    if hasattr(time, "CLOCK_BOOTTIME"):
+        assert abs(leader.boottime() - time.clock_gettime(time.CLOCK_BOOTTIME)) < 1

@@ -179,7 +179,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # Each replica's requests carry its identity: an audit log tells the replicas apart.
         agent = kube().client.user_agent = f"{USER_AGENT} ({me})"
         _elector = leader.Elector(leader.KubernetesLeases(user_agent=agent), me=me, on_started=_lead, on_stopped=_abdicate, **_election)
-        kube().fence = _elector.fence
+        kube().fence, kube().write_seconds = _elector.fence, _elector.write_seconds
         _elector.start()
     else:
         metrics.LEADER.set(1)

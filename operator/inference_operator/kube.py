@@ -132,6 +132,9 @@ class RestKube:
         # every write, so a leader that was paused past its renew deadline (a stopped VM, a long GC
         # pause, SIGSTOP) sends nothing when it wakes, even before its elector notices the loss.
         self.fence: Optional[Callable[[], Optional[str]]] = None
+        # With leader election: the seconds a write sent now may take (connection attempts and
+        # reads included), so that none arrives after another replica may have started acting.
+        self.write_seconds: Optional[Callable[[], float]] = None
         self.kill_point = faults.from_env()
 
     def request(
@@ -161,10 +164,15 @@ class RestKube:
             why = self.fence() if self.fence is not None else None
             if why:
                 metrics.API_REQUESTS.labels(verb, resource, "fenced").inc()
-                log.warning("not sent: %s %s: %s", verb, resource, why)
+                log.warning("not sent: %s %s: %s", verb, path, why)
                 raise ApiError(0, "NotLeader", why, verb, resource)
+        timeout: tuple[float, float] = (10, 60)
+        if method != "GET" and self.write_seconds is not None:
+            # urllib3 tries a connection up to 4 times: each attempt gets a quarter of the time left.
+            share = max(self.write_seconds() / 4, 0.001)
+            timeout = (min(timeout[0], share), min(timeout[1], share))
         try:
-            response = self.client.call_api(*params, _request_timeout=(10, 60))
+            response = self.client.call_api(*params, _request_timeout=timeout)
         except kubernetes.client.exceptions.ApiException as exc:
             metrics.API_REQUESTS.labels(verb, resource, str(exc.status or 0)).inc()
             raise ApiError(exc.status or 0, str(exc.reason), str(exc), verb, resource) from exc

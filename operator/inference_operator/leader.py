@@ -36,6 +36,12 @@ RENEW_SECONDS = 10.0
 RETRY_SECONDS = 2.0
 
 
+def boottime() -> float:
+    """Seconds on a clock that keeps counting while the machine is suspended (CLOCK_BOOTTIME, where
+    there is one): a leader suspended past its deadline must see that it was. Monotonic elsewhere."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
 def identity() -> str:
     """This process: the pod's name (its hostname) and a random suffix, as client-go does."""
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -101,7 +107,7 @@ class Elector:
     def __init__(self, api: LeaseApi, namespace: str, name: str = LEASE_NAME, me: Optional[str] = None, *,
                  lease_seconds: float = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS,
                  retry_seconds: float = RETRY_SECONDS, on_started: Callable[[], None] = lambda: None,
-                 on_stopped: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.monotonic,
+                 on_stopped: Callable[[], None] = lambda: None, clock: Callable[[], float] = boottime,
                  wall: Callable[[], float] = time.time) -> None:
         if not 0 < retry_seconds < renew_seconds < lease_seconds:
             raise ValueError("leader election needs retry < renew deadline < lease duration")
@@ -169,6 +175,12 @@ class Elector:
             return f"{self.me} last renewed the Lease {since:.1f}s ago (renew deadline {self.renew_seconds:g}s)"
         return None
 
+    def write_seconds(self) -> float:
+        """How long a write sent now may take, at most: until a lease after the last renewal, the
+        earliest another replica may act (it waits a whole lease from the last change it saw). A
+        write cut off there is retried by the next leader's pass, never delivered after it acts."""
+        return max(0.0, self.lease_seconds - (self.clock() - self._renewed_at))
+
     def _lose(self, now: float, why: str) -> float:
         self.leading, self.lost = False, True
         log.warning("leader election: %s stops leading: %s", self.me, why)
@@ -189,7 +201,9 @@ class Elector:
         """Stop campaigning; the leader releases the Lease (no holder, a 1 s lease), so another
         replica takes over at its next step."""
         self._stop.set()
-        if release and self.leading and self._record is not None:
+        # The fence closes before the Lease is free: a pass still running writes nothing after.
+        was_leading, self.leading = self.leading, False
+        if release and was_leading and self._record is not None:
             body = self._body(self._record, acquire=False)
             body["spec"].update(holderIdentity="", leaseDurationSeconds=1)
             try:
@@ -197,7 +211,6 @@ class Elector:
                 log.info("leader election: %s released the Lease", self.me)
             except Exception as exc:  # noqa: BLE001 -- the others take over when it expires
                 log.warning("leader election: %s could not release the Lease: %s", self.me, exc)
-            self.leading = False
 
 
 class KubernetesLeases:
