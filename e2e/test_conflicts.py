@@ -27,7 +27,7 @@ def test_concurrent_updates_end_in_the_last_spec_without_an_error_loop(kubectl: 
     def writer(name: str, field: str) -> None:
         for i in range(1, EDITS + 1):
             if field == "replicas":
-                patch = f'{{"spec": {{"replicas": {1 + i % 3}}}}}'
+                patch = f'{{"spec": {{"replicas": {2 + i % 3}}}}}'
             else:
                 patch = f'{{"spec": {{"runtime": {{"env": [{{"name": "EDIT", "value": "{name}-{i}"}}]}}}}}}'
             result = kubectl("patch", "infsvc", "busy", "-n", ns, "--type=merge", "-p", patch, check=False)
@@ -40,8 +40,8 @@ def test_concurrent_updates_end_in_the_last_spec_without_an_error_loop(kubectl: 
     for t in threads:
         t.join()
     assert not failures, failures
-    # The last spec: the last of each writer's edits.
-    last_replicas = 1 + EDITS % 3
+    # The last spec: the last of each writer's edits (2 replicas, not the first spec's 1).
+    last_replicas = 2 + EDITS % 3
 
     def served() -> bool:
         isvc = kubectl.json("infsvc", "busy", "-n", ns)

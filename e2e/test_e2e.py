@@ -234,6 +234,15 @@ def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):
     assert "Unschedulable" in events
 
 
+def test_more_gpus_than_any_node_has_is_reported_with_the_schedulers_words(kubectl, namespace):
+    """The product exists; no node has 9 of it (8 per A100 node): the scheduler's 'Insufficient'."""
+    ns = namespace
+    kubectl.apply(manifest("resnet", ns, gpu="count: 9, product: NVIDIA-A100-SXM4-80GB"))
+    isvc = wait_condition(kubectl, ns, "resnet", "Degraded", "Unschedulable")
+    ready = condition(isvc, "Ready")
+    assert ready["status"] == "False" and "Insufficient nvidia.com/gpu" in ready["message"], ready["message"]
+
+
 def test_missing_claim_is_reported_then_served_once_it_exists(kubectl, namespace, operator: Operator):
     ns = namespace
     # A slow retry far beyond the test: only the claim's own watch event can wake the InferenceService.

@@ -1,6 +1,7 @@
 """Hostile edits (issue #12): another actor changes a field the operator manages in each child, adds
 labels and annotations of its own, or deletes a child. The operator puts its fields back and
-leaves the others' alone, and a child deleted by hand is made again. (A name someone else holds is
+leaves the others' alone (the replicas an autoscaler set among them), and a child deleted by hand,
+the Deployment too, is made again. (A name someone else holds is
 never taken over: e2e/test_engine.py. A route's weights changed behind its back: tests/test_rollout.py.)"""
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def test_each_childs_managed_fields_are_restored_and_foreign_ones_kept(kubectl: 
         autoscaling: {minReplicas: 2, maxReplicas: 4}
         """))
     wait_ready(kubectl, ns, "resnet")
+    # The autoscaler's move, through the scale subresource as the HPA controller makes it: from
+    # here spec.replicas is the autoscaler's (3), and nothing below may put it back to 2.
+    kubectl("scale", "infsvc/resnet", "-n", ns, "--replicas=3")
+    wait_for(lambda: kubectl.json("deployment", "resnet-predictor", "-n", ns)["spec"]["replicas"] == 3,
+             "the Deployment at the autoscaler's 3")
+    wait_ready(kubectl, ns, "resnet")
     want = {
         "deployment": kubectl.json("deployment", "resnet-predictor", "-n", ns),
         "service": kubectl.json("service", "resnet", "-n", ns),
@@ -81,15 +88,17 @@ def test_each_childs_managed_fields_are_restored_and_foreign_ones_kept(kubectl: 
     wait_ready(kubectl, ns, "resnet")
 
     # Deleted by hand: made again (a new object), the InferenceService Ready after.
-    for kind in ("service", "pdb", "hpa"):
+    for kind in ("service", "pdb", "hpa", "deployment"):
         uid = kubectl.json(kind, names[kind], "-n", ns)["metadata"]["uid"]
         kubectl("delete", kind, names[kind], "-n", ns, "--wait=true")
         wait_for(lambda: (obj := kubectl.maybe(kind, names[kind], "-n", ns)) and obj["metadata"]["uid"] != uid,
                  f"the {kind} made again")
     wait_ready(kubectl, ns, "resnet")
-    # The autoscaler owns the InferenceService's spec.replicas: the operator never wrote it back.
+    # The autoscaler owns the InferenceService's spec.replicas: the operator never wrote it back,
+    # and the Deployment made again runs the autoscaler's count, not the manifest's.
     isvc = kubectl.json("infsvc", "resnet", "-n", ns)
-    assert isvc["spec"]["replicas"] == 2
+    assert isvc["spec"]["replicas"] == 3
+    assert kubectl.json("deployment", "resnet-predictor", "-n", ns)["spec"]["replicas"] == 3
     # And no write loop: once all is restored, resyncs and the others' additions cost no child write.
     settled = writes(operator)
     time.sleep(RESYNC_SECONDS * 2)
