@@ -64,6 +64,8 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("pull-secret-other-namespace", spec(imagePullSecrets=[{"name": "registry/creds"}]),
      "imagePullSecrets[].name must be a lowercase RFC 1123 subdomain"),
     ("pull-secret-twice", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "regcred"}]), "Duplicate value"),
+    # No duplicate reported beside an item that is not an object (found by e2e/test_fuzz.py).
+    ("pull-secret-not-object", spec(imagePullSecrets=[{"name": "a"}, 7, {"name": "a"}]), "must be of type object"),
     ("pull-secret-ok", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "mirror.creds"}]), None),
     ("priority-class", spec(scheduling={"priorityClassName": "High Priority"}), "RFC 1123 subdomain"),
     ("env-name", spec(runtime={"env": [{"name": "A=B", "value": "x"}]}), "printable ASCII characters other than '='"),
