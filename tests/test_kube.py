@@ -156,7 +156,7 @@ def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypat
     from inference_operator import faults
 
     killed = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: killed.append((tid, sig)))
     monkeypatch.setenv(faults.ENV, "ns:2")
     kube.kill_point = faults.from_env()
     obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}}
@@ -165,7 +165,7 @@ def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypat
     kube.apply(obj)
     assert not killed
     kube.apply(obj)
-    assert killed == [(faults.os.getpid(), faults.signal.SIGKILL)]
+    assert killed == [(faults.threading.get_ident(), faults.signal.SIGKILL)]
 
 
 @pytest.mark.parametrize("value", ["ns", "ns:", ":3", "ns:x", "ns:0", "ns:2:SIGTERM", "ns:2:"])
@@ -182,7 +182,7 @@ def test_a_stop_point_freezes_before_the_fence_is_consulted(kube, monkeypatch):
     from inference_operator import faults
 
     order = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: order.append(sig))
+    monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: order.append(sig))
     kube.kill_point = faults.KillPoint.parse("ns:1:SIGSTOP")
     kube.fence = lambda: order.append("fence") or "replaced"
     with pytest.raises(ApiError):

@@ -64,6 +64,11 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("pull-secret-other-namespace", spec(imagePullSecrets=[{"name": "registry/creds"}]),
      "imagePullSecrets[].name must be a lowercase RFC 1123 subdomain"),
     ("pull-secret-twice", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "regcred"}]), "Duplicate value"),
+    ("pull-secret-thrice", spec(imagePullSecrets=[{"name": "a"}, {"name": "a"}, {"name": "a"}]), "Duplicate value"),
+    ("topology-spread-empty", spec(scheduling={"topologySpreadConstraints": [{}]}),
+     "needs maxSkew, topologyKey and whenUnsatisfiable"),
+    ("topology-spread-ok", spec(scheduling={"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]}), None),
     # No duplicate reported beside an item that is not an object (found by e2e/test_fuzz.py).
     ("pull-secret-not-object", spec(imagePullSecrets=[{"name": "a"}, 7, {"name": "a"}]), "must be of type object"),
     ("pull-secret-ok", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "mirror.creds"}]), None),

@@ -46,7 +46,10 @@ class KillPoint:
             if self.seen == self.at:
                 sys.stderr.write(f"{ENV}: {self.signal.name} before write {self.at} in {self.namespace} ({path})\n")
                 sys.stderr.flush()
-                os.kill(os.getpid(), self.signal)  # SIGSTOP: this write goes on after SIGCONT
+                # To this thread: it stops (or dies) before running another line. Sent to the
+                # process, the signal may be taken by another thread while this one goes on and
+                # sends the very write it was to stop before (make faults caught one).
+                signal.pthread_kill(threading.get_ident(), self.signal)  # SIGSTOP: goes on after SIGCONT
 
 
 def from_env() -> Optional[KillPoint]:

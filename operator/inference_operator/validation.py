@@ -180,12 +180,13 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
         # As the API server: a list keyed by name with an item that is not an object has that
         # item's type refused above, and no duplicate looked for (e2e/test_fuzz.py found it).
         if node.get("x-kubernetes-list-type") == "map" and keys and all(isinstance(item, dict) for item in value):
-            seen = set()
+            seen, reported = set(), set()
             for i, item in enumerate(value):
                 key = tuple(item.get(k) for k in keys)
-                if key in seen:
+                if key in seen and key not in reported:  # the first repeat only, as the API server
                     shown = ",".join(f'"{k}":"{v}"' for k, v in zip(keys, key))
                     yield Violation(f"{path}[{i}]", f"Duplicate value: {{{shown}}}")
+                    reported.add(key)
                 seen.add(key)
     if isinstance(value, dict):
         if "maxProperties" in node and len(value) > node["maxProperties"]:
