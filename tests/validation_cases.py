@@ -65,8 +65,8 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
      "imagePullSecrets[].name must be a lowercase RFC 1123 subdomain"),
     ("pull-secret-twice", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "regcred"}]), "Duplicate value"),
     ("pull-secret-thrice", spec(imagePullSecrets=[{"name": "a"}, {"name": "a"}, {"name": "a"}]), "Duplicate value"),
-    ("topology-spread-empty", spec(scheduling={"topologySpreadConstraints": [{}]}),
-     "needs maxSkew, topologyKey and whenUnsatisfiable"),
+    ("topology-spread-empty", spec(scheduling={"topologySpreadConstraints": [{"topologyKey": "zone"}]}),
+     "Required value"),
     ("topology-spread-ok", spec(scheduling={"topologySpreadConstraints": [
         {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}]}), None),
     # No duplicate reported beside an item that is not an object (found by e2e/test_fuzz.py).
