@@ -64,6 +64,8 @@ CASES: list[tuple[str, Callable[[dict], None], Optional[str]]] = [
     ("pull-secret-other-namespace", spec(imagePullSecrets=[{"name": "registry/creds"}]),
      "imagePullSecrets[].name must be a lowercase RFC 1123 subdomain"),
     ("pull-secret-twice", spec(imagePullSecrets=[{"name": "regcred"}, {"name": "regcred"}]), "Duplicate value"),
+    # A null item is a wrong type, and keeps the CEL rules from running (found by e2e/test_fuzz.py).
+    ("null-item", spec(runtime={"args": [None]}, serviceAccountName="Not A Name"), "must be of type string"),
     ("pull-secret-thrice", spec(imagePullSecrets=[{"name": "a"}, {"name": "a"}, {"name": "a"}]), "Duplicate value"),
     ("topology-spread-empty", spec(scheduling={"topologySpreadConstraints": [{"topologyKey": "zone"}]}),
      "Required value"),

@@ -175,6 +175,13 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
             yield Violation(path, f"Too many: {len(value)}: must have at most {node['maxItems']} items")
         if isinstance(node.get("items"), dict):
             for i, item in enumerate(value):
+                if item is None and node["items"].get("type") and not node["items"].get("nullable"):
+                    # A null field is dropped before validation; a null item cannot be: a wrong type
+                    # (e2e/test_fuzz.py found render passing it, and then running the CEL rules).
+                    where = f"{path}[{i}]"
+                    yield Violation(where, f'Invalid value: "null": {where} in body must be of type '
+                                           f'{node["items"]["type"]}: "null"')
+                    continue
                 yield from _schema_errors(node["items"], item, f"{path}[{i}]")
         keys = node.get("x-kubernetes-list-map-keys")
         # As the API server: a list keyed by name with an item that is not an object has that
