@@ -291,19 +291,29 @@ spec:
              f"the {claim} PVC to bind")
 
 
+def make_namespace(kubectl: Kubectl, name: str) -> str:
+    """A namespace holding a bound PVC named `models` (a static hostPath PV)."""
+    kubectl("create", "namespace", name)
+    bound_claim(kubectl, name, "models")
+    return name
+
+
+def drop_namespace(kubectl: Kubectl, name: str) -> None:
+    """The namespace and its PV, deleted without waiting."""
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kubectl("delete", "pv", "-l", f"e2e-namespace={name}", "--wait=false", check=False)
+
+
 @pytest.fixture
 def namespace(kubectl: Kubectl, operator: Operator, request: pytest.FixtureRequest):
     """A fresh namespace holding a bound PVC named `models` (a static hostPath PV)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    bound_claim(kubectl, name, "models")
+    name = make_namespace(kubectl, f"e2e-{uuid.uuid4().hex[:8]}")
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(kubectl("get", "all,infsvc,events", "-n", name, check=False).stdout)
         print(operator.log()[-5000:])
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-    kubectl("delete", "pv", "-l", f"e2e-namespace={name}", "--wait=false", check=False)
+    drop_namespace(kubectl, name)
 
 
 def pytest_configure(config):

@@ -28,7 +28,7 @@ import pytest
 
 from inference_operator.faults import ENV as KILL_ENV
 
-from .conftest import Audit, Kubectl, Operator, bound_claim
+from .conftest import Audit, Kubectl, Operator, drop_namespace, make_namespace, wait_for
 from .test_e2e import condition, manifest
 
 SEED = int(os.environ.get("E2E_FAULT_SEED", "20261125"))
@@ -126,14 +126,14 @@ def settled(kubectl: Kubectl, audit: Audit, ns: str, done: Callable[[dict], bool
         now = view(kubectl, ns)
         isvc = kubectl.json("infsvc", NAME, "-n", ns)
         if now != last["view"] or not done(isvc) or \
-                (audit.writes(last["offset"], ns) and not (isvc["status"].get("canary") or {}).get("phase") == "Holding"):
+                (audit.writes(last["offset"], ns) and not phase("Holding")(isvc)):
             last.update(view=now, since=time.monotonic(), offset=audit.offset())
             return None
         last["status"] = isvc.get("status")
         return now if time.monotonic() - last["since"] >= quiet else None
 
     try:
-        return _wait(still, f"{ns} to settle")
+        return wait_for(still, f"{ns} to settle", timeout=CONVERGE)
     except AssertionError:
         print("last status:", json.dumps(last.get("status"), indent=1))
         raise
@@ -146,23 +146,13 @@ def quiet(kubectl: Kubectl, audit: Audit, ns: str, seconds: float = 3) -> None:
     mark = {"offset": audit.offset(), "since": time.monotonic()}
 
     def still() -> bool:
-        if (kubectl.json("infsvc", NAME, "-n", ns)["status"].get("canary") or {}).get("phase") == "Holding":
+        if phase("Holding")(kubectl.json("infsvc", NAME, "-n", ns)):
             return True
         if audit.writes(mark["offset"], ns):
             mark.update(offset=audit.offset(), since=time.monotonic())
         return time.monotonic() - mark["since"] >= seconds
 
-    _wait(still, f"the operator to stop writing in {ns}", timeout=60)
-
-
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = CONVERGE) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    wait_for(still, f"the operator to stop writing in {ns}", timeout=60)
 
 
 def ready(isvc: dict) -> bool:
@@ -220,16 +210,12 @@ class Namespaces:
         self.kubectl, self.made = kubectl, []
 
     def new(self, tag: str) -> str:
-        ns = f"kill-{tag}-{uuid.uuid4().hex[:6]}"
-        self.kubectl("create", "namespace", ns)
-        bound_claim(self.kubectl, ns, "models")
-        self.made.append(ns)
-        return ns
+        self.made.append(make_namespace(self.kubectl, f"kill-{tag}-{uuid.uuid4().hex[:6]}"))
+        return self.made[-1]
 
     def drop(self) -> None:
         for ns in self.made:
-            self.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-            self.kubectl("delete", "pv", "-l", f"e2e-namespace={ns}", "--wait=false", check=False)
+            drop_namespace(self.kubectl, ns)
 
 
 def reference(kubectl: Kubectl, audit: Audit, ns: str, actions: list[str]) -> dict[str, tuple[dict, int]]:
@@ -251,7 +237,7 @@ def _converge(kubectl: Kubectl, ns: str, want: dict, after: str) -> None:
         return last["view"] == want
 
     try:
-        _wait(converged, f"{ns} to converge after {after}")
+        wait_for(converged, f"{ns} to converge after {after}", timeout=CONVERGE)
     except AssertionError:
         print("want:", json.dumps(want, indent=1, sort_keys=True))
         print("got:", json.dumps(last.get("view"), indent=1, sort_keys=True))
@@ -308,7 +294,9 @@ def kill_at(kubectl: Kubectl, operator: Operator, audit: Audit, ns: str, action:
             return "done"
         return None
 
-    if _wait(dead_or_done, f"the operator to die before write {at} in {ns}, or {ns} to converge") == "done":
+    ended = wait_for(dead_or_done, f"the operator to die before write {at} in {ns}, or {ns} to converge",
+                     timeout=CONVERGE)
+    if ended == "done":
         NOT_REACHED.append({"walk": walk, "action": action, "write": at})
         operator.restart()
         quiet(kubectl, audit, ns)

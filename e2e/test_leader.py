@@ -18,7 +18,7 @@ from inference_operator import __version__
 
 from inference_operator.faults import ENV as KILL_ENV
 
-from .conftest import OPERATOR_NAMESPACE, Kubectl, Operator, bound_claim, wait_for
+from .conftest import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for
 from .test_e2e import manifest, wait_ready
 
 LEASE, RENEW, RETRY = 6, 4, 1  # seconds; the defaults are 15, 10 and 2
@@ -99,9 +99,7 @@ def test_a_frozen_leader_writes_nothing_after_its_successor_acts(kubectl: Kubect
     if audit is None:
         pytest.skip("needs the local cluster's audit log (E2E_AUDIT_LOG)")
     ns = namespace
-    trigger = f"{ns}-trigger"
-    kubectl("create", "namespace", trigger)
-    bound_claim(kubectl, trigger, "models")
+    trigger = make_namespace(kubectl, f"{ns}-trigger")
     kubeconfig = operator.kubeconfig
     operator.stop()
     a, b = (Operator(kubeconfig, tmp_path / name) for name in "ab")
@@ -180,8 +178,7 @@ def test_a_frozen_leader_writes_nothing_after_its_successor_acts(kubectl: Kubect
             if op.proc is not None and op.proc.poll() is None:
                 op.proc.send_signal(signal.SIGCONT)
             op.stop()  # by PID
-        kubectl("delete", "namespace", trigger, "--wait=false", check=False)
-        kubectl("delete", "pv", "-l", f"e2e-namespace={trigger}", "--wait=false", check=False)
+        drop_namespace(kubectl, trigger)
         operator.start()
 
 

@@ -1,9 +1,10 @@
 """Fault injection for the fault tests (issue #12), off unless its variable is set.
 
 ``INFERENCE_OPERATOR_KILL_AT_WRITE=<namespace>:<n>[:SIGSTOP]`` makes the process send itself SIGKILL
-(or SIGSTOP: frozen until someone sends SIGCONT, a stalled VM's leader) just before its n-th write (create, apply, patch, delete, status, Event) to an object in that namespace:
-a kill point that lands between two given writes of a create, an update or a canary step, the
-same on every run, where a kill on a timer lands wherever the machine's speed puts it. SIGKILL
+(or SIGSTOP: frozen until someone sends SIGCONT, a stalled VM's leader) just before its n-th write
+(create, apply, patch, delete, status, Event) to an object in that namespace: a kill point that
+lands between two given writes of a create, an update or a canary step, the same on every run,
+where a kill on a timer lands wherever the machine's speed puts it. SIGKILL
 runs no handler and flushes nothing: what the API server holds is all that survives, as when a
 node dies under the operator. A production deployment never sets it.
 """

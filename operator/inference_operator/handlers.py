@@ -178,7 +178,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         me = leader.identity()
         # Each replica's requests carry its identity: an audit log tells the replicas apart.
         agent = kube().client.user_agent = f"{USER_AGENT} ({me})"
-        _elector = leader.Elector(leader.KubernetesLeases(user_agent=agent), me=me, on_started=_lead, on_stopped=_abdicate, **_election)
+        _elector = leader.Elector(leader.KubernetesLeases(user_agent=agent), me=me, on_started=_lead,
+                                  on_stopped=_abdicate, **_election)
         kube().fence, kube().write_seconds = _elector.fence, _elector.write_seconds
         _elector.start()
     else:

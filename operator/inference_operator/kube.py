@@ -158,6 +158,7 @@ class RestKube:
             auth_settings=["BearerToken"],
         )
         verb, resource = _verb(method, path, content_type if body is not None else ""), _resource(path)
+        timeout: tuple[float, float] = (10, 60)
         if method != "GET":
             if self.kill_point is not None:  # a fault test's: here, so a frozen write meets the fence after
                 self.kill_point.before_write(path)
@@ -166,11 +167,10 @@ class RestKube:
                 metrics.API_REQUESTS.labels(verb, resource, "fenced").inc()
                 log.warning("not sent: %s %s: %s", verb, path, why)
                 raise ApiError(0, "NotLeader", why, verb, resource)
-        timeout: tuple[float, float] = (10, 60)
-        if method != "GET" and self.write_seconds is not None:
-            # urllib3 tries a connection up to 4 times: each attempt gets a quarter of the time left.
-            share = max(self.write_seconds() / 4, 0.001)
-            timeout = (min(timeout[0], share), min(timeout[1], share))
+            if self.write_seconds is not None:
+                # urllib3 tries a connection up to 4 times: each attempt gets a quarter of the time left.
+                share = max(self.write_seconds() / 4, 0.001)
+                timeout = (min(timeout[0], share), min(timeout[1], share))
         try:
             response = self.client.call_api(*params, _request_timeout=timeout)
         except kubernetes.client.exceptions.ApiException as exc:

@@ -139,6 +139,11 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _wrong_type(path: str, expected: str, value: Any) -> Violation:
+    return Violation(path, f"Invalid value: \"{_type_name(value)}\": {path} in body must be of type "
+                           f"{expected}: \"{_type_name(value)}\"")
+
+
 def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Violation]:
     expected = node.get("type")
     if expected and value is not None:
@@ -146,8 +151,7 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
         if expected == "integer" and isinstance(value, float) and value.is_integer():
             ok = True  # JSON has one number type: 2.0 is an integer to the API server
         if not ok:
-            yield Violation(path, f"Invalid value: \"{_type_name(value)}\": {path} in body must be of type "
-                                  f"{expected}: \"{_type_name(value)}\"")
+            yield _wrong_type(path, expected, value)
             return
     if "enum" in node and value not in node["enum"]:
         supported = ", ".join(f'"{v}"' for v in node["enum"])
@@ -178,9 +182,7 @@ def _schema_errors(node: dict[str, Any], value: Any, path: str) -> Iterator[Viol
                 if item is None and node["items"].get("type") and not node["items"].get("nullable"):
                     # A null field is dropped before validation; a null item cannot be: a wrong type
                     # (e2e/test_fuzz.py found render passing it, and then running the CEL rules).
-                    where = f"{path}[{i}]"
-                    yield Violation(where, f'Invalid value: "null": {where} in body must be of type '
-                                           f'{node["items"]["type"]}: "null"')
+                    yield _wrong_type(f"{path}[{i}]", node["items"]["type"], item)
                     continue
                 yield from _schema_errors(node["items"], item, f"{path}[{i}]")
         keys = node.get("x-kubernetes-list-map-keys")
