@@ -14,7 +14,7 @@ from . import __version__, api, autoscaling, crd, render, validation, yamlout
 from .config import OperatorConfig
 
 
-def _cmd_crd(args: argparse.Namespace) -> int:
+def cmd_crd(args: argparse.Namespace) -> int:
     sys.stdout.write(crd.crd_yaml())
     return 0
 
@@ -67,7 +67,7 @@ def _cmd_adapter_values(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
+def cmd_render(args: argparse.Namespace) -> int:
     config = OperatorConfig.from_env()
     docs = _load(args.filename)
     if not docs:
@@ -162,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
-    c.set_defaults(func=_cmd_crd)
+    c.set_defaults(func=cmd_crd)
 
     a = sub.add_parser("adapter-values", help="print prometheus-adapter Helm values with a rule per autoscaling signal")
     a.add_argument("--window", default="1m", help="the rate window of the rules (spec.autoscaling.window)")
@@ -172,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("render", help="print the children of InferenceServices, without a cluster")
     r.add_argument("-f", "--filename", required=True, help="a YAML file of InferenceServices, or -")
-    r.set_defaults(func=_cmd_render)
+    r.set_defaults(func=cmd_render)
 
     f = sub.add_parser("fetch-model", help="fetch a model into a Triton model repository (init container)")
     f.add_argument("--uri", required=True, help="s3://, gs://, https:// or http:// source")

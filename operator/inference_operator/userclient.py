@@ -1,0 +1,178 @@
+"""The kubectl plugin's and the dashboard's door to the API server: as the user, from their
+kubeconfig (``--kubeconfig``, ``KUBECONFIG``, ``--context``), never the operator's client.
+
+Objects come back as plain dicts, the shape ``overview`` reads. Every failure is a ``UserError``
+with one line worded as kubectl words it (``Error from server (NotFound): ...``) and the exit code
+a script can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from . import api, canary, naming
+
+Obj = dict[str, Any]
+
+# Exit codes of `kubectl inference` (the README's table).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
+REQUEST_TIMEOUT = 15.0
+
+
+class UserError(Exception):
+    def __init__(self, line: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(line)
+        self.line = " ".join(line.split())
+        self.code = code
+
+
+def _server_error(exc: Any) -> UserError:
+    """kubectl's one line for an API error: ``Error from server (Forbidden): <the server's message>``."""
+    reason, message = getattr(exc, "reason", None) or "", ""
+    try:
+        body = json.loads(exc.body or "{}")
+        reason, message = body.get("reason") or reason, body.get("message") or ""
+    except (TypeError, ValueError):
+        message = str(exc.body or "")
+    return UserError(f"Error from server ({reason or exc.status}): {message or 'status ' + str(exc.status)}")
+
+
+class Cluster:
+    """The API server of one kubeconfig context, in one namespace."""
+
+    def __init__(self, kubeconfig: Optional[str] = None, context: Optional[str] = None,
+                 namespace: Optional[str] = None) -> None:
+        import kubernetes
+
+        self._k8s = kubernetes
+        path = kubeconfig or None
+        try:
+            self.client = kubernetes.config.new_client_from_config(config_file=path, context=context)
+            namespace = namespace or _context_namespace(path, context)
+        except kubernetes.config.ConfigException as exc:
+            raise UserError(f"error: {exc}") from exc
+        except OSError as exc:
+            raise UserError(f"error: cannot read the kubeconfig: {exc}") from exc
+        self.namespace = namespace or "default"
+        self.server = self.client.configuration.host
+        if not self.client.configuration.verify_ssl:
+            # The kubeconfig asks for no verification (insecure-skip-tls-verify): kubectl says nothing.
+            import warnings
+
+            import urllib3
+
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+
+    # ---- raw requests --------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, query: Optional[list] = None,
+                content_type: str = "application/json") -> Obj:
+        import urllib3
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        params = self.client.param_serialize(method=method, resource_path=path, query_params=query or [],
+                                             header_params=headers, body=body, auth_settings=["BearerToken"])
+        try:
+            response = self.client.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+            data = response.read()
+        except self._k8s.client.exceptions.ApiException as exc:
+            raise _server_error(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(f"error: cannot reach the API server at {self.server}: {reason}") from exc
+        try:
+            payload = json.loads(data) if data else {}
+        except ValueError:
+            payload = {"message": data[:200].decode("utf-8", "replace")}
+        if response.status >= 300:
+            reason = payload.get("reason") or response.reason or response.status
+            raise UserError(f"Error from server ({reason}): {payload.get('message') or 'status ' + str(response.status)}")
+        return payload
+
+    # ---- what the plugin reads and writes --------------------------------------------------------
+
+    def _isvc_path(self, namespace: str, name: str = "") -> str:
+        base = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}"
+        return f"{base}/{name}" if name else base
+
+    def isvc(self, name: str, namespace: Optional[str] = None) -> Obj:
+        return self.request("GET", self._isvc_path(namespace or self.namespace, name))
+
+    def isvcs(self, namespace: Optional[str] = None) -> list[Obj]:
+        return self.request("GET", self._isvc_path(namespace or self.namespace)).get("items") or []
+
+    def children(self, isvc: Obj) -> tuple[list[Obj], list[Obj], Optional[Obj]]:
+        """The Deployments, pods and (when status names one) the HPA of an InferenceService."""
+        meta = isvc["metadata"]
+        ns, selector = meta["namespace"], f"{naming.ISVC_LABEL}={meta['name']}"
+        query = [("labelSelector", selector)]
+        deployments = self.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments", query=query)["items"]
+        pods = self.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
+        return deployments, pods, self.hpa(isvc)
+
+    def hpa(self, isvc: Obj) -> Optional[Obj]:
+        state = (isvc.get("status") or {}).get("autoscaler") or {}
+        if not state.get("name"):
+            return None
+        from .autoscaling import keda_hpa_name
+
+        name = keda_hpa_name(state["name"]) if state.get("kind") == "ScaledObject" else state["name"]
+        try:
+            return self.request("GET", f"/apis/autoscaling/v2/namespaces/{isvc['metadata']['namespace']}/"
+                                       f"horizontalpodautoscalers/{name}")
+        except UserError as exc:
+            if "(NotFound)" in exc.line or "(Forbidden)" in exc.line:
+                return None  # the view shows the autoscaler from status, without the HPA's readings
+            raise
+
+    def annotate(self, name: str, annotations: dict[str, Optional[str]], namespace: Optional[str] = None) -> Obj:
+        """A JSON merge patch of the InferenceService's annotations (None removes one), as
+        ``kubectl annotate`` sends it."""
+        body = {"metadata": {"annotations": annotations}}
+        return self.request("PATCH", self._isvc_path(namespace or self.namespace, name), body=body,
+                            content_type="application/merge-patch+json")
+
+
+def _context_namespace(path: Optional[str], context: Optional[str]) -> Optional[str]:
+    import kubernetes
+
+    contexts, active = kubernetes.config.list_kube_config_contexts(config_file=path)
+    chosen = next((c for c in contexts if c["name"] == context), None) if context else active
+    return ((chosen or {}).get("context") or {}).get("namespace") or os.environ.get("POD_NAMESPACE")
+
+
+# ---- the manual controls ------------------------------------------------------------------------------
+
+
+def control(cluster: Cluster, name: str, action: str, token: str) -> tuple[str, dict[str, Optional[str]]]:
+    """What ``promote``, ``promote --full``, ``abort``, ``pause`` and ``resume`` send: the README's
+    annotations (promote, promote-full and abort a new token each time; paused a level). Refused
+    with EXIT_NOTHING_TO_DO, writing nothing, when there is nothing to act on."""
+    isvc = cluster.isvc(name)
+    state = (isvc.get("status") or {}).get("canary") or {}
+    phase = state.get("phase")
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    paused = annotations.get(canary.PAUSED_ANNOTATION, "").lower() == "true"
+    ns = isvc["metadata"]["namespace"]
+    where = f'{api.PLURAL}/{name} in namespace "{ns}"'
+    if action in (canary.PROMOTE, canary.PROMOTE_FULL, canary.ABORT):
+        if phase not in canary.ACTIVE:
+            raise UserError(f"error: {where} has no canary in progress (status.canary.phase: {phase or 'none'}); "
+                            f"nothing to {action.replace('-full', '')}", EXIT_NOTHING_TO_DO)
+        patch: dict[str, Optional[str]] = {canary.ANNOTATION_PREFIX + action: token}
+    elif action == "pause":
+        if paused:
+            raise UserError(f"error: {where} is paused already", EXIT_NOTHING_TO_DO)
+        patch = {canary.PAUSED_ANNOTATION: "true"}
+    elif action == "resume":
+        if not paused:
+            raise UserError(f"error: {where} is not paused", EXIT_NOTHING_TO_DO)
+        patch = {canary.PAUSED_ANNOTATION: None}
+    else:
+        raise ValueError(action)
+    cluster.annotate(name, patch, namespace=ns)
+    return phase or "", patch
