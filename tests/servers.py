@@ -117,6 +117,13 @@ def http_server(root: pathlib.Path, truncate: tuple[str, ...] = ()) -> Iterator[
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), lambda *a, **kw: handler(*a, directory=str(root), **kw)
     )
+    with serving(server) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(server: http.server.HTTPServer) -> Iterator[str]:
+    """A server bound on loopback, run in a thread while the block runs, then shut and closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,0 +1,437 @@
+"""The rollout view (``kubectl inference dashboard``): a page per InferenceService on 127.0.0.1 with
+plots drawn in the browser by uPlot, served from this package (no CDN: ``static/``).
+
+The plots, each on one time grid:
+- per canary check: the canary's value over the rollout, the stable's (a relative bound), and the
+  bound it is held to, from the same Prometheus and the same PromQL as the analysis (``analysis.
+  queries``) evaluated at every step of the grid, with the check's own window;
+- the traffic weight: the weight status asks for (sampled from status while the dashboard runs,
+  and the current step's since its start) against the canary's measured share of the requests;
+- per autoscaling target: the replicas (pods reporting to Prometheus, and the autoscaler's desired
+  count from status) against the signal the autoscaler reads (``signals.keda_query``) and its target.
+
+Building the charts is pure (``charts``) given a range-query function; ``serve`` does the I/O.
+The page asks for new data every ``refresh`` seconds while a canary is active, every 5 s otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import html
+import http.server
+import json
+import math
+import os
+import pathlib
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Optional
+
+from . import analysis, api, canary, overview, signals
+from .autoscaling import additive, value_of
+from .userclient import EXIT_OK, Cluster, UserError
+
+Obj = dict[str, Any]
+STATIC = pathlib.Path(__file__).with_name("static")
+STATIC_FILES = frozenset(p.name for p in STATIC.iterdir() if p.is_file())  # served; nothing else is
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+MAX_POINTS = 600  # per series: the grid's step grows with the range
+IDLE_RANGE_SECONDS = 900  # the range shown when no canary has run
+IDLE_REFRESH_SECONDS = 5.0
+
+# (query, start, end, step seconds) -> {x: value}: one series of a range query, or QueryFailed.
+RangeQuery = Callable[[str, float, float, float], dict[float, float]]
+
+
+class QueryFailed(Exception):
+    pass
+
+
+# ---- samples of status, kept while the dashboard runs ------------------------------------------------
+
+
+@dataclasses.dataclass
+class Recorder:
+    """Per InferenceService, what status said at each look: the weight asked for, the replicas and
+    the autoscaler's desired count. Status holds only the present; this is the dashboard's memory
+    of it (bounded), the one source of the planned weight's history before the current step."""
+
+    limit: int = 5000
+    samples: dict[tuple[str, str], list[tuple[float, Obj]]] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def record(self, isvc: Obj, at: float) -> list[tuple[float, Obj]]:
+        status = isvc.get("status") or {}
+        state = status.get("canary") or {}
+        active = state.get("phase") in canary.ACTIVE
+        sample = {
+            "weight": (state.get("weight") or 0) if active else (100 if state.get("phase") == canary.PROMOTED
+                                                                 and state.get("revision") else 0),
+            "effectiveWeight": state.get("effectiveWeight") if active else None,
+            "revision": state.get("revision") if active else None,
+            "replicas": status.get("replicas"),
+            "desiredReplicas": (status.get("autoscaler") or {}).get("desiredReplicas"),
+        }
+        meta = isvc["metadata"]
+        key = (meta["namespace"], meta["name"])
+        with self.lock:
+            series = self.samples.setdefault(key, [])
+            if not series or series[-1][1] != sample or at - series[-1][0] > 30:
+                series.append((at, sample))
+                del series[:-self.limit]
+            return list(series)
+
+
+def _step_lookup(samples: list[tuple[float, Obj]], key: str, xs: list[float]) -> list[Optional[float]]:
+    """A sampled field on the grid: the last sample at or before each x (status is a level)."""
+    out: list[Optional[float]] = []
+    i, value = 0, None
+    for x in xs:
+        while i < len(samples) and samples[i][0] <= x:
+            value = samples[i][1].get(key)
+            i += 1
+        out.append(None if value is None else float(value))
+    return out
+
+
+# ---- the charts (pure) ----------------------------------------------------------------------------------
+
+
+def grid(start: float, end: float, minimum_step: float) -> tuple[list[float], float]:
+    """Whole-second instants from start to end, at least ``minimum_step`` apart, at most MAX_POINTS."""
+    start, end = math.floor(start), math.ceil(end)
+    step = max(1.0, float(math.ceil(minimum_step)), float(math.ceil((end - start) / MAX_POINTS)))
+    n = int((end - start) // step) + 1
+    return [start + i * step for i in range(n)], step
+
+
+def _on_grid(values: dict[float, float], xs: list[float]) -> list[Optional[float]]:
+    out = []
+    for x in xs:
+        v = values.get(x)
+        out.append(None if v is None or math.isnan(v) or math.isinf(v) else v)
+    return out
+
+
+def _chart(chart_id: str, title: str, xs: list[float], series: list[tuple[str, str, str, list]],
+           unit: str, unit2: Optional[str] = None, note: str = "") -> Obj:
+    """One chart as the page draws it: uPlot's columns (x first) and a label, role and axis per series."""
+    return {"id": chart_id, "title": title, "unit": unit, "unit2": unit2, "note": note,
+            "series": [{"label": label, "role": role, "axis": axis} for label, role, axis, _ in series],
+            "data": [xs] + [values for *_, values in series]}
+
+
+def time_range(isvc: Obj, now: float) -> tuple[float, float]:
+    """The rollout's span: from a minute before the canary started to now (active) or a minute
+    after its last analysis; the last 15 minutes when no canary ever ran."""
+    state = (isvc.get("status") or {}).get("canary") or {}
+    started = canary.parse_time(state.get("startedAt"))
+    if started is None:
+        return now - IDLE_RANGE_SECONDS, now
+    if state.get("phase") in canary.ACTIVE:
+        return started - 60, now
+    last = max(t for t in (canary.parse_time(state.get("lastAnalysisAt")), canary.parse_time(state.get("stepStartedAt")),
+                           started) if t is not None)
+    return started - 60, min(now, last + 60)
+
+
+def canary_charts(isvc: api.InferenceService, state: Obj, xs: list[float], step: float,
+                  query: RangeQuery) -> tuple[list[Obj], list[str]]:
+    """Per check: the canary's value, the stable's, and the bound, on the grid."""
+    cfg = isvc.spec.rollout.canary
+    if cfg is None or not state.get("revision"):
+        return [], []
+    q = analysis.queries(cfg.analysis, isvc.namespace, isvc.spec.model.name, state["revision"],
+                         state.get("stableRevision") if state.get("stableRevision") != state["revision"] else None)
+    start, end = xs[0], xs[-1]
+    charts, errors = [], []
+    for check in cfg.analysis.checks:
+        unit = overview.check_unit(check, check.name)
+        try:
+            value = _on_grid(query(q.canary[check.name], start, end, step), xs)
+            stable = (_on_grid(query(q.stable[check.name], start, end, step), xs)
+                      if check.name in q.stable else None)
+        except QueryFailed as exc:
+            errors.append(f"{check.name}: {exc}")
+            continue
+        series: list[tuple[str, str, str, list]] = [(f"canary {state['revision']}", "value", "y", value)]
+        bound = analysis.bound_value(check)
+        if bound is not None:
+            series.append((f"max {check.max}", "bound", "y", [bound] * len(xs)))
+        increase = analysis.increase_value(check)
+        if stable is not None and increase is not None:
+            series.append((f"stable {state.get('stableRevision')}", "stable", "y", stable))
+            series.append((f"stable +{check.max_increase}", "bound", "y",
+                           [None if s is None else s * (1 + increase) for s in stable]))
+        charts.append(_chart(f"check-{check.name}", f"{check.name}: canary against its bound", xs, series, unit))
+    return charts, errors
+
+
+def known_weights(isvc: api.InferenceService, state: Obj) -> list[tuple[float, Obj]]:
+    """What status alone tells of the weight's history while a canary runs: the first step's weight
+    from the start, and the current step's from when it started. The steps between are known
+    only from the dashboard's own samples."""
+    cfg = isvc.spec.rollout.canary
+    if cfg is None or state.get("phase") not in canary.ACTIVE:
+        return []
+    out = []
+    started, step_started = canary.parse_time(state.get("startedAt")), canary.parse_time(state.get("stepStartedAt"))
+    if started is not None:
+        out.append((started, {"weight": canary.step_weight(cfg.steps, 0)}))
+    if step_started is not None and state.get("weight") is not None:
+        out.append((step_started, {"weight": state["weight"]}))
+    return out
+
+
+def weight_chart(isvc: api.InferenceService, state: Obj, samples: list[tuple[float, Obj]], xs: list[float],
+                 step: float, query: RangeQuery) -> tuple[Obj, list[str]]:
+    """The weight status asks for, and the canary's share of the requests Prometheus counted."""
+    planned = sorted(samples + known_weights(isvc, state), key=lambda s: s[0])
+    series: list[tuple[str, str, str, list]] = [
+        ("weight asked (status)", "planned", "y", _step_lookup(planned, "weight", xs)),
+        ("effective weight (status)", "effective", "y", _step_lookup(samples, "effectiveWeight", xs)),
+    ]
+    errors = []
+    revision = state.get("revision")
+    if revision:
+        window = analysis.promql_duration(max(2 * step, analysis.seconds(
+            (isvc.spec.rollout.canary.analysis.window or isvc.spec.rollout.canary.analysis.interval)
+            if isvc.spec.rollout.canary else "30s")))
+        base = f'{signals.NAMESPACE_LABEL}={analysis.quoted(isvc.namespace)},{analysis.MODEL_LABEL}=' \
+               f'{analysis.quoted(isvc.spec.model.name)},{signals.INFERENCESERVICE_LABEL}={analysis.quoted(isvc.name)}'
+        share = (f'100 * sum(rate(nv_inference_request_success{{{base},{analysis.REVISION_LABEL}='
+                 f'{analysis.quoted(revision)}}}[{window}])) / sum(rate(nv_inference_request_success{{{base}}}[{window}]))')
+        try:
+            series.append(("canary's share of requests (Prometheus)", "measured", "y",
+                           _on_grid(query(share, xs[0], xs[-1], step), xs)))
+        except QueryFailed as exc:
+            errors.append(f"traffic share: {exc}")
+    return _chart("weight", "traffic weight of the canary, %", xs, series, "percent"), errors
+
+
+def autoscaling_charts(isvc: api.InferenceService, samples: list[tuple[float, Obj]], xs: list[float], step: float,
+                       query: RangeQuery) -> tuple[list[Obj], list[str]]:
+    """Per target: replicas (pods reporting, desired by the autoscaler) against the signal and its target."""
+    sel = signals.matchers(isvc.namespace, isvc.name)
+    pods_query = f"count(count by ({signals.POD_LABEL}) (nv_inference_request_success{{{sel}}}))"
+    errors: list[str] = []
+    try:
+        pods = _on_grid(query(pods_query, xs[0], xs[-1], step), xs)
+    except QueryFailed as exc:
+        errors.append(f"replicas: {exc}")
+        pods = [None] * len(xs)
+    replicas = [("pods reporting (Prometheus)", "replicas", "y", pods),
+                ("replicas (status)", "replicas-status", "y", _step_lookup(samples, "replicas", xs))]
+    spec = isvc.spec.autoscaling
+    if spec is None:
+        return [_chart("replicas", "replicas", xs, replicas, "number")], errors
+    replicas.append(("desired (autoscaler)", "desired", "y", _step_lookup(samples, "desiredReplicas", xs)))
+    charts = []
+    for target in spec.targets:
+        unit = "seconds" if target.name in api.TIME_SIGNALS else ("percent" if target.name == "gpuUtilization"
+                                                                  else "number")
+        text = signals.keda_query(target.name, isvc.namespace, isvc.name, spec.window, custom=target.query)
+        per = ""
+        if additive(target):
+            text = f"({text}) / clamp_min(({pods_query}), 1)"
+            per = " per replica"
+        try:
+            values = _on_grid(query(text, xs[0], xs[-1], step), xs)
+        except QueryFailed as exc:
+            errors.append(f"{target.name}: {exc}")
+            continue
+        series = replicas + [(f"{target.name}{per}", "signal", "y2", values),
+                             (f"target {target.value}{per}", "target", "y2", [float(value_of(target))] * len(xs))]
+        charts.append(_chart(f"autoscaling-{target.name}", f"replicas against {target.name}", xs, series,
+                             "number", unit2=unit))
+    return charts, errors
+
+
+def charts(isvc_obj: Obj, samples: list[tuple[float, Obj]], query: Optional[RangeQuery], now: float) -> Obj:
+    """Everything the page draws for one InferenceService."""
+    state = (isvc_obj.get("status") or {}).get("canary") or {}
+    errors: list[str] = []
+    try:
+        isvc = api.parse(isvc_obj)
+    except Exception as exc:  # noqa: BLE001 -- shown, not raised
+        return {"charts": [], "errors": [f"the spec does not parse: {exc}"], "active": False}
+    start, end = time_range(isvc_obj, now)
+    interval = analysis.seconds(isvc.spec.rollout.canary.analysis.interval) if isvc.spec.rollout.canary else 15.0
+    xs, step = grid(start, end, min(interval, 15.0))
+
+    def failing(*_: Any) -> dict[float, float]:
+        raise QueryFailed("no Prometheus: pass --prometheus or set the analysis address")
+
+    q = query or failing
+    out: list[Obj] = []
+    if state:
+        check_charts, errs = canary_charts(isvc, state, xs, step, q)
+        out += check_charts
+        errors += errs
+        chart, errs = weight_chart(isvc, state, samples, xs, step, q)
+        out.append(chart)
+        errors += errs
+    auto, errs = autoscaling_charts(isvc, samples, xs, step, q)
+    out += auto
+    errors += errs
+    return {"charts": out, "errors": errors, "active": state.get("phase") in canary.ACTIVE,
+            "range": [start, end], "step": step}
+
+
+# ---- Prometheus -------------------------------------------------------------------------------------------
+
+
+def prometheus_range(address: str, timeout: float = analysis.QUERY_TIMEOUT_SECONDS) -> RangeQuery:
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    client = PrometheusConnect(url=address.rstrip("/"), disable_ssl=False,
+                               retry=Retry(total=0, raise_on_status=False), timeout=timeout)
+
+    def query(text: str, start: float, end: float, step: float) -> dict[float, float]:
+        utc = datetime.timezone.utc
+        try:
+            result = client.custom_query_range(text, datetime.datetime.fromtimestamp(start, utc),
+                                               datetime.datetime.fromtimestamp(end, utc), f"{step:g}s")
+        except Exception as exc:  # noqa: BLE001 -- the client raises several kinds; all mean no data
+            raise QueryFailed(" ".join(str(exc).split())[:300]) from exc
+        values: dict[float, float] = {}
+        for series in result[:1]:  # the queries sum to one series
+            for x, v in series.get("values") or []:
+                values[float(x)] = float(v)
+        return values
+
+    return query
+
+
+def prometheus_address(isvc: Obj, override: Optional[str]) -> Optional[str]:
+    spec = isvc.get("spec") or {}
+    analysis_address = (((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {})
+                         .get("prometheus") or {}).get("address"))
+    keda_address = (((spec.get("autoscaling") or {}).get("keda") or {}).get("serverAddress"))
+    return override or analysis_address or keda_address or os.environ.get("INFERENCE_OPERATOR_PROMETHEUS_URL")
+
+
+# ---- the server ---------------------------------------------------------------------------------------------
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="/static/uPlot.min.css"><link rel="stylesheet" href="/static/dashboard.css">
+</head><body data-namespace="{namespace}" data-name="{name}" data-refresh="{refresh}" data-updates="0">
+<header><a href="/">InferenceServices</a> / {namespace} / <b>{name}</b> <span id="phase"></span>
+<span id="updated"></span></header>
+<div id="errors"></div><div id="charts"></div><pre id="tree"></pre>
+<script src="/static/uPlot.iife.min.js"></script><script src="/static/dashboard.js"></script>
+</body></html>
+"""
+
+INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>InferenceServices</title>
+<link rel="stylesheet" href="/static/dashboard.css"></head><body>
+<header><b>InferenceServices</b> ({where})</header>
+<table><tr><th>namespace</th><th>name</th><th>ready</th><th>revision</th><th>canary</th><th>weight</th></tr>
+{rows}</table></body></html>
+"""
+
+
+class Dashboard:
+    def __init__(self, cluster: Cluster, prometheus: Optional[str] = None, refresh: float = 2.0,
+                 all_namespaces: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.cluster, self.prometheus, self.refresh = cluster, prometheus, refresh
+        self.all_namespaces, self.clock = all_namespaces, clock
+        self.recorder = Recorder()
+
+    def data(self, namespace: str, name: str) -> Obj:
+        isvc = self.cluster.isvc(name, namespace)
+        deployments, pods, hpa = self.cluster.children(isvc)
+        now = self.clock()
+        samples = self.recorder.record(isvc, now)
+        address = prometheus_address(isvc, self.prometheus)
+        out = charts(isvc, samples, prometheus_range(address) if address else None, now)
+        view = overview.overview(isvc, deployments, pods, hpa, now=now)
+        out.update(overview=view, tree=overview.tree(view), prometheus=address, now=now,
+                   refresh=self.refresh if out["active"] else max(self.refresh, IDLE_REFRESH_SECONDS))
+        return out
+
+    def index(self) -> str:
+        if self.all_namespaces:
+            items = self.cluster.request("GET", f"/apis/{api.GROUP}/{api.VERSION}/{api.PLURAL}").get("items") or []
+        else:
+            items = self.cluster.isvcs()
+        rows = []
+        for isvc in sorted(items, key=lambda i: (i["metadata"]["namespace"], i["metadata"]["name"])):
+            meta, status = isvc["metadata"], isvc.get("status") or {}
+            state = status.get("canary") or {}
+            ready = next((c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "")
+            link = f"/isvc/{urllib.parse.quote(meta['namespace'])}/{urllib.parse.quote(meta['name'])}"
+            cells = [meta["namespace"], f'<a href="{html.escape(link)}">{html.escape(meta["name"])}</a>', ready,
+                     status.get("revision") or "", state.get("phase") or "",
+                     "" if state.get("phase") not in canary.ACTIVE else f"{state.get('weight')}%"]
+            rows.append("<tr>" + "".join(f"<td>{c if i == 1 else html.escape(str(c))}</td>"
+                                         for i, c in enumerate(cells)) + "</tr>")
+        where = "all namespaces" if self.all_namespaces else f"namespace {self.cluster.namespace}"
+        return INDEX.format(where=html.escape(where), rows="\n".join(rows))
+
+    def page(self, namespace: str, name: str) -> str:
+        e = html.escape
+        return PAGE.format(title=e(f"{name} ({namespace})"), namespace=e(namespace), name=e(name),
+                           refresh=self.refresh)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    dashboard: Dashboard
+    server_version = "inference-dashboard"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 -- the base class's name
+        pass  # quiet: the page polls
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type + "; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 -- the base class's name
+        parts = [urllib.parse.unquote(p) for p in urllib.parse.urlsplit(self.path).path.split("/") if p]
+        try:
+            if not parts:
+                self._send(200, self.dashboard.index().encode(), "text/html")
+            elif parts[0] == "static" and len(parts) == 2 and parts[1] in STATIC_FILES:
+                path = STATIC / parts[1]
+                self._send(200, path.read_bytes(), STATIC_TYPES.get(path.suffix, "application/octet-stream"))
+            elif parts[0] == "isvc" and len(parts) == 3:
+                self._send(200, self.dashboard.page(parts[1], parts[2]).encode(), "text/html")
+            elif parts[:2] == ["api", "isvc"] and len(parts) == 4:
+                body = json.dumps(self.dashboard.data(parts[2], parts[3]), allow_nan=False)
+                self._send(200, body.encode(), "application/json")
+            else:
+                self._send(404, b"not found\n", "text/plain")
+        except UserError as exc:
+            self._send(502, json.dumps({"error": exc.line}).encode(), "application/json")
+
+
+def server(dashboard: Dashboard, port: int) -> http.server.ThreadingHTTPServer:
+    handler = type("Handler", (_Handler,), {"dashboard": dashboard})
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+
+
+def serve(cluster: Cluster, port: int = 3100, prometheus: Optional[str] = None, refresh: float = 2.0,
+          all_namespaces: bool = False) -> int:
+    cluster.isvcs() if not all_namespaces else None  # fails early, in one line, without access
+    try:
+        httpd = server(Dashboard(cluster, prometheus, refresh, all_namespaces), port)
+    except OSError as exc:
+        raise UserError(f"error: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from exc
+    print(f"Serving the rollout view at http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C stops)", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+    return EXIT_OK
