@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The real tritonserver ships in this wheel; tests run it (its Python deps are not needed).
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv prometheus test unit e2e faults scale scale-smoke e2e-kind binaries cluster-up cluster-down crd manifests up down clean image
+.PHONY: venv prometheus chromium test unit e2e faults scale scale-smoke e2e-kind binaries cluster-up cluster-down crd manifests up down clean image
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,25 +19,26 @@ venv: $(PY)
 	$(PY) -m pip install --quiet --no-deps '$(PYTRITON)'
 
 # Process tests run a real Prometheus; Debian's package puts it at /usr/bin/prometheus. Installed
-# only when absent (sudo only when not root; apt-get update only when the plain install fails).
-# The package ships an init script; its postinst may start a system prometheus: report one, never kill.
+# only when absent (e2e/debian-package.sh: sudo only when not root, apt-get update only when the
+# plain install fails). The package ships an init script; its postinst may start a system
+# prometheus: report one, never kill.
 PROMETHEUS ?= /usr/bin/prometheus
 prometheus:
-	@if [ -x '$(PROMETHEUS)' ]; then \
-		echo "==> prometheus present at $(PROMETHEUS)"; \
-	else \
-		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo "; \
-		install="$${sudo}env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus"; \
-		echo "==> $(PROMETHEUS) absent: $$install"; \
-		if ! $$install; then \
-			echo "==> install failed: $${sudo}apt-get update, then the install again"; \
-			$${sudo}env DEBIAN_FRONTEND=noninteractive apt-get update; \
-			$$install; \
-		fi; \
+	@if [ ! -x '$(PROMETHEUS)' ]; then \
+		bash e2e/debian-package.sh '$(PROMETHEUS)' prometheus; \
 		if pids="$$(ps -C prometheus -o pid= | xargs)" && [ -n "$$pids" ]; then \
 			echo "==> note: prometheus processes running after the install (PIDs $$pids); not stopped by make"; \
 		fi; \
+	else \
+		echo "==> prometheus present at $(PROMETHEUS)"; \
 	fi
+
+# The rollout view's test loads the page in a real headless Chromium: Debian's
+# chromium-headless-shell (no display needed), with DejaVu fonts for the screenshot's text.
+CHROMIUM ?= /usr/bin/chromium-headless-shell
+chromium:
+	@bash e2e/debian-package.sh '$(CHROMIUM)' chromium-headless-shell
+	@bash e2e/debian-package.sh /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 
 # Everything: unit and process tests, the e2e suite on a fresh local control plane, then the scale
 # benchmark's smoke variant (N = 50 on another fresh one; fails when a request count regresses).
@@ -54,10 +55,10 @@ binaries:
 
 # The canary tests run real tritonservers standing in for pods, scraped by a real Prometheus; the
 # autoscaling tests also run the real KEDA (built from its Go module by e2e/keda-build.sh, cached).
-e2e: venv prometheus
-	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh)"
+e2e: venv prometheus chromium
+	@echo "==> e2e suite on a fresh local cluster (e2e/run-local.sh); screenshots in artifacts/"
 	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 INFERENCE_OPERATOR_REQUIRE_KEDA=1 \
-		PY=$(PY) bash e2e/run-local.sh
+		INFERENCE_OPERATOR_REQUIRE_CHROMIUM=1 INFERENCE_OPERATOR_CHROMIUM=$(CHROMIUM) PY=$(PY) bash e2e/run-local.sh
 
 # The fault-injection tests at full size on a fresh local cluster: 72 seeded kill points rather
 # than CI's 24, 600 fuzzed specs rather than 150, with the outage, failover, hostile-edit,

@@ -238,14 +238,24 @@ def operator_kubeconfig(kubectl: Kubectl, directory: pathlib.Path, manifest: pat
 
     docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] in IDENTITY_KINDS]
     kubectl.apply(yaml.safe_dump_all(docs))
+    return account_kubeconfig(kubectl, directory, account, account_namespace)
+
+
+def account_kubeconfig(kubectl: Kubectl, directory: pathlib.Path, account: str, account_namespace: str,
+                       context: str = "operator", namespace: Optional[str] = None) -> str:
+    """A kubeconfig whose one context (``context``, in ``namespace`` when given) authenticates as a
+    ServiceAccount with a token from the TokenRequest API."""
     token = kubectl("create", "token", account, "-n", account_namespace, "--duration=6h").stdout.strip()
     admin = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
     cluster = admin["clusters"][0]["cluster"]
+    ctx: dict[str, str] = {"cluster": "local", "user": account}
+    if namespace:
+        ctx["namespace"] = namespace
     config = {
-        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
         "clusters": [{"name": "local", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": context, "context": ctx}],
     }
     path = directory / f"{account_namespace}-{account}.kubeconfig"
     path.write_text(json.dumps(config))

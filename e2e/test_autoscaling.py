@@ -29,6 +29,7 @@ from .test_e2e import condition
 from .test_e2e import manifest as e2e_manifest
 from .test_e2e import settled
 from .test_engine import diff, reconciles
+from .viewers import DashboardPage, Plugin, defined, series
 
 NAME, MODEL = "scaled", "resnet50"
 WAIT = 180  # seconds: a loaded 2-core machine; never asserted on
@@ -191,9 +192,11 @@ def test_load_raises_replicas_through_keda_and_the_hpa_and_they_come_back_down(
                              default=GOOD)
     clients: list[Traffic] = []
     timeline: dict[str, Any] = {}
+    page: Optional[DashboardPage] = None
     try:
         kubelet.start()
         apply(kubectl, ns, keda_spec(prometheus.url))
+        page = DashboardPage(Plugin(kubectl), ns, NAME, refresh=1.0).start()
         so = wait_for(lambda: kubectl.maybe("scaledobject", NAME, "-n", ns), "the ScaledObject")
         assert so["spec"]["scaleTargetRef"]["kind"] == "InferenceService"
         obj = wait_autoscaling(kubectl, ns, "True")
@@ -221,6 +224,7 @@ def test_load_raises_replicas_through_keda_and_the_hpa_and_they_come_back_down(
         timeline["Deployment raised"] = round(time.monotonic() - start, 1)
         wait_for(lambda: len(kubelet.serving()) > 1, "a second replica serving", timeout=WAIT)
         timeline["new replica serving"] = round(time.monotonic() - start, 1)
+        timeline["rollout view"] = check_the_view(page, prometheus, ns, kubelet)
         queue = prometheus.query(so["spec"]["triggers"][0]["metadata"]["query"])
         timeline["queueTime under load (s)"] = float(queue[0]["value"][1])
         timeline["autoscaler"] = isvc(kubectl, ns)["status"].get("autoscaler")
@@ -247,8 +251,32 @@ def test_load_raises_replicas_through_keda_and_the_hpa_and_they_come_back_down(
     finally:
         for client in clients:
             client.stop()
+        if page is not None:
+            page.stop()  # the dashboard and Chromium, by PID
         kubelet.stop()  # every tritonserver, by PID
         print("autoscaling loop:", json.dumps(timeline, indent=1))
+
+
+def check_the_view(page: DashboardPage, prometheus: Prometheus, ns: str, kubelet: StandinKubelet) -> dict:
+    """The rollout view in a real browser, under load: replicas against queueTime and its target.
+    The points are read back from the page's chart and held against Prometheus and the kubelet."""
+    def drawn():
+        chart = page.charts().get("autoscaling-queueTime")
+        return chart if chart and (defined(series(chart, "pods reporting")) or [0])[-1] > 1 else None
+
+    chart = wait_for(drawn, "the page to draw the second replica", timeout=60)
+    xs = chart["data"][0]
+    reporting, signal = series(chart, "pods reporting"), series(chart, "queueTime")
+    assert set(defined(series(chart, "target 20ms"))) == {0.02}
+    assert max(defined(signal)) > 0.02, "the page never drew queueTime above its target"
+    assert max(defined(series(chart, "desired"))) > 1
+    x, v = next((x, v) for x, v in reversed(list(zip(xs, reporting))) if v is not None)
+    answer = prometheus.query(f'count(count by (pod) (nv_inference_request_success{{namespace="{ns}",'
+                              f'inferenceservice="{NAME}"}}))', at=x)
+    assert float(answer[0]["value"][1]) == v
+    assert reporting[-1] is None or reporting[-1] <= len(kubelet.processes)
+    shot = page.screenshot("dashboard-autoscaling.png")
+    return {"points": len(xs), "peak queueTime drawn (s)": max(defined(signal)), "screenshot": str(shot)}
 
 
 def test_idle_autoscaled_inferenceservices_send_no_request(

@@ -162,9 +162,10 @@ class Prometheus:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def query(self, promql: str) -> list[dict]:
-        """/api/v1/query at now: the result vector ([{"metric": {...}, "value": [t, "v"]}, ...])."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        """/api/v1/query at now (or at ``at``): the result vector ([{"metric": {...}, "value": [t, "v"]}, ...])."""
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
         try:
             with urllib.request.urlopen(url, timeout=10) as r:
                 body = json.load(r)
@@ -176,6 +177,12 @@ class Prometheus:
         if data["resultType"] != "vector":
             raise AssertionError(f"query {promql!r}: a {data['resultType']}, not a vector")
         return data["result"]
+
+    def query_at(self, promql: str, at: float) -> float | None:
+        """The one number ``promql`` gives at ``at``, or None (no series)."""
+        result = self.query(promql, at)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
 
     def wait_for(self, query: str, timeout: float = 30) -> list[dict]:
         """Polls query until its vector is non-empty, and returns it."""
