@@ -131,3 +131,49 @@ def test_a_refusal_from_the_server_is_its_one_line(monkeypatch, capsys):
     assert plugin.main(["get", "x"]) == 1
     assert capsys.readouterr().err == ('Error from server (Forbidden): inferenceservices "x" is forbidden: '
                                        'User "u" cannot get\n')
+
+
+class Watched(Recorded):
+    """An InferenceService whose canary moves on at each look."""
+
+    def __init__(self, states: list) -> None:
+        super().__init__(isvc(states[0]))
+        self.states, self.looks = states, 0
+
+    def isvc(self, name, namespace=None):
+        state = self.states[min(self.looks, len(self.states) - 1)]
+        self.looks += 1
+        return isvc(state)
+
+    def children(self, obj):
+        deps, pods = canary_objects()
+        return deps, pods, None
+
+
+def _watch(monkeypatch, capsys, states, tty: bool, argv: list[str], looks: int) -> str:
+    cluster = Watched(states)
+    monkeypatch.setattr(plugin, "_cluster", lambda args: cluster)
+    monkeypatch.setattr(plugin.sys.stdout, "isatty", lambda: tty, raising=False)
+
+    def sleep(seconds):  # Ctrl-C after `looks` looks
+        if cluster.looks >= looks:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(plugin.time, "sleep", sleep)
+    assert plugin.main(argv) == 0  # Ctrl-C ends a watch with 0
+    return capsys.readouterr().out
+
+
+def test_a_watch_on_a_terminal_redraws_in_place(monkeypatch, capsys):
+    paused = dict(CANARY, phase="Paused")
+    out = _watch(monkeypatch, capsys, [CANARY, paused, paused], True, ["get", "resnet", "-w"], 3)
+    assert out.count("\x1b[H\x1b[2J") == 3 and out.rindex("Paused") > out.rindex("\x1b[H")
+
+
+def test_a_piped_watch_prints_each_change_once(monkeypatch, capsys):
+    paused = dict(CANARY, phase="Paused")
+    out = _watch(monkeypatch, capsys, [CANARY, CANARY, paused, paused], False, ["get", "resnet", "-w"], 4)
+    assert "\x1b" not in out and out.count("Name:") == 2
+    assert out.index("Canary:      Progressing") < out.index("Canary:      Paused")
+    out = _watch(monkeypatch, capsys, [CANARY, paused, paused], False, ["get", "resnet", "-w", "-o", "json"], 3)
+    assert [json.loads(line)["canary"]["phase"] for line in out.splitlines()] == ["Progressing", "Paused"]
