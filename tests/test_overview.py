@@ -118,11 +118,27 @@ def test_a_gate_and_a_pause_by_hand_say_how_to_go_on():
     assert "[paused by hand: `kubectl inference resume`]" in text
 
 
-def test_gateway_api_weights_are_the_route_s_not_the_pods():
-    obj = isvc(dict(CANARY, weight=10))
+def _gateway(state: dict) -> dict:
+    obj = isvc(state)
     obj["spec"]["rollout"]["canary"].update(traffic="gatewayAPI", gatewayAPI={"parentRefs": [{"name": "gw"}]})
-    view = overview.overview(obj, *canary_objects(), now=NOW)
+    return obj
+
+
+def _route(stable: int, canary: int) -> dict:
+    return {"spec": {"rules": [{"backendRefs": [{"name": "resnet-stable", "port": 8000, "weight": stable},
+                                                {"name": "resnet-canary", "port": 8000, "weight": canary}]}]}}
+
+
+def test_gateway_api_weights_are_what_the_route_sends_not_the_step_or_the_pods():
+    view = overview.overview(_gateway(dict(CANARY, weight=10)), *canary_objects(), now=NOW, route=_route(90, 10))
     assert [r["weight"] for r in view["revisions"]] == [90, 10]
+    # The step asks 10%, but the operator sends nothing to a canary with no ready pod yet.
+    view = overview.overview(_gateway(dict(CANARY, weight=10)), *canary_objects(), now=NOW, route=_route(100, 0))
+    assert [r["weight"] for r in view["revisions"]] == [100, 0]
+    # A route not readable as this user: no weight shown rather than a guess.
+    view = overview.overview(_gateway(dict(CANARY, weight=10)), *canary_objects(), now=NOW)
+    assert [r["weight"] for r in view["revisions"]] == [None, None]
+    assert f"revision {REV_B}  canary  weight -  1 ready" in overview.tree(view)
 
 
 def test_after_a_rollback_the_record_stays_and_only_ready_pods_take_traffic():
@@ -141,9 +157,10 @@ def test_autoscaler_current_and_desired_with_the_hpa_s_reading_against_the_targe
     obj = isvc(autoscaling={"engine": "keda", "maxReplicas": 8, "targets": [
         {"name": "queueTime", "value": "50ms"}, {"name": "pendingRequests", "value": "4"}]},
         autoscaler={"kind": "ScaledObject", "name": "resnet", "currentReplicas": 2, "desiredReplicas": 3})
+    # KEDA names a trigger's metric s<index>-<...>; the HPA may list them in any order.
     hpa = {"status": {"currentMetrics": [
-        {"type": "External", "external": {"metric": {"name": "s0-queueTime"}, "current": {"value": "72m"}}},
-        {"type": "External", "external": {"metric": {"name": "s1-pendingRequests"}, "current": {"averageValue": "5500m"}}}]}}
+        {"type": "External", "external": {"metric": {"name": "s1-pendingRequests"}, "current": {"averageValue": "5500m"}}},
+        {"type": "External", "external": {"metric": {"name": "s0-queueTime"}, "current": {"value": "72m"}}}]}}
     view = overview.overview(obj, [], [], hpa, now=NOW)
     a = view["autoscaler"]
     assert (a["currentReplicas"], a["desiredReplicas"], a["minReplicas"], a["maxReplicas"]) == (2, 3, 1, 8)
@@ -154,6 +171,15 @@ def test_autoscaler_current_and_desired_with_the_hpa_s_reading_against_the_targe
     assert "ScaledObject resnet  replicas 2 -> 3 (min 1, max 8)" in text
     assert "    queueTime                 72ms  target 50ms\n" in text
     assert "    pendingRequests            5.5  target 4 per replica\n" in text
+
+
+def test_the_adapter_s_pods_metrics_are_matched_by_name():
+    obj = isvc(autoscaling={"maxReplicas": 8, "targets": [{"name": "queueTime", "value": "50ms"},
+                                                          {"name": "gpuUtilization", "value": "80%"}]})
+    hpa = {"status": {"currentMetrics": [
+        {"type": "Pods", "pods": {"metric": {"name": "triton_gpu_utilization_percent"}, "current": {"averageValue": "91"}}}]}}
+    metrics = overview.overview(obj, [], [], hpa, now=NOW)["autoscaler"]["metrics"]
+    assert [(m["name"], m["current"]) for m in metrics] == [("queueTime", None), ("gpuUtilization", 91.0)]
 
 
 @pytest.mark.parametrize("value,unit,text", [(0.0042, "fraction", "0.42%"), (0.0056, "seconds", "5.6ms"),

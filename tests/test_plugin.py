@@ -1,4 +1,4 @@
-"""kubectl-inference (plugin.py, userclient.control) without a cluster: flags, names, exit codes and
+"""kubectl-inference (plugin.py, controls.py, userclient.py) without a cluster: flags, names, exit codes and
 what each control sends. The real path, through kubectl's plugin lookup against the local control
 plane, is e2e/test_plugin.py."""
 
@@ -10,8 +10,8 @@ import tomllib
 
 import pytest
 
-from inference_operator import plugin
-from inference_operator.userclient import EXIT_NOTHING_TO_DO, EXIT_USAGE, UserError, control
+from inference_operator import controls, plugin, userclient
+from inference_operator.userclient import EXIT_NOTHING_TO_DO, EXIT_USAGE, UserError
 
 from .test_overview import CANARY, canary_objects, isvc
 
@@ -71,50 +71,112 @@ class Recorded:
         return self.obj
 
 
-@pytest.mark.parametrize("action,key,value", [
-    ("promote", "promote", "t1"), ("promote-full", "promote-full", "t1"), ("abort", "abort", "t1"),
-    ("pause", "paused", "true")])
-def test_each_control_sends_the_readme_annotation(action, key, value):
+@pytest.mark.parametrize("argv,key,value", [
+    (["promote"], "promote", None), (["promote", "--full"], "promote-full", None), (["abort"], "abort", None),
+    (["pause"], "paused", "true")])
+def test_each_control_sends_the_readme_annotation(monkeypatch, capsys, argv, key, value):
     cluster = Recorded(isvc(CANARY))
-    control(cluster, "resnet", action, "t1")
-    assert cluster.patches == [("resnet", "default", {f"{GROUP}/{key}": value})]
+    monkeypatch.setattr(plugin, "_cluster", lambda args: cluster)
+    assert plugin.main(argv + ["resnet"]) == 0
+    [(name, namespace, patch)] = cluster.patches
+    assert name == "resnet" and list(patch) == [f"{GROUP}/{key}"]
+    assert patch[f"{GROUP}/{key}"] == value or (value is None and patch[f"{GROUP}/{key}"].isdigit())
+    assert capsys.readouterr().out.startswith("inferenceservices/resnet ")
+
+
+def test_each_request_is_a_new_token():
+    first = controls.plan(isvc(CANARY), "promote", "t1").annotations
+    assert first == {f"{GROUP}/promote": "t1"}
+    assert controls.plan(isvc(CANARY), "promote", "t2").annotations == {f"{GROUP}/promote": "t2"}
 
 
 def test_resume_removes_the_pause():
-    cluster = Recorded(isvc(CANARY, annotations={f"{GROUP}/paused": "true"}))
-    control(cluster, "resnet", "resume", "t1")
-    assert cluster.patches == [("resnet", "default", {f"{GROUP}/paused": None})]
+    request = controls.plan(isvc(CANARY, annotations={f"{GROUP}/paused": "true"}), "resume", "t1")
+    assert request.annotations == {f"{GROUP}/paused": None}
 
 
 @pytest.mark.parametrize("state,action,words", [
     (None, "promote", "has no canary in progress (status.canary.phase: none); nothing to promote"),
     (dict(CANARY, phase="Promoted"), "promote-full", "nothing to promote"),
     (dict(CANARY, phase="RolledBack"), "abort", "nothing to abort"),
+    (dict(CANARY, phase="Promoting"), "promote", "is promoting already; nothing to promote"),
+    (dict(CANARY, phase="Promoting"), "promote-full", "is promoting already"),
     (CANARY, "resume", "is not paused"),
 ])
-def test_nothing_to_act_on_exits_3_and_writes_nothing(state, action, words):
+def test_nothing_to_act_on_exits_3_and_writes_nothing(monkeypatch, capsys, state, action, words):
     cluster = Recorded(isvc(state))
-    with pytest.raises(UserError) as exc:
-        control(cluster, "resnet", action, "t1")
-    assert exc.value.code == EXIT_NOTHING_TO_DO and words in exc.value.line and cluster.patches == []
-
-
-def test_pause_twice_is_nothing_to_do_and_pause_without_a_canary_holds_the_next(monkeypatch, capsys):
-    cluster = Recorded(isvc(CANARY, annotations={f"{GROUP}/paused": "true"}))
-    with pytest.raises(UserError) as exc:
-        control(cluster, "resnet", "pause", "t1")
-    assert exc.value.code == EXIT_NOTHING_TO_DO
-    cluster = Recorded(isvc(None))
     monkeypatch.setattr(plugin, "_cluster", lambda args: cluster)
-    assert plugin.main(["pause", "resnet"]) == 0
-    assert "the next one holds at its first step until resumed" in capsys.readouterr().out
+    argv = ["promote", "--full"] if action == "promote-full" else [action]
+    assert plugin.main(argv + ["resnet"]) == EXIT_NOTHING_TO_DO
+    assert words in capsys.readouterr().err and cluster.patches == []
+
+
+def test_an_abort_while_promoting_is_sent():
+    # The operator rolls back even then (the README's "an abort while promoting").
+    assert controls.plan(isvc(dict(CANARY, phase="Promoting")), "abort", "t").annotations == {f"{GROUP}/abort": "t"}
+
+
+@pytest.mark.parametrize("state,note", [
+    (None, "no canary in progress: the next one holds at its first step until resumed"),
+    (dict(CANARY, phase="Holding"), "holding: the pause takes hold when the canary leaves Holding"),
+    (dict(CANARY, phase="Promoting"), "promoting: this canary is past pausing"),
+    (CANARY, "")])
+def test_a_pause_says_when_it_takes_hold(state, note):
+    request = controls.plan(isvc(state), "pause", "t")
+    assert request.annotations == {f"{GROUP}/paused": "true"} and request.note.startswith(note)
+    assert bool(request.note) == bool(note)
+
+
+def test_pause_twice_is_nothing_to_do():
+    with pytest.raises(UserError) as exc:
+        controls.plan(isvc(CANARY, annotations={f"{GROUP}/paused": "true"}), "pause", "t1")
+    assert exc.value.code == EXIT_NOTHING_TO_DO
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["get", "x", "-w", "--interval", "-1"], "argument --interval: -1 is not between 0.2 and 3600"),
+    (["get", "x", "--interval", "soon"], "argument --interval: 'soon' is not a number"),
+    (["dashboard", "--port", "70000"], "argument --port: 70000 is not between 0 and 65535"),
+    (["dashboard", "--refresh", "0"], "argument --refresh: 0 is not between 0.5 and 3600"),
+    (["get", "x", "-n", "a/b"], 'argument -n/--namespace: "a/b" is not a valid namespace'),
+    (["-n", "A", "get", "x"], 'argument -n/--namespace: "A" is not a valid namespace'),
+])
+def test_bad_flag_values_are_one_line_and_exit_2(capsys, argv, words):
+    with pytest.raises(SystemExit) as exc:
+        plugin.main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == EXIT_USAGE and err.count("\n") == 1 and words in err, err
+
+
+def test_names_reach_the_api_server_as_one_quoted_segment():
+    cluster = userclient.Cluster.__new__(userclient.Cluster)
+    assert cluster._isvc_path("ns", "a/../../x?y") == \
+        f"/apis/{GROUP}/v1alpha1/namespaces/ns/inferenceservices/a%2F..%2F..%2Fx%3Fy"
+
+
+@pytest.mark.parametrize("refusal,kept", [("NotFound", False), ("Forbidden", False), ("InternalError", True)])
+def test_an_hpa_or_route_not_readable_is_left_out_and_other_errors_are_not(refusal, kept):
+    cluster = userclient.Cluster.__new__(userclient.Cluster)
+
+    def request(method, path, **_):
+        raise UserError(f"Error from server ({refusal}): no")
+
+    cluster.request = request
+    obj = isvc(CANARY, autoscaler={"kind": "HorizontalPodAutoscaler", "name": "resnet"})
+    obj["spec"]["rollout"]["canary"]["traffic"] = "gatewayAPI"
+    for read in (cluster.hpa, cluster.route):
+        if kept:
+            with pytest.raises(UserError):
+                read(obj)
+        else:
+            assert read(obj) is None
 
 
 def test_get_prints_the_tree_or_json(monkeypatch, capsys):
     class Cluster(Recorded):
         def children(self, obj):
             deps, pods = canary_objects()
-            return deps, pods, None
+            return deps, pods, None, None
 
     monkeypatch.setattr(plugin, "_cluster", lambda args: Cluster(isvc(CANARY)))
     assert plugin.main(["get", "resnet"]) == 0
@@ -147,7 +209,7 @@ class Watched(Recorded):
 
     def children(self, obj):
         deps, pods = canary_objects()
-        return deps, pods, None
+        return deps, pods, None, None
 
 
 def _watch(monkeypatch, capsys, states, tty: bool, argv: list[str], looks: int) -> str:

@@ -10,7 +10,7 @@ import datetime
 from typing import Any, Optional, Sequence
 
 from . import analysis, api, canary, naming
-from .autoscaling import additive, value_of
+from .autoscaling import additive, hpa_metric_name, value_of
 
 Obj = dict[str, Any]
 
@@ -165,22 +165,25 @@ def _quantity(text: Optional[str]) -> Optional[float]:
 
 def hpa_metrics(hpa: Optional[Obj], cfg: Optional[api.Autoscaling]) -> list[Obj]:
     """Per target: the autoscaler's current value of the signal against its target, as the HPA
-    reports them (a KEDA trigger's external metric, or the adapter's pods metric)."""
+    reports it: the adapter's pods metric by its name, a KEDA trigger's external metric by the
+    name KEDA gives it (``s<index>-...``). None where the HPA is unread or has no reading yet."""
     if cfg is None:
         return []
-    current: dict[int, Obj] = {}
-    for i, metric in enumerate(((hpa or {}).get("status") or {}).get("currentMetrics") or []):
-        current[i] = metric
+    readings: dict[str, Obj] = {}
+    for metric in ((hpa or {}).get("status") or {}).get("currentMetrics") or []:
+        body = metric.get("external") or metric.get("pods") or {}
+        name = (body.get("metric") or {}).get("name")
+        if name:
+            readings[name] = body.get("current") or {}
     out = []
     for i, target in enumerate(cfg.targets):
+        reading = readings.get(hpa_metric_name(target)) or next(
+            (r for name, r in readings.items() if name.startswith(f"s{i}-")), {})
         unit = "seconds" if target.name in api.TIME_SIGNALS else ("percent" if target.name == "gpuUtilization"
                                                                    else "number")
-        metric = current.get(i) or {}
-        body = metric.get("external") or metric.get("pods") or {}
-        reading = body.get("current") or {}
-        value = _quantity(reading.get("averageValue") or reading.get("value"))
-        out.append({"name": target.name, "unit": unit, "current": value, "target": float(value_of(target)),
-                    "perReplica": additive(target)})
+        out.append({"name": target.name, "unit": unit,
+                    "current": _quantity(reading.get("averageValue") or reading.get("value")),
+                    "target": float(value_of(target)), "perReplica": additive(target)})
     return out
 
 
@@ -224,8 +227,22 @@ def _roles(isvc: Obj, canary_view: Optional[Obj]) -> dict[str, str]:
     return roles
 
 
+def route_weights(isvc: Obj, route: Optional[Obj]) -> dict[str, Optional[int]]:
+    """traffic: gatewayAPI: each role's share of the route's weights, in percent, as the route sends
+    them now (not the step's: the operator sends 0 to a canary with no ready pod)."""
+    names = naming.names((isvc.get("metadata") or {}).get("name", ""))
+    weights: dict[str, int] = {}
+    for rule in ((route or {}).get("spec") or {}).get("rules") or []:
+        for ref in rule.get("backendRefs") or []:
+            role = {names.stable_service: "stable", names.canary_service: "canary"}.get(ref.get("name"))
+            if role:
+                weights[role] = weights.get(role, 0) + int(ref.get("weight", 1))
+    total = sum(weights.values())
+    return {role: (round(100 * weights.get(role, 0) / total) if total else None) for role in ("stable", "canary")}
+
+
 def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Optional[Obj] = None,
-             now: Optional[float] = None) -> Obj:
+             now: Optional[float] = None, route: Optional[Obj] = None) -> Obj:
     """The model ``get`` prints: JSON-ready, keys in camelCase as in status."""
     now = datetime.datetime.now(datetime.timezone.utc).timestamp() if now is None else now
     meta = isvc.get("metadata") or {}
@@ -244,16 +261,17 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
         revisions.setdefault(rev, {}).setdefault(_track_of(pod), []).append(pod)
 
     ready_total = sum(1 for p in pods if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
-    gateway = bool(canary_view and canary_view["active"] and canary_view["step"].get("traffic") == "gatewayAPI")
+    gateway = bool(spec is not None and spec.spec.rollout.canary is not None
+                   and spec.spec.rollout.canary.traffic == "gatewayAPI" and canary_view and canary_view["active"])
+    by_route = route_weights(isvc, route) if gateway else {}
     out_revisions = []
     order = {"stable": 0, "canary": 1}
     for rev, tracks in sorted(revisions.items(), key=lambda kv: (order.get(roles.get(kv[0], ""), 2), kv[0])):
         role = roles.get(rev) or ("rolling out" if any(_revision_of(by_track.get(t, {})) == rev for t in tracks)
                                   else "old")
         ready = sum(1 for t in tracks.values() for p in t if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
-        if gateway and role in ("stable", "canary"):
-            cw = canary_view.get("weight") or 0
-            weight = cw if role == "canary" else 100 - cw
+        if gateway:
+            weight = by_route.get(role, 0) if role in ("stable", "canary") else 0
         else:
             weight = round(100 * ready / ready_total) if ready_total else 0
         deps = []
@@ -404,7 +422,7 @@ def tree(view: Obj) -> str:
     for i, rev in enumerate(revs):
         last_rev = i == len(revs) - 1
         lines.append(f"{'└──' if last_rev else '├──'} revision {rev['revision']}  {rev['role']}  "
-                     f"weight {rev['weight']}%  {rev['readyPods']} ready")
+                     f"weight {'-' if rev['weight'] is None else str(rev['weight']) + '%'}  {rev['readyPods']} ready")
         pad = "    " if last_rev else "│   "
         for j, dep in enumerate(rev["deployments"]):
             last_dep = j == len(rev["deployments"]) - 1

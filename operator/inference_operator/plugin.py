@@ -16,20 +16,28 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from . import __version__, api, canary, overview
+from . import __version__, api, canary, controls, overview
 from .cli import cmd_crd, cmd_render
-from .userclient import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Cluster, UserError, control
+from .userclient import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Cluster, UserError, checked_name, checked_namespace
 
-# A DNS subdomain (RFC 1123), as the API server wants an object's name.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+def _namespace_arg(text: str) -> str:
+    try:
+        return checked_namespace(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(exc.line.removeprefix("error: ")) from None
 
 
-def checked_name(name: str) -> str:
-    if len(name) > 253 or not _NAME.match(name):
-        raise UserError(f'error: "{name}" is not a valid {api.KIND} name: lower case letters, digits, "-" '
-                        f'and ".", starting and ending with a letter or digit, at most 253 characters',
-                        EXIT_USAGE)
-    return name
+def _number(low: float, high: float, kind=float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -41,8 +49,8 @@ def _cluster(args: argparse.Namespace) -> Cluster:
 
 def view(cluster: Cluster, name: str) -> dict:
     isvc = cluster.isvc(name)
-    deployments, pods, hpa = cluster.children(isvc)
-    return overview.overview(isvc, deployments, pods, hpa)
+    deployments, pods, hpa, route = cluster.children(isvc)
+    return overview.overview(isvc, deployments, pods, hpa, route=route)
 
 
 def _print(view_: dict, output: str) -> None:
@@ -100,16 +108,13 @@ _DONE = {canary.PROMOTE: "promoted past its current step", canary.PROMOTE_FULL: 
 
 def _cmd_control(args: argparse.Namespace) -> int:
     name = checked_name(args.name)
-    action = args.command
-    if action == "promote" and args.full:
-        action = canary.PROMOTE_FULL
+    action = canary.PROMOTE_FULL if args.command == "promote" and args.full else args.command
     cluster = _cluster(args)
-    phase, patch = control(cluster, name, action, str(time.time_ns()))
-    note = ""
-    if action == "pause" and phase not in canary.ACTIVE:
-        note = " (no canary in progress: the next one holds at its first step until resumed)"
-    what = ", ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in patch.items())
-    print(f'{api.PLURAL}/{name} {_DONE[action]}{note} [{what}]')
+    request = controls.plan(cluster.isvc(name), action, str(time.time_ns()))
+    cluster.annotate(name, request.annotations)
+    what = ", ".join(f"{k}={v}" if v is not None else f"{k}-" for k, v in request.annotations.items())
+    note = f" ({request.note})" if request.note else ""
+    print(f"{api.PLURAL}/{name} {_DONE[action]}{note} [{what}]")
     return EXIT_OK
 
 
@@ -119,9 +124,15 @@ def _cmd_control(args: argparse.Namespace) -> int:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from . import dashboard
 
+    token = None
+    if args.prometheus_token_file:
+        try:
+            token = open(args.prometheus_token_file, encoding="utf-8").read().strip()
+        except OSError as exc:
+            raise UserError(f"error: cannot read {args.prometheus_token_file}: {exc.strerror or exc}") from exc
     cluster = _cluster(args)
     return dashboard.serve(cluster, port=args.port, prometheus=args.prometheus, refresh=args.refresh,
-                           all_namespaces=args.all_namespaces)
+                           all_namespaces=args.all_namespaces, token=token)
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
@@ -131,7 +142,8 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 def _kube_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     default = argparse.SUPPRESS if suppress else None
-    parser.add_argument("-n", "--namespace", default=default, help="the namespace (default: the context's)")
+    parser.add_argument("-n", "--namespace", default=default, type=_namespace_arg,
+                        help="the namespace (default: the context's)")
     parser.add_argument("--context", default=default, help="the kubeconfig context to use")
     parser.add_argument("--kubeconfig", default=default, help="the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")
 
@@ -158,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("name")
     g.add_argument("-w", "--watch", action="store_true", help="refresh in place until interrupted")
     g.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    g.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with -w (2)")
+    g.add_argument("--interval", type=_number(0.2, 3600), default=2.0, help="seconds between refreshes with -w (2)")
     for action, help_ in (("promote", "past the canary's current step (a gate, a held or analysed step); "
                                       "--full: every remaining step skipped"),
                           ("abort", "roll the canary back now"),
@@ -172,10 +184,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-f", "--filename", required=True, help="a file, or - for stdin")
     command("crd", "the CustomResourceDefinition", cmd_crd)
     d = command("dashboard", "serve the rollout view on 127.0.0.1", _cmd_dashboard)
-    d.add_argument("--port", type=int, default=3100, help="the port on 127.0.0.1 (3100; 0: any free port)")
+    d.add_argument("--port", type=_number(0, 65535, int), default=3100,
+                   help="the port on 127.0.0.1 (3100; 0: any free port)")
     d.add_argument("--prometheus", help="Prometheus's URL (default: each InferenceService's analysis address, "
-                                        "then $INFERENCE_OPERATOR_PROMETHEUS_URL)")
-    d.add_argument("--refresh", type=float, default=2.0, help="seconds between the page's refreshes while a "
+                                        "then its keda.serverAddress, then $INFERENCE_OPERATOR_PROMETHEUS_URL)")
+    d.add_argument("--prometheus-token-file", help="a file holding a bearer token for Prometheus (default: the "
+                                                   "analysis's secretName, read as you, when it names one)")
+    d.add_argument("--refresh", type=_number(0.5, 3600), default=2.0, help="seconds between the page's refreshes while a "
                                                              "rollout runs (2)")
     d.add_argument("-A", "--all-namespaces", action="store_true", help="list InferenceServices of every namespace")
     command("version", "the plugin's version", _cmd_version)

@@ -9,16 +9,45 @@ a script can act on.
 from __future__ import annotations
 
 import json
-import os
+import re
+from urllib.parse import quote
 from typing import Any, Optional
 
-from . import api, canary, naming
+from . import api, naming
 
 Obj = dict[str, Any]
 
 # Exit codes of `kubectl inference` (the README's table).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
 REQUEST_TIMEOUT = 15.0
+
+
+# A DNS subdomain (RFC 1123), as the API server wants an object's name; a namespace is a DNS label.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= 253 and bool(_NAME.match(name))
+
+
+def valid_namespace(namespace: str) -> bool:
+    return len(namespace) <= 63 and bool(_LABEL.match(namespace))
+
+
+def checked_name(name: str) -> str:
+    if not valid_name(name):
+        raise UserError(f'error: "{name}" is not a valid {api.KIND} name: lower case letters, digits, "-" '
+                        f'and ".", starting and ending with a letter or digit, at most 253 characters',
+                        EXIT_USAGE)
+    return name
+
+
+def checked_namespace(namespace: str) -> str:
+    if not valid_namespace(namespace):
+        raise UserError(f'error: "{namespace}" is not a valid namespace: lower case letters, digits and "-", '
+                        f'starting and ending with a letter or digit, at most 63 characters', EXIT_USAGE)
+    return namespace
 
 
 class UserError(Exception):
@@ -96,8 +125,8 @@ class Cluster:
     # ---- what the plugin reads and writes --------------------------------------------------------
 
     def _isvc_path(self, namespace: str, name: str = "") -> str:
-        base = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{namespace}/{api.PLURAL}"
-        return f"{base}/{name}" if name else base
+        base = f"/apis/{api.GROUP}/{api.VERSION}/namespaces/{_segment(namespace)}/{api.PLURAL}"
+        return f"{base}/{_segment(name)}" if name else base
 
     def isvc(self, name: str, namespace: Optional[str] = None) -> Obj:
         return self.request("GET", self._isvc_path(namespace or self.namespace, name))
@@ -105,14 +134,24 @@ class Cluster:
     def isvcs(self, namespace: Optional[str] = None) -> list[Obj]:
         return self.request("GET", self._isvc_path(namespace or self.namespace)).get("items") or []
 
-    def children(self, isvc: Obj) -> tuple[list[Obj], list[Obj], Optional[Obj]]:
-        """The Deployments, pods and (when status names one) the HPA of an InferenceService."""
+    def children(self, isvc: Obj) -> tuple[list[Obj], list[Obj], Optional[Obj], Optional[Obj]]:
+        """The Deployments and pods of an InferenceService, and (when readable) its HPA and its
+        HTTPRoute (traffic: gatewayAPI)."""
         meta = isvc["metadata"]
-        ns, selector = meta["namespace"], f"{naming.ISVC_LABEL}={meta['name']}"
+        ns, selector = _segment(meta["namespace"]), f"{naming.ISVC_LABEL}={meta['name']}"
         query = [("labelSelector", selector)]
         deployments = self.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments", query=query)["items"]
         pods = self.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
-        return deployments, pods, self.hpa(isvc)
+        return deployments, pods, self.hpa(isvc), self.route(isvc)
+
+    def _optional(self, path: str) -> Optional[Obj]:
+        """An object the view can do without: None when absent or not readable as this user."""
+        try:
+            return self.request("GET", path)
+        except UserError as exc:
+            if "(NotFound)" in exc.line or "(Forbidden)" in exc.line:
+                return None
+            raise
 
     def hpa(self, isvc: Obj) -> Optional[Obj]:
         state = (isvc.get("status") or {}).get("autoscaler") or {}
@@ -121,13 +160,23 @@ class Cluster:
         from .autoscaling import keda_hpa_name
 
         name = keda_hpa_name(state["name"]) if state.get("kind") == "ScaledObject" else state["name"]
-        try:
-            return self.request("GET", f"/apis/autoscaling/v2/namespaces/{isvc['metadata']['namespace']}/"
-                                       f"horizontalpodautoscalers/{name}")
-        except UserError as exc:
-            if "(NotFound)" in exc.line or "(Forbidden)" in exc.line:
-                return None  # the view shows the autoscaler from status, without the HPA's readings
-            raise
+        return self._optional(f"/apis/autoscaling/v2/namespaces/{_segment(isvc['metadata']['namespace'])}/"
+                              f"horizontalpodautoscalers/{_segment(name)}")
+
+    def route(self, isvc: Obj) -> Optional[Obj]:
+        canary = ((isvc.get("spec") or {}).get("rollout") or {}).get("canary") or {}
+        if canary.get("traffic") != "gatewayAPI":
+            return None
+        meta = isvc["metadata"]
+        return self._optional(f"/apis/gateway.networking.k8s.io/v1/namespaces/{_segment(meta['namespace'])}/"
+                              f"httproutes/{_segment(naming.names(meta['name']).route)}")
+
+    def secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded (the analysis's Prometheus credentials, read as the user)."""
+        import base64
+
+        data = self.request("GET", f"/api/v1/namespaces/{_segment(namespace)}/secrets/{_segment(name)}").get("data")
+        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (data or {}).items()}
 
     def annotate(self, name: str, annotations: dict[str, Optional[str]], namespace: Optional[str] = None) -> Obj:
         """A JSON merge patch of the InferenceService's annotations (None removes one), as
@@ -137,42 +186,14 @@ class Cluster:
                             content_type="application/merge-patch+json")
 
 
+def _segment(text: str) -> str:
+    """One path segment, quoted: a name can never reach another path or a query."""
+    return quote(text, safe="")
+
+
 def _context_namespace(path: Optional[str], context: Optional[str]) -> Optional[str]:
     import kubernetes
 
     contexts, active = kubernetes.config.list_kube_config_contexts(config_file=path)
     chosen = next((c for c in contexts if c["name"] == context), None) if context else active
-    return ((chosen or {}).get("context") or {}).get("namespace") or os.environ.get("POD_NAMESPACE")
-
-
-# ---- the manual controls ------------------------------------------------------------------------------
-
-
-def control(cluster: Cluster, name: str, action: str, token: str) -> tuple[str, dict[str, Optional[str]]]:
-    """What ``promote``, ``promote --full``, ``abort``, ``pause`` and ``resume`` send: the README's
-    annotations (promote, promote-full and abort a new token each time; paused a level). Refused
-    with EXIT_NOTHING_TO_DO, writing nothing, when there is nothing to act on."""
-    isvc = cluster.isvc(name)
-    state = (isvc.get("status") or {}).get("canary") or {}
-    phase = state.get("phase")
-    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
-    paused = annotations.get(canary.PAUSED_ANNOTATION, "").lower() == "true"
-    ns = isvc["metadata"]["namespace"]
-    where = f'{api.PLURAL}/{name} in namespace "{ns}"'
-    if action in (canary.PROMOTE, canary.PROMOTE_FULL, canary.ABORT):
-        if phase not in canary.ACTIVE:
-            raise UserError(f"error: {where} has no canary in progress (status.canary.phase: {phase or 'none'}); "
-                            f"nothing to {action.replace('-full', '')}", EXIT_NOTHING_TO_DO)
-        patch: dict[str, Optional[str]] = {canary.ANNOTATION_PREFIX + action: token}
-    elif action == "pause":
-        if paused:
-            raise UserError(f"error: {where} is paused already", EXIT_NOTHING_TO_DO)
-        patch = {canary.PAUSED_ANNOTATION: "true"}
-    elif action == "resume":
-        if not paused:
-            raise UserError(f"error: {where} is not paused", EXIT_NOTHING_TO_DO)
-        patch = {canary.PAUSED_ANNOTATION: None}
-    else:
-        raise ValueError(action)
-    cluster.annotate(name, patch, namespace=ns)
-    return phase or "", patch
+    return ((chosen or {}).get("context") or {}).get("namespace")
