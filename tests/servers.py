@@ -131,3 +131,20 @@ def serving(server: http.server.HTTPServer) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def metrics_handler(exposition: bytes) -> type[http.server.BaseHTTPRequestHandler]:
+    """A /metrics endpoint that always answers ``exposition`` (Prometheus's text format)."""
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(exposition)))
+            self.end_headers()
+            self.wfile.write(exposition)
+
+        def log_message(self, *args):
+            pass
+
+    return Metrics

@@ -5,6 +5,7 @@ recording query function), and its HTTP server with a stand-in for the API serve
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -13,25 +14,35 @@ import pytest
 from inference_operator import analysis, api, dashboard, signals
 from inference_operator.userclient import UserError
 
-from .servers import serving
+from .servers import metrics_handler, serving
 from .test_overview import CANARY, NOW, REV_A, REV_B, canary_objects, isvc
 
 T0 = 1_764_000_000.0 - 600  # the canary started 10 minutes before NOW
 
 
-def recording(answer=lambda query, x: 0.5):
-    """A RangeQuery answering ``answer(query, x)`` at every step, and the queries it was asked."""
-    asked: list[tuple[str, float, float, float]] = []
+class Recording:
+    """A Reader answering ``answer(query, x)`` at every step, and ``revisions`` to a label query;
+    the queries it was asked."""
 
-    def query(text: str, start: float, end: float, step: float) -> dict[float, float]:
-        asked.append((text, start, end, step))
+    def __init__(self, answer=lambda query, x: 0.5, revisions=()) -> None:
+        self.answer, self.revisions = answer, list(revisions)
+        self.asked: list[tuple[str, float, float, float]] = []
+        self.label_queries: list[tuple[str, float, str]] = []
+
+    def range(self, text: str, start: float, end: float, step: float) -> dict[float, float]:
+        self.asked.append((text, start, end, step))
         out, x = {}, start
         while x <= end:
-            out[x] = answer(text, x)
+            out[x] = self.answer(text, x)
             x += step
         return out
 
-    return query, asked
+    def labels(self, query: str, at: float, label: str) -> list[str]:
+        self.label_queries.append((query, at, label))
+        return self.revisions
+
+    def queries(self) -> list[str]:
+        return [a[0] for a in self.asked]
 
 
 def started_canary(**changes) -> dict:
@@ -40,11 +51,11 @@ def started_canary(**changes) -> dict:
 
 def test_each_check_is_drawn_with_the_analysis_own_promql_and_its_bound():
     obj = isvc(started_canary())
-    query, asked = recording(lambda q, x: 0.004 if "revision=\"" + REV_B in q else 0.003)
-    out = dashboard.charts(obj, [], query, NOW)
+    prom = Recording(lambda q, x: 0.004 if "revision=\"" + REV_B in q else 0.003)
+    out = dashboard.charts(obj, [], prom, NOW)
     typed = api.parse(obj)
     q = analysis.queries(typed.spec.rollout.canary.analysis, "default", "resnet50", REV_B, REV_A)
-    asked_queries = [a[0] for a in asked]
+    asked_queries = prom.queries()
     assert q.canary["errorRate"] in asked_queries and q.canary["requestLatency"] in asked_queries
     assert q.stable["requestLatency"] in asked_queries
     charts = {c["id"]: c for c in out["charts"]}
@@ -65,15 +76,17 @@ def test_each_check_is_drawn_with_the_analysis_own_promql_and_its_bound():
 def test_the_weight_asked_comes_from_status_and_samples_and_the_share_from_prometheus():
     obj = isvc(started_canary(stepIndex=2, weight=50, effectiveWeight=50))
     samples = [(T0 - 30, {"weight": 0}), (T0 + 120, {"weight": 25, "effectiveWeight": 25})]
-    query, asked = recording(lambda q, x: 42.0)
-    chart = {c["id"]: c for c in dashboard.charts(obj, samples, query, NOW)["charts"]}["weight"]
+    prom = Recording(lambda q, x: 42.0)
+    chart = {c["id"]: c for c in dashboard.charts(obj, samples, prom, NOW)["charts"]}["weight"]
     xs, asked_weight = chart["data"][0], chart["data"][1]
     at = dict(zip(xs, asked_weight))
     assert at[T0 - 60] is None  # nothing known yet
     assert at[T0 - 30] == 0  # sampled before the canary
-    assert at[T0] == 25 and at[T0 + 120] == 25  # the first step's weight, from status.canary.startedAt
+    assert at[T0] == 25  # the first step's weight, from status.canary.startedAt
+    assert at[T0 + 15] is None  # when the first step ended is not in status: a gap
+    assert at[T0 + 120] == 25  # what the dashboard saw
     assert at[T0 + 300] == 50 and asked_weight[-1] == 50  # the current step's, from stepStartedAt
-    share = next(a[0] for a in asked if "100 * sum(rate(nv_inference_request_success" in a[0])
+    share = next(q for q in prom.queries() if "100 * sum(rate(nv_inference_request_success" in q)
     assert f'revision="{REV_B}"' in share and 'inferenceservice="resnet"' in share
     assert set(chart["data"][3]) == {42.0}
 
@@ -82,19 +95,20 @@ def test_replicas_against_each_autoscaling_signal_and_its_target():
     obj = isvc(started_canary(phase="Promoted"), autoscaling={"engine": "keda", "maxReplicas": 8, "window": "30s",
                                                               "targets": [{"name": "queueTime", "value": "50ms"},
                                                                           {"name": "pendingRequests", "value": "4"}]})
-    query, asked = recording(lambda q, x: 3.0 if q.startswith("count(") else 0.08)
-    out = dashboard.charts(obj, [(T0, {"replicas": 3, "desiredReplicas": 4})], query, NOW)
+    prom = Recording(lambda q, x: 3.0 if q.startswith("count(") else 0.08, revisions=[REV_A, REV_B])
+    out = dashboard.charts(obj, [(T0, {"replicas": 3, "desiredReplicas": 4})], prom, NOW)
     charts = {c["id"]: c for c in out["charts"]}
     queue = charts["autoscaling-queueTime"]
     assert queue["unit2"] == "seconds" and [s["axis"] for s in queue["series"]] == ["y", "y", "y", "y2", "y2"]
     assert set(queue["data"][5]) == {0.05} and set(queue["data"][4]) == {0.08} and set(queue["data"][1]) == {3.0}
     assert queue["data"][3][-1] == 4 and queue["data"][2][-1] == 3
+    # The ScaledObject's own query, without `or vector(0)`: no data is drawn as a gap.
     keda = signals.keda_query("queueTime", "default", "resnet", "30s")
-    assert keda in [a[0] for a in asked]
+    assert keda.endswith(" or vector(0)") and keda.removesuffix(" or vector(0)") in prom.queries()
     pending = charts["autoscaling-pendingRequests"]
     assert pending["series"][3]["label"] == "pendingRequests per replica"
-    assert any(a[0].startswith("(" + signals.keda_query("pendingRequests", "default", "resnet", "30s"))
-               for a in asked)
+    pending_query = signals.keda_query("pendingRequests", "default", "resnet", "30s", empty_is_zero=False)
+    assert any(q.startswith(f"({pending_query}) / clamp_min(") for q in prom.queries())
     # A finished canary: the range ends a minute after its last analysis, not now.
     assert not out["active"] and out["range"][1] == pytest.approx(dashboard.canary.parse_time(
         CANARY["lastAnalysisAt"]) + 60)
@@ -108,16 +122,16 @@ def test_no_prometheus_or_a_failing_one_is_said_and_status_is_still_drawn():
     assert set(charts) == {"weight", "replicas"}  # the checks need Prometheus; status's series do not
     assert charts["weight"]["data"][1][-1] == 25
 
-    def failing(*_):
-        raise dashboard.QueryFailed("HTTP 503")
-
-    out = dashboard.charts(obj, [], failing, NOW)
+    out = dashboard.charts(obj, [], dashboard._Missing("HTTP 503"), NOW)
     assert "errorRate: HTTP 503" in out["errors"]
 
 
 def test_no_canary_shows_the_last_15_minutes_of_replicas():
-    out = dashboard.charts(isvc(), [], recording()[0], NOW)
+    out = dashboard.charts(isvc(), [], Recording(), NOW)
     assert [c["id"] for c in out["charts"]] == ["replicas"] and out["range"] == [NOW - 900, NOW]
+    young = isvc()
+    young["metadata"]["creationTimestamp"] = "2025-11-24T15:58:00Z"  # two minutes before NOW
+    assert dashboard.charts(young, [], Recording(), NOW)["range"] == [NOW - 180, NOW]
     assert len(out["charts"][0]["data"][0]) <= dashboard.MAX_POINTS + 1
 
 
@@ -159,7 +173,7 @@ class FakeCluster:
 
     def children(self, obj):
         deps, pods = canary_objects()
-        return deps, pods, None
+        return deps, pods, None, None
 
 
 @pytest.fixture
@@ -202,7 +216,128 @@ def test_the_server_serves_pages_data_and_its_own_scripts(served):
 
 def test_the_server_serves_nothing_else(served):
     for path in ("/static/..%2Fplugin.py", "/static/../plugin.py", "/static/dashboard.py", "/etc/passwd",
-                 "/isvc/default"):
+                 "/isvc/default", "/api/isvc/..%2F..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets%2Fx/y",
+                 "/api/isvc/default/x%3FlabelSelector%3Da", "/api/isvc/Default/resnet", "/isvc/default/a_b"):
         assert get(served + path)[0] == 404, path
     code, _, body = get(served + "/api/isvc/default/absent")
     assert code == 502 and json.loads(body) == {"error": 'Error from server (NotFound): inferenceservices "absent" not found'}
+
+
+def test_a_page_that_is_not_the_dashboard_s_own_is_refused(served):
+    """DNS rebinding: a page elsewhere whose name now points at 127.0.0.1 still sends its own Host."""
+    request = urllib.request.Request(served + "/api/isvc/default/resnet", headers={"Host": "evil.example"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("served")
+    except urllib.error.HTTPError as e:
+        assert e.code == 403
+    port = served.rsplit(":", 1)[1]
+    request = urllib.request.Request(served + "/", headers={"Host": f"localhost:{port}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
+        assert r.status == 200
+
+
+def test_a_failure_of_the_dashboard_is_one_line_to_the_page(served, monkeypatch, capsys):
+    monkeypatch.setattr(dashboard.Dashboard, "data", lambda self, ns, name: 1 / 0)
+    code, _, body = get(served + "/api/isvc/default/resnet")
+    assert code == 500 and json.loads(body) == {"error": "the dashboard failed: ZeroDivisionError: division by zero"}
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_promoted_canary_is_still_drawn_against_the_revision_it_replaced():
+    promoted = started_canary(phase="Promoted", stableRevision=REV_B)  # status names the canary as stable now
+    obj = isvc(promoted)
+    # The dashboard saw the canary run: its memory names the stable.
+    seen = [(T0 + 5, {"revision": REV_B, "stableRevision": REV_A})]
+    prom = Recording()
+    out = dashboard.charts(obj, seen, prom, NOW)
+    lat = {c["id"]: c for c in out["charts"]}["check-requestLatency"]
+    assert [s["label"] for s in lat["series"]] == [f"canary {REV_B}", f"stable {REV_A}", "stable +20%"]
+    assert prom.label_queries == []
+    # It did not: Prometheus names the other revision it saw at the last analysis.
+    prom = Recording(revisions=[REV_A, REV_B])
+    lat = {c["id"]: c for c in dashboard.charts(obj, [], prom, NOW)["charts"]}["check-requestLatency"]
+    assert [s["label"] for s in lat["series"]][1] == f"stable {REV_A}"
+    [(query, at, label)] = prom.label_queries
+    assert label == "revision" and at == dashboard.canary.parse_time(CANARY["lastAnalysisAt"])
+    # Neither: said, and the canary drawn alone.
+    out = dashboard.charts(obj, [], Recording(revisions=[REV_B]), NOW)
+    lat = {c["id"]: c for c in out["charts"]}["check-requestLatency"]
+    assert [s["role"] for s in lat["series"]] == ["value"]
+    assert any(e.startswith("the stable revision's line:") for e in out["errors"]), out["errors"]
+
+
+def test_the_effective_weight_is_drawn_from_the_samples():
+    obj = isvc(started_canary())
+    chart = {c["id"]: c for c in dashboard.charts(obj, [(T0 + 1, {"weight": 25, "effectiveWeight": 20})],
+                                                  Recording(), NOW)["charts"]}["weight"]
+    assert chart["series"][1]["label"] == "effective weight (status)" and chart["data"][2][-1] == 20
+
+
+def test_the_real_prometheus_one_series_per_plot_and_the_revisions_it_saw(tmp_path):
+    import http.server
+
+    from .prometheus import Prometheus, require_prometheus
+
+    require_prometheus()
+    Metrics = metrics_handler(b'# TYPE nv_inference_request_success counter\nnv_inference_request_success{model="m"} 7\n')
+
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)) as a, \
+            serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)) as b, \
+            Prometheus([], workdir=tmp_path / "prometheus", file_sd=True) as prom:
+        prom.set_file_targets([(a.removeprefix("http://"), {"namespace": "ns", "inferenceservice": "s", "revision": "r1"}),
+                               (b.removeprefix("http://"), {"namespace": "ns", "inferenceservice": "s", "revision": "r2"})])
+        prom.wait_for('count(nv_inference_request_success{namespace="ns"}) == 2', timeout=30)
+        reader = dashboard.PrometheusReader(prom.url)
+        now = float(int(time.time()) + 1)  # a whole second after both were seen
+        time.sleep(max(0.0, now - time.time()) + 0.1)
+        values = reader.range('sum(nv_inference_request_success{namespace="ns"})', now - 10, now, 2)
+        assert values and set(values) <= {now - 10 + 2 * i for i in range(6)} and values[now] == 14
+        with pytest.raises(dashboard.QueryFailed, match="gives 2 series, not one number"):
+            reader.range('nv_inference_request_success{namespace="ns"}', now - 10, now, 2)
+        assert reader.labels('nv_inference_request_success{namespace="ns"}', now, "revision") == ["r1", "r2"]
+        with pytest.raises(dashboard.QueryFailed):
+            reader.range("sum(", now - 10, now, 2)
+    with pytest.raises(dashboard.QueryFailed):
+        dashboard.PrometheusReader(prom.url, timeout=2).range("up", now - 10, now, 2)  # stopped
+
+
+class Scripted(FakeCluster):
+    """A cluster whose InferenceService is given, and whose Secret reads are recorded or refused."""
+
+    def __init__(self, obj, secret=None):
+        super().__init__(obj)
+        self.secret_data, self.secret_reads = secret, []
+
+    def secret(self, namespace, name):
+        self.secret_reads.append((namespace, name))
+        if self.secret_data is None:
+            raise UserError(f'Error from server (Forbidden): secrets "{name}" is forbidden')
+        return self.secret_data
+
+
+def test_the_analysis_credentials_are_read_as_the_user_or_the_page_says_why_not():
+    obj = isvc(started_canary())
+    obj["spec"]["rollout"]["canary"]["analysis"]["prometheus"]["secretName"] = "prom-creds"
+    board = dashboard.Dashboard(Scripted(obj, {"token": "s3cret"}))
+    reader, problems = board.reader(obj)
+    assert problems == [] and reader.client.headers == {"Authorization": "Bearer s3cret"}
+    board = dashboard.Dashboard(Scripted(obj, None))
+    reader, problems = board.reader(obj)
+    assert reader.client.headers is None
+    assert problems == ['Prometheus credentials (Secret prom-creds) not readable as you: Error from server '
+                        '(Forbidden): secrets "prom-creds" is forbidden; pass --prometheus-token-file']
+    cluster = Scripted(obj, None)
+    reader, problems = dashboard.Dashboard(cluster, token="t").reader(obj)  # --prometheus-token-file wins
+    assert problems == [] and reader.client.headers == {"Authorization": "Bearer t"} and cluster.secret_reads == []
+
+
+def test_an_idle_page_refreshes_less_often():
+    board = dashboard.Dashboard(FakeCluster(isvc(started_canary(phase="Promoted"))), refresh=1.0, clock=lambda: NOW)
+    assert board.data("default", "resnet")["refresh"] == dashboard.IDLE_REFRESH_SECONDS
+
+
+def test_the_index_escapes_what_status_says():
+    obj = isvc(started_canary(phase="<script>alert(1)</script>"))
+    page = dashboard.Dashboard(FakeCluster(obj)).index()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page

@@ -72,20 +72,10 @@ def test_file_sd_targets_follow_the_file(tmp_path):
     import http.server
     import threading
 
+    from .servers import metrics_handler
+
     require_prometheus()
-
-    class Metrics(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"# TYPE demo_total counter\ndemo_total 7\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
+    Metrics = metrics_handler(b"# TYPE demo_total counter\ndemo_total 7\n")
     servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics) for _ in range(2)]
     threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
     for t in threads:

@@ -75,14 +75,17 @@ def matchers(namespace: str, inferenceservice: str) -> str:
 
 
 def keda_query(signal: str, namespace: str, inferenceservice: str, window: str,
-               custom: Optional[str] = None) -> str:
+               custom: Optional[str] = None, empty_is_zero: bool = True) -> str:
     """One number for the whole InferenceService, as a KEDA Prometheus trigger wants it: an
     average signal over every pod's requests (a Value), an additive one summed (an AverageValue,
-    which the HPA divides by the replicas). Empty (no pod scraped yet) reads 0."""
+    which the HPA divides by the replicas). Empty (no pod scraped yet) reads 0, unless
+    ``empty_is_zero`` is off (a plot draws no data as a gap, not a zero)."""
     sel = matchers(namespace, inferenceservice)
     text = custom.replace("{{selector}}", sel) if custom is not None else query(signal, sel, window,
                                                                                INFERENCESERVICE_LABEL)
-    return f"sum({text}) or vector(0)" if custom is None else text
+    if custom is not None:
+        return text
+    return f"sum({text}) or vector(0)" if empty_is_zero else f"sum({text})"
 
 
 @dataclasses.dataclass(frozen=True)
