@@ -11,6 +11,7 @@ import pytest
 
 from .conftest import Kubectl, wait_for
 from .test_e2e import condition, manifest, pods_of, wait_ready
+from .viewers import Plugin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CRDS = ("gatewayclasses", "gateways", "httproutes", "referencegrants")
@@ -70,6 +71,9 @@ def test_the_route_weights_follow_the_steps_and_promotion_keeps_the_pods(kubectl
     kubectl("annotate", "--overwrite", "infsvc/resnet", "-n", ns, f"{PREFIX}/promote=step-1")
     wait_for(lambda: weights(kubectl, ns) == [("resnet-stable", 40), ("resnet-canary", 60)], "the route at 40/60",
              timeout=180)
+    # kubectl inference get shows what the route sends.
+    view = Plugin(kubectl).json("resnet", "-n", ns)
+    assert {r["role"]: r["weight"] for r in view["revisions"]} == {"stable": 40, "canary": 60}, view["revisions"]
     canary_pods = wait_for(lambda: (p := {x["metadata"]["uid"] for x in pods_of(kubectl, ns, "resnet")
                                           if x["metadata"]["labels"].get(f"{PREFIX}/track") == "canary"
                                           and not x["metadata"].get("deletionTimestamp")}) and len(p) == 3 and p,
