@@ -4,7 +4,9 @@ recording query function), and its HTTP server with a stand-in for the API serve
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -108,7 +110,7 @@ def test_replicas_against_each_autoscaling_signal_and_its_target():
     pending = charts["autoscaling-pendingRequests"]
     assert pending["series"][3]["label"] == "pendingRequests per replica"
     pending_query = signals.keda_query("pendingRequests", "default", "resnet", "30s", empty_is_zero=False)
-    assert any(q.startswith(f"({pending_query}) / clamp_min(") for q in prom.queries())
+    assert any(q.startswith(f"sum({pending_query}) / clamp_min(") for q in prom.queries())
     # A finished canary: the range ends a minute after its last analysis, not now.
     assert not out["active"] and out["range"][1] == pytest.approx(dashboard.canary.parse_time(
         CANARY["lastAnalysisAt"]) + 60)
@@ -235,6 +237,16 @@ def test_a_page_that_is_not_the_dashboard_s_own_is_refused(served):
     request = urllib.request.Request(served + "/", headers={"Host": f"localhost:{port}"})
     with urllib.request.urlopen(request, timeout=10) as r:
         assert r.status == 200
+    for host in ("127.0.0.1:1", "localhost", "127.0.0.1"):
+        request = urllib.request.Request(served + "/", headers={"Host": host})
+        try:
+            urllib.request.urlopen(request, timeout=10)
+            raise AssertionError(f"served to Host {host}")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as conn:  # HTTP/1.0, no Host at all
+        conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.0 403")
 
 
 def test_a_failure_of_the_dashboard_is_one_line_to_the_page(served, monkeypatch, capsys):
@@ -293,7 +305,7 @@ def test_the_real_prometheus_one_series_per_plot_and_the_revisions_it_saw(tmp_pa
         time.sleep(max(0.0, now - time.time()) + 0.1)
         values = reader.range('sum(nv_inference_request_success{namespace="ns"})', now - 10, now, 2)
         assert values and set(values) <= {now - 10 + 2 * i for i in range(6)} and values[now] == 14
-        with pytest.raises(dashboard.QueryFailed, match="gives 2 series, not one number"):
+        with pytest.raises(dashboard.QueryFailed, match="gives 2 series at once, not one number"):
             reader.range('nv_inference_request_success{namespace="ns"}', now - 10, now, 2)
         assert reader.labels('nv_inference_request_success{namespace="ns"}', now, "revision") == ["r1", "r2"]
         with pytest.raises(dashboard.QueryFailed):
@@ -316,20 +328,83 @@ class Scripted(FakeCluster):
         return self.secret_data
 
 
-def test_the_analysis_credentials_are_read_as_the_user_or_the_page_says_why_not():
+def _secret(data: dict, labelled: bool = True, kind: str = "Opaque") -> dict:
+    labels = {"serving.inference-operator.io/prometheus-credentials": "true"} if labelled else {}
+    return {"metadata": {"name": "prom-creds", "labels": labels}, "type": kind,
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def _with_secret_name(address: str = "http://prom.example:9090") -> dict:
     obj = isvc(started_canary())
-    obj["spec"]["rollout"]["canary"]["analysis"]["prometheus"]["secretName"] = "prom-creds"
-    board = dashboard.Dashboard(Scripted(obj, {"token": "s3cret"}))
-    reader, problems = board.reader(obj)
-    assert problems == [] and reader.client.headers == {"Authorization": "Bearer s3cret"}
-    board = dashboard.Dashboard(Scripted(obj, None))
-    reader, problems = board.reader(obj)
+    obj["spec"]["rollout"]["canary"]["analysis"]["prometheus"] = {"address": address, "secretName": "prom-creds"}
+    return obj
+
+
+def test_the_analysis_credentials_are_read_as_the_user_and_used_as_the_operator_uses_them():
+    obj = _with_secret_name()
+    reader, problems = dashboard.Dashboard(Scripted(obj, _secret({"token": "s3cret\n"}))).reader(obj)
+    assert problems == [] and reader.client.headers == {"Authorization": "Bearer s3cret"}  # stripped
+    reader, problems = dashboard.Dashboard(Scripted(obj, _secret({"username": "u", "password": "p"}))).reader(obj)
+    assert problems == [] and reader.client.auth == ("u", "p")
+
+
+@pytest.mark.parametrize("secret,why", [
+    (_secret({"token": "t"}, labelled=False), "is not labelled serving.inference-operator.io/prometheus-credentials=true"),
+    (_secret({"token": "t"}, kind="kubernetes.io/service-account-token"), "is a service account token"),
+    (_secret({"other": "x"}), "holds neither token nor username"),
+])
+def test_a_secret_the_operator_would_not_use_is_not_sent_either(secret, why):
+    """Whoever writes the spec names the Secret and the address: only a Secret labelled for
+    Prometheus goes there, never a service account's token (as the operator, rollout.py)."""
+    obj = _with_secret_name("https://attacker.example")
+    reader, problems = dashboard.Dashboard(Scripted(obj, secret)).reader(obj)
+    assert reader.client.headers is None and reader.client.auth is None
+    assert problems == [f"Prometheus credentials not used: Secret default/prom-creds {why}"]
+
+
+def test_credentials_go_only_to_the_analysis_address_or_the_one_given():
+    obj = isvc(started_canary(), autoscaling={"engine": "keda", "maxReplicas": 3,
+                                              "keda": {"serverAddress": "http://keda-prom.example"}})
+    obj["spec"]["rollout"]["canary"]["analysis"]["prometheus"] = {"secretName": "prom-creds"}  # no address
+    cluster = Scripted(obj, _secret({"token": "t"}))
+    reader, _ = dashboard.Dashboard(cluster).reader(obj)  # the KEDA address, a fallback: no credentials
+    assert reader.client.url == "http://keda-prom.example" and reader.client.headers is None
+    assert cluster.secret_reads == []
+    reader, _ = dashboard.Dashboard(cluster, prometheus="http://127.0.0.1:9090").reader(obj)  # given: yes
+    assert reader.client.headers == {"Authorization": "Bearer t"}
+
+
+def test_the_analysis_credentials_not_readable_as_the_user_are_said():
+    obj = _with_secret_name()
+    reader, problems = dashboard.Dashboard(Scripted(obj, None)).reader(obj)
     assert reader.client.headers is None
     assert problems == ['Prometheus credentials (Secret prom-creds) not readable as you: Error from server '
-                        '(Forbidden): secrets "prom-creds" is forbidden; pass --prometheus-token-file']
+                        '(Forbidden): secrets "prom-creds" is forbidden; pass --prometheus-token-file with --prometheus']
     cluster = Scripted(obj, None)
-    reader, problems = dashboard.Dashboard(cluster, token="t").reader(obj)  # --prometheus-token-file wins
+    reader, problems = dashboard.Dashboard(cluster, prometheus="http://127.0.0.1:9090", token="t").reader(obj)
     assert problems == [] and reader.client.headers == {"Authorization": "Bearer t"} and cluster.secret_reads == []
+    assert reader.client.url == "http://127.0.0.1:9090"
+
+
+def test_an_invalid_header_is_said_without_quoting_it():
+    reader = dashboard.PrometheusReader("http://127.0.0.1:9", analysis.Auth(token="bad\ntoken"))
+    with pytest.raises(dashboard.QueryFailed) as exc:
+        reader.range("up", 0, 10, 5)
+    assert str(exc.value) == "the credentials are not a valid HTTP header"
+
+
+def test_a_promotion_from_a_later_step_leaves_the_steps_between_as_a_gap():
+    obj = isvc(started_canary(phase="Promoting", stepIndex=1, weight=100))
+    obj["spec"]["rollout"]["canary"]["steps"] = [{"weight": 10}, {"weight": 50}]
+    at = dict(zip(*[c for c in dashboard.charts(obj, [], Recording(), NOW)["charts"]
+                    if c["id"] == "weight"][0]["data"][:2]))
+    assert at[T0] == 10 and at[T0 + 15] is None and at[T0 + 300] == 100  # step 2 (50%) was not seen
+
+
+def test_a_clock_behind_the_api_server_draws_one_point_not_a_failure():
+    obj = isvc(started_canary())
+    out = dashboard.charts(obj, [], Recording(), T0 - 600)  # "now" before the canary started
+    assert all(len(c["data"][0]) == 1 for c in out["charts"]) and out["charts"]
 
 
 def test_an_idle_page_refreshes_less_often():

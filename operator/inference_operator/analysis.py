@@ -246,6 +246,30 @@ class Auth:
     password: Optional[str] = None
 
 
+CREDENTIALS_LABEL = f"{api.GROUP}/prometheus-credentials"
+
+
+def auth_from_secret(secret: dict, namespace: str, name: str) -> Auth:
+    """Prometheus credentials from a Secret as the API server returns it: ``token`` (bearer), or
+    ``username`` and ``password`` (basic). Whoever may create an InferenceService names the Secret
+    and the address its token goes to: only a Secret labelled for it is used, never a service
+    account's token (LookupError says why). Used by the operator and by the dashboard alike."""
+    import base64
+
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(CREDENTIALS_LABEL) != "true":
+        raise LookupError(f"Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}=true")
+    if secret.get("type") == "kubernetes.io/service-account-token":
+        raise LookupError(f"Secret {namespace}/{name} is a service account token")
+    data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
+    if not data.get("token") and not data.get("username"):
+        raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")
+    # Files made with --from-file end in a newline, which no header may hold.
+    data = {k: v.strip() for k, v in data.items()}
+    return Auth(token=data.get("token") or None, username=data.get("username") or None,
+                password=data.get("password") or None)
+
+
 def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = None,
                      timeout: float = QUERY_TIMEOUT_SECONDS) -> Query:
     """A ``Query`` against the Prometheus at ``address``: instant queries, all at the same instant

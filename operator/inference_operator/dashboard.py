@@ -112,6 +112,7 @@ def _step_lookup(samples: list[tuple[float, Obj]], key: str, xs: list[float]) ->
 def grid(start: float, end: float, minimum_step: float) -> tuple[list[float], float]:
     """Whole-second instants from start to end, at least ``minimum_step`` apart, at most MAX_POINTS."""
     start, end = math.floor(start), math.ceil(end)
+    end = max(start, end)  # a clock behind the API server's: one point, not none
     step = max(1.0, float(math.ceil(minimum_step)), float(math.ceil((end - start) / MAX_POINTS)))
     n = int((end - start) // step) + 1
     return [start + i * step for i in range(n)], step
@@ -223,10 +224,11 @@ def known_weights(isvc: api.InferenceService, state: Obj) -> list[tuple[float, O
         return []
     out: list[tuple[float, Obj]] = []
     started, step_started = canary.parse_time(state.get("startedAt")), canary.parse_time(state.get("stepStartedAt"))
-    index = state.get("stepIndex") or 0
+    # Steps begun so far (promoting counts as one more: its start is stepStartedAt, its weight 100).
+    begun = (state.get("stepIndex") or 0) + (1 if state.get("phase") == canary.PROMOTING else 0)
     if started is not None:
         out.append((started, {"weight": canary.step_weight(cfg.steps, 0)}))
-        if index > 1:
+        if begun > 1:
             out.append((started + 1, {"weight": None}))  # the first step's end is not in status
     if step_started is not None and state.get("weight") is not None:
         out.append((step_started, {"weight": state["weight"]}))
@@ -283,7 +285,8 @@ def autoscaling_charts(isvc: api.InferenceService, samples: list[tuple[float, Ob
                                   empty_is_zero=False)
         per = ""
         if additive(target):
-            text = f"({text}) / clamp_min(({pods_query}), 1)"
+            # One number over the pods reporting (sum: a custom query may keep labels the count has not).
+            text = f"sum({text}) / clamp_min(({pods_query}), 1)"
             per = " per replica"
         try:
             values = _on_grid(prom.range(text, xs[0], xs[-1], step), xs)
@@ -341,32 +344,29 @@ def charts(isvc_obj: Obj, samples: list[tuple[float, Obj]], prom: Optional[Reade
 # ---- Prometheus -------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Credentials:
-    token: Optional[str] = None
-    username: Optional[str] = None
-    password: Optional[str] = None
-
-
 class PrometheusReader:
     """A Reader over prometheus-api-client, a timeout on every call, no retries (the page's next
     refresh is the retry)."""
 
-    def __init__(self, address: str, credentials: Credentials = Credentials(),
+    def __init__(self, address: str, auth: analysis.Auth = analysis.Auth(),
                  timeout: float = analysis.QUERY_TIMEOUT_SECONDS) -> None:
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
-        headers = {"Authorization": f"Bearer {credentials.token}"} if credentials.token else None
-        basic = (credentials.username, credentials.password or "") if credentials.username else None
-        self.secrets = [v for v in (credentials.token, credentials.password) if v]
+        headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else None
+        basic = (auth.username, auth.password or "") if auth.username else None
+        self.secrets = [v for v in (auth.token, auth.password) if v]
         self.client = PrometheusConnect(url=address.rstrip("/"), headers=headers, auth=basic, disable_ssl=False,
                                         retry=Retry(total=0, raise_on_status=False), timeout=timeout)
 
     def _failed(self, exc: Exception) -> QueryFailed:
+        import requests
+
+        if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the header
+            return QueryFailed("the credentials are not a valid HTTP header")
         text = " ".join(str(exc).split())[:300]
         for value in self.secrets:
-            text = text.replace(value, "<redacted>")
+            text = text.replace(value, "<redacted>").replace(repr(value)[1:-1], "<redacted>")
         return QueryFailed(text)
 
     def range(self, query: str, start: float, end: float, step: float) -> dict[float, float]:
@@ -376,10 +376,16 @@ class PrometheusReader:
                                                     datetime.datetime.fromtimestamp(end, utc), f"{step:g}s")
         except Exception as exc:  # noqa: BLE001 -- the client raises several kinds; all mean no data
             raise self._failed(exc) from exc
-        if len(result) > 1:
-            # As the analysis: a check's query must give one number (several is no verdict).
-            raise QueryFailed(f"the query gives {len(result)} series, not one number")
-        return {float(x): float(v) for series in result for x, v in series.get("values") or []}
+        # As the analysis: one number at an instant, or no verdict there. Series may follow one
+        # another (a pod replaced); where several have a value at once, the plot has a gap.
+        at: dict[float, list[float]] = {}
+        for series in result:
+            for x, v in series.get("values") or []:
+                at.setdefault(float(x), []).append(float(v))
+        values = {x: vs[0] for x, vs in at.items() if len(vs) == 1}
+        if at and not values:
+            raise QueryFailed(f"the query gives {len(result)} series at once, not one number")
+        return values
 
     def labels(self, query: str, at: float, label: str) -> list[str]:
         try:
@@ -389,18 +395,24 @@ class PrometheusReader:
         return sorted({(s.get("metric") or {}).get(label, "") for s in result} - {""})
 
 
-def prometheus_address(isvc: Obj, override: Optional[str]) -> Optional[str]:
+def _analysis_prometheus(isvc: Obj) -> Obj:
     spec = isvc.get("spec") or {}
-    analysis_address = (((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {})
-                         .get("prometheus") or {}).get("address"))
-    keda_address = (((spec.get("autoscaling") or {}).get("keda") or {}).get("serverAddress"))
-    return override or analysis_address or keda_address or os.environ.get("INFERENCE_OPERATOR_PROMETHEUS_URL")
+    return ((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {}).get("prometheus") or {})
+
+
+def analysis_address(isvc: Obj) -> Optional[str]:
+    return _analysis_prometheus(isvc).get("address")
+
+
+def prometheus_address(isvc: Obj, override: Optional[str]) -> Optional[str]:
+    """--prometheus, the analysis's address, KEDA's, then INFERENCE_OPERATOR_PROMETHEUS_URL here
+    (the operator's own default is not known from outside: pass --prometheus)."""
+    keda_address = ((((isvc.get("spec") or {}).get("autoscaling") or {}).get("keda") or {}).get("serverAddress"))
+    return override or analysis_address(isvc) or keda_address or os.environ.get("INFERENCE_OPERATOR_PROMETHEUS_URL")
 
 
 def credentials_secret(isvc: Obj) -> Optional[str]:
-    spec = isvc.get("spec") or {}
-    return (((((spec.get("rollout") or {}).get("canary") or {}).get("analysis") or {})
-             .get("prometheus") or {}).get("secretName"))
+    return _analysis_prometheus(isvc).get("secretName")
 
 
 # ---- the server ---------------------------------------------------------------------------------------------
@@ -435,20 +447,28 @@ class Dashboard:
         self.recorder = Recorder()
 
     def reader(self, isvc: Obj) -> tuple[Optional[Reader], list[str]]:
-        """Prometheus for this InferenceService, with the analysis's credentials when it names some
-        (read as the user) unless a token was given."""
+        """Prometheus for this InferenceService, and with which credentials: the token file's only
+        for the --prometheus given with it; the analysis's Secret (read as the user, and used only
+        when labelled for it, as the operator does) only for the analysis's own address or the
+        --prometheus given; none for a fallback address."""
         address = prometheus_address(isvc, self.prometheus)
         if not address:
             return None, []
+        if self.token and self.prometheus:
+            return PrometheusReader(address, analysis.Auth(token=self.token)), []
         secret = credentials_secret(isvc)
-        if self.token or not secret:
-            return PrometheusReader(address, Credentials(token=self.token)), []
+        spec_address = analysis_address(isvc)
+        if not secret or address not in (self.prometheus, spec_address):
+            return PrometheusReader(address), []
+        namespace = isvc["metadata"]["namespace"]
         try:
-            data = self.cluster.secret(isvc["metadata"]["namespace"], secret)
+            auth = analysis.auth_from_secret(self.cluster.secret(namespace, secret), namespace, secret)
         except UserError as exc:
             return PrometheusReader(address), [f"Prometheus credentials (Secret {secret}) not readable as you: "
-                                               f"{exc.line}; pass --prometheus-token-file"]
-        return PrometheusReader(address, Credentials(data.get("token"), data.get("username"), data.get("password"))), []
+                                               f"{exc.line}; pass --prometheus-token-file with --prometheus"]
+        except LookupError as exc:
+            return PrometheusReader(address), [f"Prometheus credentials not used: {exc}"]
+        return PrometheusReader(address, auth), []
 
     def data(self, namespace: str, name: str) -> Obj:
         isvc = self.cluster.isvc(name, namespace)

@@ -170,31 +170,17 @@ def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.
 
 
 SECRET = children.Kind("v1", "Secret", "secrets")
-CREDENTIALS_LABEL = f"{api.GROUP}/prometheus-credentials"
+CREDENTIALS_LABEL = analysis.CREDENTIALS_LABEL
 
 
 def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
-    """Prometheus credentials from a Secret: ``token`` (bearer), or ``username`` and ``password``
-    (basic). Read when an analysis runs, never cached (a rotated token is used at once)."""
-    import base64
+    """Prometheus credentials from a Secret (``analysis.auth_from_secret``). Read when an analysis
+    runs, never cached (a rotated token is used at once)."""
 
     def read(namespace: str, name: str) -> analysis.Auth:
         secret = kube.get(Ref(SECRET, namespace, name))
         if secret is None:
             raise LookupError(f"Secret {namespace}/{name} does not exist")
-        # Whoever may create an InferenceService names the Secret and the address its token goes
-        # to: only a Secret labelled for it is read, never a service account's token.
-        labels = (secret.get("metadata") or {}).get("labels") or {}
-        if labels.get(CREDENTIALS_LABEL) != "true":
-            raise LookupError(f"Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}=true")
-        if secret.get("type") == "kubernetes.io/service-account-token":
-            raise LookupError(f"Secret {namespace}/{name} is a service account token")
-        data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-        if not data.get("token") and not data.get("username"):
-            raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")
-        # Files made with --from-file end in a newline, which no header may hold.
-        data = {k: v.strip() for k, v in data.items()}
-        return analysis.Auth(token=data.get("token") or None, username=data.get("username") or None,
-                             password=data.get("password") or None)
+        return analysis.auth_from_secret(secret, namespace, name)
 
     return read

@@ -171,12 +171,10 @@ class Cluster:
         return self._optional(f"/apis/gateway.networking.k8s.io/v1/namespaces/{_segment(meta['namespace'])}/"
                               f"httproutes/{_segment(naming.names(meta['name']).route)}")
 
-    def secret(self, namespace: str, name: str) -> dict[str, str]:
-        """A Secret's data, decoded (the analysis's Prometheus credentials, read as the user)."""
-        import base64
-
-        data = self.request("GET", f"/api/v1/namespaces/{_segment(namespace)}/secrets/{_segment(name)}").get("data")
-        return {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (data or {}).items()}
+    def secret(self, namespace: str, name: str) -> Obj:
+        """A Secret as the API server returns it (the analysis's Prometheus credentials, read as the
+        user; ``analysis.auth_from_secret`` decides whether it may be used)."""
+        return self.request("GET", f"/api/v1/namespaces/{_segment(namespace)}/secrets/{_segment(name)}")
 
     def annotate(self, name: str, annotations: dict[str, Optional[str]], namespace: Optional[str] = None) -> Obj:
         """A JSON merge patch of the InferenceService's annotations (None removes one), as
