@@ -239,3 +239,21 @@ def test_a_piped_watch_prints_each_change_once(monkeypatch, capsys):
     assert out.index("Canary:      Progressing") < out.index("Canary:      Paused")
     out = _watch(monkeypatch, capsys, [CANARY, paused, paused], False, ["get", "resnet", "-w", "-o", "json"], 3)
     assert [json.loads(line)["canary"]["phase"] for line in out.splitlines()] == ["Progressing", "Paused"]
+
+
+def test_a_token_file_goes_only_with_the_prometheus_it_is_for(capsys, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("t")
+    assert plugin.main(["dashboard", "--prometheus-token-file", str(token)]) == EXIT_USAGE
+    assert capsys.readouterr().err == ("error: --prometheus-token-file needs --prometheus (the token is sent "
+                                       "there only)\n")
+
+
+def test_controls_say_when_the_canary_will_not_move_at_once():
+    gate = isvc(dict(CANARY, phase="Paused", stepIndex=1), annotations={f"{GROUP}/paused": "true"})
+    assert controls.plan(gate, "resume", "t").note == "at a gate: it stays there until promoted"
+    held = isvc(dict(CANARY, phase="Paused", stepIndex=0), annotations={f"{GROUP}/paused": "true"})
+    assert controls.plan(held, "resume", "t").note == ""
+    assert controls.plan(held, "promote", "t").note == ("paused by hand: it moves past this step and stays "
+                                                         "paused until resumed")
+    assert controls.plan(isvc(CANARY), "promote", "t").note == ""

@@ -36,7 +36,10 @@ def plan(isvc: dict, action: str, token: str) -> Request:
                             f"nothing to {verb}", EXIT_NOTHING_TO_DO)
         if phase == canary.PROMOTING and action != canary.ABORT:
             raise UserError(f"error: {where} is promoting already; nothing to {verb}", EXIT_NOTHING_TO_DO)
-        return Request({canary.ANNOTATION_PREFIX + action: token})
+        note = ""
+        if action == canary.PROMOTE and paused:
+            note = "paused by hand: it moves past this step and stays paused until resumed"
+        return Request({canary.ANNOTATION_PREFIX + action: token}, note)
     if action == "pause":
         if paused:
             raise UserError(f"error: {where} is paused already", EXIT_NOTHING_TO_DO)
@@ -49,5 +52,15 @@ def plan(isvc: dict, action: str, token: str) -> Request:
     if action == "resume":
         if not paused:
             raise UserError(f"error: {where} is not paused", EXIT_NOTHING_TO_DO)
-        return Request({canary.PAUSED_ANNOTATION: None})
+        at_gate = phase == canary.PAUSED and _at_gate(isvc, state)
+        return Request({canary.PAUSED_ANNOTATION: None},
+                       "at a gate: it stays there until promoted" if at_gate else "")
     raise ValueError(action)
+
+
+def _at_gate(isvc: dict, state: dict) -> bool:
+    """The canary's current step is a manual gate (pause: {})."""
+    steps = (((isvc.get("spec") or {}).get("rollout") or {}).get("canary") or {}).get("steps") or []
+    index = state.get("stepIndex") or 0
+    step = steps[index] if 0 <= index < len(steps) else {}
+    return "pause" in step and not (step.get("pause") or {}).get("duration")

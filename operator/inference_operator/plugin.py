@@ -20,6 +20,7 @@ from . import __version__, api, canary, controls, overview
 from .cli import cmd_crd, cmd_render
 from .userclient import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Cluster, UserError, checked_name, checked_namespace
 
+
 def _namespace_arg(text: str) -> str:
     try:
         return checked_namespace(text)
@@ -125,6 +126,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from . import dashboard
 
     token = None
+    if args.prometheus_token_file and not args.prometheus:
+        # A token goes only to the Prometheus named with it, never to an address from a spec.
+        raise UserError("error: --prometheus-token-file needs --prometheus (the token is sent there only)", EXIT_USAGE)
     if args.prometheus_token_file:
         try:
             token = open(args.prometheus_token_file, encoding="utf-8").read().strip()
