@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from . import api
 
@@ -270,35 +270,43 @@ def auth_from_secret(secret: dict, namespace: str, name: str) -> Auth:
                 password=data.get("password") or None)
 
 
+def prometheus_client(address: str, auth: Auth = Auth(), timeout: float = QUERY_TIMEOUT_SECONDS) -> Any:
+    """prometheus-api-client's PrometheusConnect for ``address`` with ``auth``: a timeout on every
+    call and no retries (the next analysis, or the dashboard's next refresh, is the retry)."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else None
+    basic = (auth.username, auth.password or "") if auth.username else None
+    return PrometheusConnect(url=address.rstrip("/"), headers=headers, auth=basic, disable_ssl=False,
+                             retry=Retry(total=0, raise_on_status=False), timeout=timeout)
+
+
+def redacted(message: str, auth: Auth) -> str:
+    """``message`` without the credentials in ``auth``, as they are and as a repr quotes them:
+    status and the dashboard's page are read by people who may not read the Secret."""
+    for value in (auth.token, auth.password):
+        if value:
+            message = message.replace(value, "<redacted>").replace(repr(value)[1:-1], "<redacted>")
+    return message
+
+
 def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = None,
                      timeout: float = QUERY_TIMEOUT_SECONDS) -> Query:
     """A ``Query`` against the Prometheus at ``address``: instant queries, all at the same instant
     ``at`` (so the canary and the stable are read over the same window), a timeout on every call
     and no retries (the next analysis is the retry)."""
-    from prometheus_api_client import PrometheusConnect
     from prometheus_api_client.exceptions import PrometheusApiClientException
     import requests
-    from urllib3.util.retry import Retry
 
-    headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else None
-    basic = (auth.username, auth.password or "") if auth.username else None
-    client = PrometheusConnect(url=address.rstrip("/"), headers=headers, auth=basic, disable_ssl=False,
-                               retry=Retry(total=0, raise_on_status=False), timeout=timeout)
+    client = prometheus_client(address, auth, timeout)
     params = {"time": f"{at:.3f}"} if at is not None else None
-
-    secrets = [v for v in (auth.token, auth.password) if v]
-
-    def redacted(message: str) -> str:
-        """Status is readable by whoever reads InferenceServices: no credential may reach it."""
-        for value in secrets:
-            message = message.replace(value, "<redacted>")
-        return message
 
     def query(text: str) -> Answer:
         try:
             return _answer(text)
         except QueryError as exc:
-            raise QueryError(redacted(str(exc))) from exc.__cause__
+            raise QueryError(redacted(str(exc), auth)) from exc.__cause__
 
     def _answer(text: str) -> Answer:
         try:

@@ -377,7 +377,7 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
     elif PROMOTE in new and state.phase != PROMOTING:
         state = _next_step(inputs, state, events, "promoted past the step by hand")
     if state.phase in (PROGRESSING, PAUSED) and inputs.actions.paused != (state.phase == PAUSED):
-        if inputs.actions.paused or not _at_gate(steps, state):
+        if inputs.actions.paused or not at_gate(steps, state):
             state = state.model_copy(update={"phase": PAUSED if inputs.actions.paused else PROGRESSING})
             if inputs.actions.paused:
                 events.append(Event("Normal", "CanaryPaused", f"Revision {state.revision}: paused by hand"))
@@ -393,7 +393,8 @@ def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], n
     return _active(inputs, state, events)
 
 
-def _at_gate(steps: list[api.CanaryStep], state: api.CanaryStatus) -> bool:
+def at_gate(steps: list[api.CanaryStep], state: api.CanaryStatus) -> bool:
+    """Paused at a manual gate (pause: {}): only a promotion moves it on."""
     step = steps[state.step_index or 0]
     return state.phase == PAUSED and step.pause is not None and step.pause.duration is None
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import pydantic
+
 from . import api, canary
 from .userclient import EXIT_NOTHING_TO_DO, UserError
 
@@ -27,7 +29,7 @@ def plan(isvc: dict, action: str, token: str) -> Request:
     meta = isvc.get("metadata") or {}
     state = (isvc.get("status") or {}).get("canary") or {}
     phase = state.get("phase")
-    paused = (meta.get("annotations") or {}).get(canary.PAUSED_ANNOTATION, "").lower() == "true"
+    paused = canary.actions_of(meta.get("annotations") or {}).paused
     where = f'{api.PLURAL}/{meta.get("name")} in namespace "{meta.get("namespace")}"'
     verb = action.replace("-full", "")
     if action in (canary.PROMOTE, canary.PROMOTE_FULL, canary.ABORT):
@@ -52,15 +54,16 @@ def plan(isvc: dict, action: str, token: str) -> Request:
     if action == "resume":
         if not paused:
             raise UserError(f"error: {where} is not paused", EXIT_NOTHING_TO_DO)
-        at_gate = phase == canary.PAUSED and _at_gate(isvc, state)
+        at_gate = _at_gate(isvc, state)
         return Request({canary.PAUSED_ANNOTATION: None},
                        "at a gate: it stays there until promoted" if at_gate else "")
     raise ValueError(action)
 
 
 def _at_gate(isvc: dict, state: dict) -> bool:
-    """The canary's current step is a manual gate (pause: {})."""
-    steps = (((isvc.get("spec") or {}).get("rollout") or {}).get("canary") or {}).get("steps") or []
-    index = state.get("stepIndex") or 0
-    step = steps[index] if 0 <= index < len(steps) else {}
-    return "pause" in step and not (step.get("pause") or {}).get("duration")
+    """canary.at_gate on the object as read (False where its spec no longer has that step)."""
+    try:
+        cfg = api.parse(isvc).spec.rollout.canary
+        return cfg is not None and canary.at_gate(cfg.steps, api.CanaryStatus.model_validate(state))
+    except (pydantic.ValidationError, IndexError):
+        return False

@@ -278,8 +278,7 @@ def autoscaling_charts(isvc: api.InferenceService, samples: list[tuple[float, Ob
     replicas.append(("desired (autoscaler)", "desired", "y", _step_lookup(samples, "desiredReplicas", xs)))
     charts = []
     for target in spec.targets:
-        unit = "seconds" if target.name in api.TIME_SIGNALS else ("percent" if target.name == "gpuUtilization"
-                                                                  else "number")
+        unit = overview.signal_unit(target)
         # The ScaledObject's query, without its `or vector(0)`: no data is a gap here, not a zero.
         text = signals.keda_query(target.name, isvc.namespace, isvc.name, spec.window, custom=target.query,
                                   empty_is_zero=False)
@@ -350,24 +349,15 @@ class PrometheusReader:
 
     def __init__(self, address: str, auth: analysis.Auth = analysis.Auth(),
                  timeout: float = analysis.QUERY_TIMEOUT_SECONDS) -> None:
-        from prometheus_api_client import PrometheusConnect
-        from urllib3.util.retry import Retry
-
-        headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else None
-        basic = (auth.username, auth.password or "") if auth.username else None
-        self.secrets = [v for v in (auth.token, auth.password) if v]
-        self.client = PrometheusConnect(url=address.rstrip("/"), headers=headers, auth=basic, disable_ssl=False,
-                                        retry=Retry(total=0, raise_on_status=False), timeout=timeout)
+        self.auth = auth
+        self.client = analysis.prometheus_client(address, auth, timeout)
 
     def _failed(self, exc: Exception) -> QueryFailed:
         import requests
 
         if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the header
             return QueryFailed("the credentials are not a valid HTTP header")
-        text = " ".join(str(exc).split())[:300]
-        for value in self.secrets:
-            text = text.replace(value, "<redacted>").replace(repr(value)[1:-1], "<redacted>")
-        return QueryFailed(text)
+        return QueryFailed(analysis.redacted(" ".join(str(exc).split()), self.auth)[:300])
 
     def range(self, query: str, start: float, end: float, step: float) -> dict[float, float]:
         utc = datetime.timezone.utc

@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 from . import analysis, api, canary, naming
 from .autoscaling import additive, hpa_metric_name, value_of
+from .observed import condition
 
 Obj = dict[str, Any]
 
@@ -21,15 +22,8 @@ def _labels(obj: Obj) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def _condition(obj: Obj, kind: str) -> Optional[Obj]:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == kind:
-            return cond
-    return None
-
-
 def _pod_ready(pod: Obj) -> bool:
-    cond = _condition(pod, "Ready")
+    cond = condition(pod, "Ready")
     return bool(cond and cond.get("status") == "True")
 
 
@@ -124,13 +118,12 @@ def _canary(isvc: Obj, spec: Optional[api.InferenceService]) -> Optional[Obj]:
     state = (isvc.get("status") or {}).get("canary")
     if not state:
         return None
-    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
     keys = ("phase", "reason", "revision", "stableRevision", "stableTrack", "weight", "effectiveWeight",
             "checksPassed", "consecutiveFailures", "consecutiveInconclusive", "startedAt", "stepStartedAt",
             "readyAt", "lastAnalysisAt", "failedRevision", "message")
     out = {k: state.get(k) for k in keys if state.get(k) is not None}
     out["active"] = state.get("phase") in canary.ACTIVE
-    out["pausedByHand"] = annotations.get(canary.PAUSED_ANNOTATION, "").lower() == "true"
+    out["pausedByHand"] = canary.actions_of((isvc.get("metadata") or {}).get("annotations") or {}).paused
     out["step"] = _step(spec, state.get("stepIndex")) if out["active"] else {}
     out["analysis"] = _analysis(state, spec)
     return out
@@ -163,6 +156,13 @@ def _quantity(text: Optional[str]) -> Optional[float]:
         return None
 
 
+def signal_unit(target: api.AutoscalingTarget) -> str:
+    """How an autoscaling signal's values read: seconds (times), percent (GPU), or a plain number."""
+    if target.name in api.TIME_SIGNALS:
+        return "seconds"
+    return "percent" if target.name == "gpuUtilization" else "number"
+
+
 def hpa_metrics(hpa: Optional[Obj], cfg: Optional[api.Autoscaling]) -> list[Obj]:
     """Per target: the autoscaler's current value of the signal against its target, as the HPA
     reports it: the adapter's pods metric by its name, a KEDA trigger's external metric by the
@@ -179,27 +179,19 @@ def hpa_metrics(hpa: Optional[Obj], cfg: Optional[api.Autoscaling]) -> list[Obj]
     for i, target in enumerate(cfg.targets):
         reading = readings.get(hpa_metric_name(target)) or next(
             (r for name, r in readings.items() if name.startswith(f"s{i}-")), {})
-        unit = "seconds" if target.name in api.TIME_SIGNALS else ("percent" if target.name == "gpuUtilization"
-                                                                   else "number")
-        out.append({"name": target.name, "unit": unit,
+        out.append({"name": target.name, "unit": signal_unit(target),
                     "current": _quantity(reading.get("averageValue") or reading.get("value")),
                     "target": float(value_of(target)), "perReplica": additive(target)})
     return out
 
 
-def _revision_of(obj: Obj) -> Optional[str]:
-    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    return (template.get("labels") or {}).get(naming.REVISION_LABEL)
+def _deployment_track(deployment: Obj) -> str:
+    """The track a Deployment selects (naming.track_of); one made before tracks existed: stable."""
+    return naming.track_of(deployment) or naming.STABLE
 
 
-def _track_of(obj: Obj) -> str:
-    """A pod's track label; a Deployment's is in its selector (its own labels do not carry it).
-    Deployments made before tracks existed carry none: stable."""
-    spec = obj.get("spec") or {}
-    selector = (spec.get("selector") or {}).get("matchLabels") or {}
-    template = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    return (_labels(obj).get(naming.TRACK_LABEL) or selector.get(naming.TRACK_LABEL)
-            or template.get(naming.TRACK_LABEL) or naming.STABLE)
+def _pod_track(pod: Obj) -> str:
+    return _labels(pod).get(naming.TRACK_LABEL) or naming.STABLE
 
 
 def _age(created: Optional[str], now: float) -> Optional[float]:
@@ -251,14 +243,14 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
     canary_view = _canary(isvc, spec)
     roles = _roles(isvc, canary_view)
 
-    by_track = {_track_of(d): d for d in deployments}
+    by_track = {_deployment_track(d): d for d in deployments}
     revisions: dict[str, dict[str, list[Obj]]] = {}
     for dep in deployments:
-        if _revision_of(dep):
-            revisions.setdefault(_revision_of(dep), {}).setdefault(_track_of(dep), [])
+        if naming.revision_of(dep):
+            revisions.setdefault(naming.revision_of(dep), {}).setdefault(_deployment_track(dep), [])
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         rev = _labels(pod).get(naming.REVISION_LABEL, "?")
-        revisions.setdefault(rev, {}).setdefault(_track_of(pod), []).append(pod)
+        revisions.setdefault(rev, {}).setdefault(_pod_track(pod), []).append(pod)
 
     ready_total = sum(1 for p in pods if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
     gateway = bool(spec is not None and spec.spec.rollout.canary is not None
@@ -267,7 +259,7 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
     out_revisions = []
     order = {"stable": 0, "canary": 1}
     for rev, tracks in sorted(revisions.items(), key=lambda kv: (order.get(roles.get(kv[0], ""), 2), kv[0])):
-        role = roles.get(rev) or ("rolling out" if any(_revision_of(by_track.get(t, {})) == rev for t in tracks)
+        role = roles.get(rev) or ("rolling out" if any(naming.revision_of(by_track.get(t, {})) == rev for t in tracks)
                                   else "old")
         ready = sum(1 for t in tracks.values() for p in t if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
         if gateway:
@@ -280,15 +272,15 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
             dstatus = dep.get("status") or {}
             deps.append({
                 "name": (dep.get("metadata") or {}).get("name") or naming.predictor(meta.get("name", ""), track),
-                "track": track, "revision": _revision_of(dep) if dep else None,
+                "track": track, "revision": naming.revision_of(dep) if dep else None,
                 "replicas": (dep.get("spec") or {}).get("replicas"), "readyReplicas": dstatus.get("readyReplicas", 0),
                 "pods": [_pod(p, now) for p in track_pods],
             })
         out_revisions.append({"revision": rev, "role": role, "weight": weight, "readyPods": ready,
                               "deployments": deps})
 
-    ready = _condition(isvc, "Ready") or {}
-    progressing = _condition(isvc, "Progressing") or {}
+    ready = condition(isvc, "Ready") or {}
+    progressing = condition(isvc, "Progressing") or {}
     return {
         "name": meta.get("name"), "namespace": meta.get("namespace"),
         "generation": meta.get("generation"), "observedGeneration": status.get("observedGeneration"),

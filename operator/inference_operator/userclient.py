@@ -19,11 +19,10 @@ Obj = dict[str, Any]
 
 # Exit codes of `kubectl inference` (the README's table).
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOTHING_TO_DO = 0, 1, 2, 3
-REQUEST_TIMEOUT = 15.0
 
 
 # A DNS subdomain (RFC 1123), as the API server wants an object's name; a namespace is a DNS label.
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NAME = re.compile(api.DNS_SUBDOMAIN_RE)
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -57,14 +56,20 @@ class UserError(Exception):
         self.code = code
 
 
-def _server_error(exc: Any) -> UserError:
-    """kubectl's one line for an API error: ``Error from server (Forbidden): <the server's message>``."""
-    reason, message = getattr(exc, "reason", None) or "", ""
-    try:
-        body = json.loads(exc.body or "{}")
-        reason, message = body.get("reason") or reason, body.get("message") or ""
-    except (TypeError, ValueError):
-        message = str(exc.body or "")
+def _refusal(exc: Any, server: str) -> UserError:
+    """kubectl's one line for a failed request (a ``kube.ApiError``): ``Error from server
+    (Forbidden): <the server's message>``, or that the server could not be reached."""
+    cause = exc.__cause__
+    if exc.status == 0:
+        return UserError(f"error: cannot reach the API server at {server}: {getattr(cause, 'reason', None) or exc.message}")
+    reason, message = exc.reason, exc.message
+    body = getattr(cause, "body", None)  # an ApiException: its body is the API server's Status
+    if body:
+        try:
+            status = json.loads(body)
+            reason, message = status.get("reason") or reason, status.get("message") or ""
+        except (TypeError, ValueError):
+            message = str(body)
     return UserError(f"Error from server ({reason or exc.status}): {message or 'status ' + str(exc.status)}")
 
 
@@ -75,7 +80,8 @@ class Cluster:
                  namespace: Optional[str] = None) -> None:
         import kubernetes
 
-        self._k8s = kubernetes
+        from .kube import RestKube
+
         path = kubeconfig or None
         try:
             self.client = kubernetes.config.new_client_from_config(config_file=path, context=context)
@@ -86,6 +92,7 @@ class Cluster:
             raise UserError(f"error: cannot read the kubeconfig: {exc}") from exc
         self.namespace = namespace or "default"
         self.server = self.client.configuration.host
+        self.kube = RestKube(self.client)
         if not self.client.configuration.verify_ssl:
             # The kubeconfig asks for no verification (insecure-skip-tls-verify): kubectl says nothing.
             import warnings
@@ -98,29 +105,16 @@ class Cluster:
 
     def request(self, method: str, path: str, body: Any = None, query: Optional[list] = None,
                 content_type: str = "application/json") -> Obj:
-        import urllib3
+        """One request through the operator's own transport (``kube.RestKube``) with the user's
+        client; its errors as one line."""
+        from .kube import ApiError
 
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        params = self.client.param_serialize(method=method, resource_path=path, query_params=query or [],
-                                             header_params=headers, body=body, auth_settings=["BearerToken"])
         try:
-            response = self.client.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
-            data = response.read()
-        except self._k8s.client.exceptions.ApiException as exc:
-            raise _server_error(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise UserError(f"error: cannot reach the API server at {self.server}: {reason}") from exc
-        try:
-            payload = json.loads(data) if data else {}
-        except ValueError:
-            payload = {"message": data[:200].decode("utf-8", "replace")}
-        if response.status >= 300:
-            reason = payload.get("reason") or response.reason or response.status
-            raise UserError(f"Error from server ({reason}): {payload.get('message') or 'status ' + str(response.status)}")
-        return payload
+            return self.kube.request(method, path, query=query, body=body, content_type=content_type) or {}
+        except ApiError as exc:
+            raise _refusal(exc, self.server) from exc
+        except ValueError as exc:  # a body that is not JSON: something else answered
+            raise UserError(f"error: {self.server} answered with something other than JSON") from exc
 
     # ---- what the plugin reads and writes --------------------------------------------------------
 
@@ -138,8 +132,8 @@ class Cluster:
         """The Deployments and pods of an InferenceService, and (when readable) its HPA and its
         HTTPRoute (traffic: gatewayAPI)."""
         meta = isvc["metadata"]
-        ns, selector = _segment(meta["namespace"]), f"{naming.ISVC_LABEL}={meta['name']}"
-        query = [("labelSelector", selector)]
+        ns = _segment(meta["namespace"])
+        query = [("labelSelector", naming.selector_string(meta["name"]))]
         deployments = self.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments", query=query)["items"]
         pods = self.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
         return deployments, pods, self.hpa(isvc), self.route(isvc)
