@@ -1,4 +1,5 @@
-"""The operator's only door to the API server: a few typed calls over the official client.
+"""The only door to the API server: a few typed calls over the official client (the operator's,
+and kubectl inference's with the user's own client: userclient.py).
 
 Children are written with server-side apply under one field manager. Responses stay plain dicts,
 the same shape the pure modules build and read.
