@@ -31,7 +31,7 @@ from .test_e2e import condition
 from .test_e2e import manifest as e2e_manifest
 from .test_e2e import settled
 from .test_engine import diff, reconciles
-from .viewers import DashboardPage, Plugin, defined, series
+from .viewers import DashboardPage, Plugin, defined, series, settled_points
 
 NAME, MODEL = "scaled", "resnet50"
 WAIT = 180  # seconds: a loaded 2-core machine; never asserted on
@@ -272,13 +272,13 @@ def check_the_view(page: DashboardPage, prometheus: Prometheus, ns: str) -> dict
     assert set(defined(series(chart, "target 20ms"))) == {0.02}
     assert max(defined(signal)) > 0.02, "the page never drew queueTime above its target"
     assert max(defined(series(chart, "desired"))) > 1
-    x, v = next((x, v) for x, v in reversed(list(zip(xs, reporting))) if v is not None)
+    x, v = settled_points(xs, reporting)[-1]
     answer = prometheus.query(f'count(count by (pod) (nv_inference_request_success{{namespace="{ns}",'
                               f'inferenceservice="{NAME}"}}))', at=x)
     assert float(answer[0]["value"][1]) == v
     # The signal drawn is the ScaledObject's query (without its `or vector(0)`) at each instant.
     query = signals.keda_query("queueTime", ns, NAME, "5s", empty_is_zero=False)
-    drawn = [(x, v) for x, v in zip(xs, signal) if v is not None][-3:]
+    drawn = settled_points(xs, signal)[-3:]
     assert drawn
     for x, v in drawn:
         assert math.isclose(prometheus.query_at(query, x), v, rel_tol=1e-9), (x, v)

@@ -29,7 +29,7 @@ from .standins import BAD, GOOD, REVISION_LABEL
 from . import test_canary
 from .test_canary import MODEL, NAME, Harness
 from .test_e2e import manifest as e2e_manifest
-from .viewers import DashboardPage, Plugin, defined, series
+from .viewers import SETTLE_SECONDS, DashboardPage, Plugin, defined, series, settled_points
 
 STEPS = "[{weight: 50}, {pause: {}}]"
 
@@ -253,9 +253,10 @@ def test_the_dashboard_draws_the_canary_checks_weight_and_replicas_in_a_real_bro
         h.apply(version=2, steps=STEPS)
         isvc = h.wait_phase("Paused", also=lambda s: s.get("stepIndex") == 1)
         state = isvc["status"]["canary"]
-        # Two page refreshes after the gate: the page fetched status and Prometheus on its own.
+        # Refreshes after the gate: the page fetched status and Prometheus on its own, and drew
+        # enough for points that can no longer change (viewers.settled_points).
         n = page.wait_updated()
-        page.wait_updated(after=n + 1)
+        page.wait_updated(after=n + 1 + 2 * SETTLE_SECONDS)
         assert page.text("phase") == "Paused at 50%"
         charts = page.charts()
         assert {"check-errorRate", "check-requestLatency", "weight", "replicas"} <= set(charts), list(charts)
@@ -275,7 +276,9 @@ def test_the_dashboard_draws_the_canary_checks_weight_and_replicas_in_a_real_bro
         assert len(points) >= 3, err
         assert all(0 <= v <= 0.05 for _, v in points), points  # a good canary: within its bound
         assert set(series(err, "max 5%")) == {0.05}
-        for x, v in points[-3:]:
+        compared = settled_points(xs, values)[-3:]
+        assert len(compared) == 3, err
+        for x, v in compared:
             answer = h._prometheus.query_at(q.canary["errorRate"], x)
             assert answer is not None and _close(v, answer), (x, v, answer)
 
@@ -285,7 +288,7 @@ def test_the_dashboard_draws_the_canary_checks_weight_and_replicas_in_a_real_bro
         bound = series(lat, "stable +50%")
         assert len(defined(canary_values)) >= 3 and len(defined(stable_values)) >= 3
         assert all((s is None and b is None) or _close(b, s * 1.5) for s, b in zip(stable_values, bound))
-        x, v = next((x, v) for x, v in reversed(list(zip(lat["data"][0], stable_values))) if v is not None)
+        x, v = settled_points(lat["data"][0], stable_values)[-1]
         assert _close(v, h._prometheus.query_at(q.stable["requestLatency"], x))
 
         # The weight: 50% asked since the step started (status), and the canary's measured share.

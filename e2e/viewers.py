@@ -151,6 +151,16 @@ class DashboardPage:
         return self.server.interrupt() if self.server is not None else None
 
 
+# A scrape taken a moment before the page asked may be ingested after it: the points drawn this
+# close to a range's end may differ from what Prometheus answers later. Compare the ones before.
+SETTLE_SECONDS = 5
+
+
+def settled_points(xs: list[float], values: list) -> list[tuple[float, float]]:
+    """The drawn (x, value) points Prometheus can no longer change."""
+    return [(x, v) for x, v in zip(xs, values) if v is not None and x <= xs[-1] - SETTLE_SECONDS]
+
+
 def defined(values: list) -> list[float]:
     return [v for v in values if v is not None]
 
