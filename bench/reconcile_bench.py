@@ -17,8 +17,11 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from inference_operator import api, cache, children, render, status  # noqa: E402
-from inference_operator.reconcile import reconcile  # noqa: E402
+from inference_operator import api  # noqa: E402
+from inference_operator.controller import cache  # noqa: E402
+from inference_operator.desired import children, render  # noqa: E402
+from inference_operator.status import compute as status  # noqa: E402
+from inference_operator.controller.reconcile import reconcile  # noqa: E402
 from tests.conftest import CONFIG, FakeKube, isvc_body  # noqa: E402
 
 

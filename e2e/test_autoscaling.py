@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import pytest
 
-from inference_operator import signals
+from inference_operator.desired import signals
 from tests.prometheus import Prometheus, require_prometheus
 from tests.triton import python_backend_dir, require_triton
 

@@ -12,7 +12,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from inference_operator import api, autoscaling, render, validation
+from inference_operator import api
+from inference_operator.desired import autoscaling, render
+from inference_operator.api import validation
 from inference_operator.config import OperatorConfig
 from tests.fuzz_specs import bodies
 

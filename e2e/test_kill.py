@@ -2,7 +2,7 @@
 and each phase of a canary (its start, a step, a manual gate, the promotion, an abort).
 
 A kill point is "just before the operator's n-th write in the namespace" (INFERENCE_OPERATOR_KILL_AT_WRITE,
-operator/inference_operator/faults.py): the process sends itself SIGKILL there, so it dies between
+operator/inference_operator/controller/faults.py): the process sends itself SIGKILL there, so it dies between
 two given writes, the same on every run. A reference run without kills counts the writes of each
 phase; a seeded generator (E2E_FAULT_SEED) picks the points among them. After each kill the
 operator starts again, and the namespace must converge to exactly what the reference reached:
@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from inference_operator.faults import ENV as KILL_ENV
+from inference_operator.controller.faults import ENV as KILL_ENV
 
 from .conftest import Audit, Kubectl, Operator, drop_namespace, make_namespace, wait_for
 from .test_e2e import condition, manifest

@@ -16,7 +16,7 @@ import pytest
 
 from inference_operator import __version__
 
-from inference_operator.faults import ENV as KILL_ENV
+from inference_operator.controller.faults import ENV as KILL_ENV
 
 from .conftest import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for
 from .test_e2e import manifest, wait_ready

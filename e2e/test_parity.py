@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from inference_operator import validation
+from inference_operator.api import validation
 from tests.validation_cases import CASES, case_body
 
 from .conftest import Kubectl

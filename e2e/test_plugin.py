@@ -22,7 +22,9 @@ import time
 
 import pytest
 
-from inference_operator import analysis, api, cli, crd
+from inference_operator.rollout import analysis
+from inference_operator import api, cli
+from inference_operator.api import crd
 
 from .conftest import Kubectl, account_kubeconfig, wait_for
 from .standins import BAD, GOOD, REVISION_LABEL
@@ -319,7 +321,7 @@ def test_the_dashboard_draws_the_canary_checks_weight_and_replicas_in_a_real_bro
 
 
 def analysis_time(text: str) -> float:
-    from inference_operator import canary
+    from inference_operator.rollout import canary
 
     at = canary.parse_time(text)
     assert at is not None

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from inference_operator import children
+from inference_operator.desired import children
 
 from .conftest import Audit, granted
 

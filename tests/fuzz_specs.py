@@ -10,7 +10,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from inference_operator import api, crd
+from inference_operator import api
+from inference_operator.api import crd
 
 STRINGS = [
     "", "a", "resnet50", "my-model", "30s", "1m", "0s", "500ms", "2h", "1h30m", "10m", "1Gi", "256Mi", "500m", "1",

@@ -2,8 +2,9 @@
 
 import pytest
 
-from inference_operator import analysis, api
-from inference_operator.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
+from inference_operator.rollout import analysis
+from inference_operator import api
+from inference_operator.rollout.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
 
 
 def make(checks, **fields) -> api.Analysis:

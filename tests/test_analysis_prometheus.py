@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from inference_operator import analysis, api
-from inference_operator.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
+from inference_operator.rollout import analysis
+from inference_operator import api
+from inference_operator.rollout.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
 
 from .canary_model import Load, write_model
 from .prometheus import Prometheus, require_prometheus

@@ -7,10 +7,13 @@ import fractions
 
 import pytest
 
-from inference_operator import api, autoscaling, canary, canary_split, signals, startup
-from inference_operator.children import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
-from inference_operator.kube import ApiError
-from inference_operator.reconcile import reconcile
+from inference_operator import api
+from inference_operator.desired import autoscaling, signals
+from inference_operator.rollout import canary, split as canary_split
+from inference_operator.status import startup
+from inference_operator.desired.children import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
+from inference_operator.controller.kube import ApiError
+from inference_operator.controller.reconcile import reconcile
 
 from .conftest import CONFIG, isvc_body
 from .test_canary import World, spec as canary_spec

@@ -1,6 +1,7 @@
 """The cache the passes read: what a snapshot holds, and which version of an object wins."""
 
-from inference_operator import cache, naming
+from inference_operator.controller import cache
+from inference_operator import naming
 
 from .conftest import isvc_body
 
@@ -101,8 +102,8 @@ def test_a_child_that_lost_our_labels_comes_back_when_they_are_put_back():
 
 
 def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():
-    from inference_operator import children
-    from inference_operator.kube import ApiError
+    from inference_operator.desired import children
+    from inference_operator.controller.kube import ApiError
 
     from .conftest import FakeKube
 
@@ -154,7 +155,8 @@ def test_a_cached_deployment_keeps_everything_a_pass_reads_of_it():
     it must answer each as the whole one does, while holding a fraction of it."""
     import json
 
-    from inference_operator import api, children, defaults, migration, render
+    from inference_operator import api
+    from inference_operator.desired import children, defaults, migration, render
 
     from .conftest import CONFIG
 

@@ -9,11 +9,11 @@ from typing import Optional
 
 import pytest
 
-from inference_operator import analysis, api, canary, status
-from inference_operator.canary import (
-    ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs,
-)
-from inference_operator.canary_split import Pods
+from inference_operator.rollout import analysis, canary
+from inference_operator import api
+from inference_operator.status import compute as status
+from inference_operator.rollout.canary import ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs
+from inference_operator.rollout.split import Pods
 
 from .conftest import merge
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from inference_operator.canary_split import Pods, Split, drain, effective_weight, next_split, target
+from inference_operator.rollout.split import Pods, Split, drain, effective_weight, next_split, target
 
 
 @pytest.mark.parametrize("replicas,weight,surge,expected", [

@@ -12,7 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
-from inference_operator import children, cli, config, crd, rollout
+from inference_operator.desired import children
+from inference_operator import cli, config
+from inference_operator.api import crd
+from inference_operator.rollout import plan as rollout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "inference-operator"
@@ -116,7 +119,7 @@ def test_the_cluster_role_grants_exactly_what_the_code_uses(install):
 
 
 def test_the_lease_role_is_the_operators_lease_only(install):
-    from inference_operator import leader
+    from inference_operator.controller import leader
 
     rules = install[("Role", "inference-operator-leader-election")]["rules"]
     assert rules == [

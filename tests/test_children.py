@@ -5,7 +5,8 @@ import copy
 
 import pytest
 
-from inference_operator import api, children, naming, render
+from inference_operator import api, naming
+from inference_operator.desired import children, render
 
 from .conftest import CONFIG, isvc_body
 
@@ -164,17 +165,17 @@ def test_what_the_api_server_adds_is_not_drift():
 
 
 def test_every_rendered_child_is_in_the_registry_and_the_watches():
-    from inference_operator import handlers
+    from inference_operator.controller import handlers
 
     isvc = api.parse(isvc_body(replicas=3))
-    from inference_operator import traffic
+    from inference_operator.desired import traffic
 
     routed = api.parse(isvc_body(replicas=3, rollout={"canary": {
         "steps": [{"weight": 10}], "traffic": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}}))
     rendered = {c["kind"] for c in render.render(isvc, CONFIG)} | {
         c["kind"] for c in render.render(isvc, CONFIG, track="canary")} | {
         c["kind"] for c in traffic.children(routed, "stable", "canary", 10)}
-    from inference_operator import autoscaling
+    from inference_operator.desired import autoscaling
 
     for engine in ("hpa", "keda"):
         scaled = api.parse(isvc_body(autoscaling={"engine": engine, "maxReplicas": 3}))
@@ -203,7 +204,7 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
     assert children.installable("Deployment", frozenset())
 
     from inference_operator.observed import Observed
-    from inference_operator.reconcile import desire
+    from inference_operator.controller.reconcile import desire
 
     isvc = api.parse(isvc_body(replicas=3))
     without, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"})), CONFIG)

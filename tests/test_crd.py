@@ -6,7 +6,8 @@ import pathlib
 import cel
 import pytest
 
-from inference_operator import api, crd, validation
+from inference_operator import api
+from inference_operator.api import crd, validation
 
 from .conftest import load_case
 

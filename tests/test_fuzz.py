@@ -9,7 +9,9 @@ import collections
 
 from hypothesis import HealthCheck, Phase, given, settings
 
-from inference_operator import api, autoscaling, render, validation
+from inference_operator import api
+from inference_operator.desired import autoscaling, render
+from inference_operator.api import validation
 from inference_operator.config import OperatorConfig
 
 from .fuzz_specs import bodies

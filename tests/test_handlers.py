@@ -7,8 +7,9 @@ import threading
 import kopf
 import pytest
 
-from inference_operator import cache, handlers, naming, runner
-from inference_operator.kube import ApiError
+from inference_operator.controller import cache, handlers, runner
+from inference_operator import naming
+from inference_operator.controller.kube import ApiError
 
 from .conftest import FakeKube, isvc_body
 
@@ -100,7 +101,7 @@ def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached, monk
     InferenceService left in the cache, the queue and the render cache goes with it."""
     import asyncio
 
-    from inference_operator import reconcile
+    from inference_operator.controller import reconcile
 
     kube, store, body = cached
     monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process))

@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from inference_operator import cli, heap
+from inference_operator import cli
+from inference_operator.controller import heap
 
 
 def test_run_re_executes_itself_once_with_malloc_and_keeps_an_explicit_choice(monkeypatch):
@@ -38,7 +39,7 @@ def test_only_a_command_line_of_its_own_re_executes(monkeypatch):
     assert seen == [1]
     import kopf
     monkeypatch.setattr(kopf, "run", lambda **_: None)
-    from inference_operator import handlers
+    from inference_operator.controller import handlers
     monkeypatch.setattr(handlers, "configure_runner", lambda **_: None)
     assert cli.main(["run", "--metrics-port=0", "--liveness-port=0"]) == 0  # in another program's process
     assert seen == [1]

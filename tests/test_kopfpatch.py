@@ -4,7 +4,7 @@ import asyncio
 
 from kopf._cogs.aiokits import aiotoggles
 
-from inference_operator import handlers, kopfpatch  # noqa: F401  (handlers applies the patch)
+from inference_operator.controller import handlers, kopfpatch  # noqa: F401  (handlers applies the patch)
 
 
 def _barrier(objects: int) -> int:

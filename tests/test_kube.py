@@ -8,9 +8,9 @@ import kubernetes
 import pytest
 
 from inference_operator import api
-from inference_operator.children import DEPLOYMENT, Ref
-from inference_operator.kube import ApiError, RestKube
-from inference_operator.status import Event
+from inference_operator.desired.children import DEPLOYMENT, Ref
+from inference_operator.controller.kube import ApiError, RestKube
+from inference_operator.status.compute import Event
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -110,7 +110,7 @@ def test_errors_are_classified_once(status, message, kind):
 
 
 def test_requests_are_counted_by_verb_and_resource(kube):
-    from inference_operator import metrics
+    from inference_operator.controller import metrics
 
     def count(verb, resource):
         return metrics.API_REQUESTS.labels(verb, resource, "200")._value.get()
@@ -153,7 +153,7 @@ def test_a_fenced_replica_sends_no_write_but_still_reads(kube):
 
 
 def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypatch):
-    from inference_operator import faults
+    from inference_operator.controller import faults
 
     killed = []
     monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: killed.append((tid, sig)))
@@ -170,7 +170,7 @@ def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypat
 
 @pytest.mark.parametrize("value", ["ns", "ns:", ":3", "ns:x", "ns:0", "ns:2:SIGTERM", "ns:2:"])
 def test_a_kill_point_is_namespace_colon_count(value):
-    from inference_operator import faults
+    from inference_operator.controller import faults
 
     with pytest.raises(ValueError, match=faults.ENV):
         faults.KillPoint.parse(value)
@@ -179,7 +179,7 @@ def test_a_kill_point_is_namespace_colon_count(value):
 def test_a_stop_point_freezes_before_the_fence_is_consulted(kube, monkeypatch):
     """SIGSTOP before the write, the fence after: a leader frozen mid-pass meets the fence when it
     wakes (e2e/test_leader.py freezes one there)."""
-    from inference_operator import faults
+    from inference_operator.controller import faults
 
     order = []
     monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: order.append(sig))

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from inference_operator import leader
+from inference_operator.controller import leader
 
 
 class Conflict(Exception):
@@ -140,7 +140,7 @@ def test_bounds_must_nest():
 def test_a_runner_that_does_not_lead_runs_no_pass_and_keeps_its_queue():
     import threading
 
-    from inference_operator import runner
+    from inference_operator.controller import runner
 
     ran = []
     done = threading.Event()

@@ -4,7 +4,7 @@ import os
 import signal
 import tracemalloc
 
-from inference_operator import memprofile
+from inference_operator.controller import memprofile
 
 
 def _hold_a_lot():

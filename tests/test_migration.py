@@ -3,7 +3,8 @@ Deployment's replicas come up, never below replicas - maxUnavailable serving."""
 
 import pytest
 
-from inference_operator import migration, naming
+from inference_operator.desired import migration
+from inference_operator import naming
 
 
 def rs(name, replicas, controller=None, available=None, revision=1, track=False):
@@ -76,7 +77,8 @@ def test_a_legacy_deployment_is_one_without_a_track_in_its_selector():
 
 
 def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_outage(fake_kube):
-    from inference_operator import api, children, render
+    from inference_operator import api
+    from inference_operator.desired import children, render
 
     from .conftest import CONFIG, isvc_body
     from .test_reconcile import DEP, cond, run

@@ -2,7 +2,8 @@
 
 import pytest
 
-from inference_operator import api, model_config
+from inference_operator import api
+from inference_operator.modelrepo import model_config
 
 from .conftest import isvc_body
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from inference_operator import overview
+from inference_operator.kubectl import overview
 
 NOW = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 REV_A, REV_B = "6ea0b804b6", "91c2d0e5aa"

@@ -162,7 +162,8 @@ def test_the_image_version_defaults_to_the_package_version():
 def test_the_entrypoint_is_the_command_the_init_container_runs_too():
     import json
 
-    from inference_operator import api, render
+    from inference_operator import api
+    from inference_operator.desired import render
     from inference_operator.config import OperatorConfig
 
     found = {k: a for k, a in final_stage() if k in ("ENTRYPOINT", "CMD")}

@@ -10,8 +10,8 @@ import tomllib
 
 import pytest
 
-from inference_operator import controls, plugin, userclient
-from inference_operator.userclient import EXIT_NOTHING_TO_DO, EXIT_USAGE, UserError
+from inference_operator.kubectl import controls, plugin, userclient
+from inference_operator.kubectl.userclient import EXIT_NOTHING_TO_DO, EXIT_USAGE, UserError
 
 from .test_overview import CANARY, canary_objects, isvc
 
@@ -21,7 +21,7 @@ GROUP = "serving.inference-operator.io"
 
 def test_kubectl_finds_the_plugin_under_its_name():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["kubectl-inference"] == "inference_operator.plugin:main"
+    assert scripts["kubectl-inference"] == "inference_operator.kubectl.plugin:main"
 
 
 @pytest.mark.parametrize("argv", [

@@ -4,10 +4,11 @@ import copy
 
 import pytest
 
-from inference_operator import children, naming, render
-from inference_operator.children import DEPLOYMENT, PDB, SERVICE, Ref
-from inference_operator.kube import ApiError
-from inference_operator.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
+from inference_operator.desired import children, render
+from inference_operator import naming
+from inference_operator.desired.children import DEPLOYMENT, PDB, SERVICE, Ref
+from inference_operator.controller.kube import ApiError
+from inference_operator.controller.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
 
 from .conftest import CONFIG, isvc_body
 
@@ -381,7 +382,8 @@ def test_a_refused_look_before_create_is_reported_like_a_refused_write(fake_kube
 
 def test_a_deployment_made_before_tracks_keeps_its_selector_and_pods(fake_kube):
     """Its selector is immutable (a changed one is refused) and a new pod label would roll every pod."""
-    from inference_operator import api, children
+    from inference_operator import api
+    from inference_operator.desired import children
 
     body = isvc_body()
     legacy = children.stamp(render.render(api.parse(body), CONFIG, track=None)[0], api.parse(body))
@@ -426,7 +428,8 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     """Rendering is most of a no-op pass's cost; the cache keys on everything rendering reads."""
     import dataclasses
 
-    from inference_operator import api, reconcile as rec
+    from inference_operator import api
+    from inference_operator.controller import reconcile as rec
     from inference_operator.observed import Observed
 
     cache = rec.RenderCache()

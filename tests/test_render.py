@@ -8,7 +8,8 @@ import os
 import pytest
 import yaml
 
-from inference_operator import api, naming, render
+from inference_operator import api, naming
+from inference_operator.desired import render
 
 from .conftest import CONFIG, HERE, isvc_body, load_case
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import copy
 import itertools
 
-from inference_operator import analysis, api, canary, children, naming
-from inference_operator.children import DEPLOYMENT, Ref
-from inference_operator.reconcile import reconcile
+from inference_operator.rollout import analysis, canary
+from inference_operator import api, naming
+from inference_operator.desired import children
+from inference_operator.desired.children import DEPLOYMENT, Ref
+from inference_operator.controller.reconcile import reconcile
 
 from .conftest import CONFIG, isvc_body
 
@@ -351,7 +353,7 @@ def test_while_time_passes_a_canary_writes_only_when_a_check_runs(fake_kube):
 def test_prometheus_credentials_come_only_from_a_secret_labelled_for_them(fake_kube):
     import base64
 
-    from inference_operator import rollout
+    from inference_operator.rollout import plan as rollout
 
     def secret(name, labels=None, kind="Opaque", **data):
         fake_kube.objects[Ref(rollout.SECRET, "ns", name)] = {
@@ -419,7 +421,8 @@ def test_a_secret_the_operator_may_not_read_holds_the_analysis_and_says_which_pe
     gets an Error verdict (held, never passed) whose message names the value that grants it."""
     import types
 
-    from inference_operator import kube, rollout
+    from inference_operator.controller import kube
+    from inference_operator.rollout import plan as rollout
 
     body = isvc_body(rollout={"canary": {"steps": [{"weight": 50}], "analysis": {
         "prometheus": {"address": "http://prometheus:9090", "secretName": "prom"}}}})

@@ -11,7 +11,9 @@ import re
 import pytest
 import yaml
 
-from inference_operator import api, autoscaling, cli, render, validation
+from inference_operator import api, cli
+from inference_operator.desired import autoscaling, render
+from inference_operator.api import validation
 
 from .conftest import CONFIG
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from inference_operator import signals
+from inference_operator.desired import signals
 
 SEL = 'namespace="prod",inferenceservice="resnet"'
 

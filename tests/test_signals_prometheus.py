@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from inference_operator import api, autoscaling, signals
+from inference_operator import api
+from inference_operator.desired import autoscaling, signals
 from inference_operator.config import OperatorConfig
 
 from .canary_model import Load, write_model

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from inference_operator import storage
+from inference_operator.modelrepo import fetch as storage
 
 from .servers import gcs_emulator, http_server, moto_server
 
@@ -332,7 +332,8 @@ def test_the_rendered_init_container_fetches_for_real(s3, tmp_path):
     """Render an s3:// InferenceService, then run its storage-initializer's exact command and env."""
     import os
 
-    from inference_operator import api, render
+    from inference_operator import api
+    from inference_operator.desired import render
     from inference_operator.config import OperatorConfig
 
     from .conftest import isvc_body

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from inference_operator import api, render
+from inference_operator import api
+from inference_operator.desired import render
 
 from .conftest import isvc_body, load_case
 from .triton import require_triton, run_triton
@@ -43,7 +44,7 @@ def test_tritonserver_accepts_abbreviated_flags_and_the_crd_refuses_them():
     """getopt_long takes unambiguous prefixes: the CRD must refuse --model-repos as --model-repository."""
     import cel
 
-    from inference_operator import crd
+    from inference_operator.api import crd
 
     off = ["--allow-http=false", "--allow-grpc=false", "--allow-metrics=false"]
     accepted = run_triton(require_triton(), "--model-repos=/nonexistent-repo", *off)

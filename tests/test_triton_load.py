@@ -4,7 +4,8 @@ tritonserver (python backend, CPU)."""
 import json
 import urllib.request
 
-from inference_operator import api, model_config, storage
+from inference_operator import api
+from inference_operator.modelrepo import model_config, fetch as storage
 
 from .conftest import isvc_body
 from .servers import http_server

@@ -4,7 +4,7 @@ import fractions
 
 import pytest
 
-from inference_operator import validation
+from inference_operator.api import validation
 
 from .validation_cases import CASES, case_body
 

@@ -10,8 +10,10 @@ from typing import Optional, Sequence
 import pydantic
 import yaml
 
-from . import __version__, api, autoscaling, crd, render, validation, yamlout
-from .config import OperatorConfig
+from inference_operator import __version__, api, yamlout
+from inference_operator.desired import autoscaling, render
+from inference_operator.api import crd, validation
+from inference_operator.config import OperatorConfig
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -93,7 +95,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
     import pathlib
 
-    from . import storage
+    from inference_operator.modelrepo import fetch as storage
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fetch-model: %(message)s")
     overrides = args.config_overrides or ""
@@ -117,14 +119,14 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import heap, memprofile
+    from inference_operator.controller import heap, memprofile
 
     if args.own_process:  # not when called in another program's process (tests)
         heap.reexec_with_malloc()  # returns at once when the allocator is chosen already
     memprofile.install_from_env()  # before the imports below, so that their allocations count too
     import kopf
 
-    from . import handlers, metrics  # noqa: F401  (registers the handlers)
+    from inference_operator.controller import handlers, metrics  # noqa: F401  (registers the handlers)
 
     handlers.configure_runner(workers=args.workers, resync_seconds=args.resync_seconds,
                               slow_retry_seconds=args.slow_retry_seconds)

@@ -10,8 +10,8 @@ import hashlib
 import json
 from typing import Any
 
-from . import api
-from .config import OperatorConfig
+from inference_operator import api
+from inference_operator.config import OperatorConfig
 
 LABEL_PREFIX = api.GROUP
 ISVC_LABEL = f"{LABEL_PREFIX}/inferenceservice"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
-from .children import Ref
+from inference_operator.desired.children import Ref
 
 
 def condition(obj: Mapping[str, Any], ctype: str) -> Optional[Mapping[str, Any]]:

@@ -1,0 +1,1 @@
+"""Status, computed without I/O from the InferenceService and what was observed: conditions, pods, startup times."""
