@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from inference_operator import api, naming
-from inference_operator.desired.children import Ref
+from inference_operator.kinds import Ref
 from inference_operator.config import OperatorConfig
 from inference_operator.controller.kube import ApiError
 from inference_operator.observed import Observed
-from inference_operator.status.compute import Event
+from inference_operator.problems import Event
 
 HERE = pathlib.Path(__file__).parent
 CASES = HERE / "cases"

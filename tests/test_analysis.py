@@ -2,6 +2,8 @@
 
 import pytest
 
+from inference_operator import prometheus
+from inference_operator import promql
 from inference_operator.rollout import analysis
 from inference_operator import api
 from inference_operator.rollout.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
@@ -23,13 +25,13 @@ def test_selector_quotes_values():
     ("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5s", 1.5), ("800us", 0.0008),
 ])
 def test_seconds(duration, expected):
-    assert analysis.seconds(duration) == pytest.approx(expected)
+    assert promql.seconds(duration) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("bad", ["", "30", "s", "1x", "30s garbage"])
 def test_seconds_refuses(bad):
     with pytest.raises(ValueError):
-        analysis.seconds(bad)
+        promql.seconds(bad)
 
 
 @pytest.mark.parametrize("check,expected", [
@@ -125,7 +127,7 @@ def test_run_asks_every_query_and_an_error_is_neither_pass_nor_fail():
     assert verdict.result == FAIL and "queueTime" in verdict.failed() and "errorRate" not in verdict.failed()
 
     def down(text):
-        raise analysis.QueryError("connection refused")
+        raise promql.QueryError("connection refused")
 
     verdict = analysis.run(a, "prod", "m", "new", "old", down)
     assert verdict.result == ERROR and "connection refused" in verdict.message
@@ -166,21 +168,21 @@ def test_prometheus_query_maps_what_prometheus_says(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        query = analysis.prometheus_query(url, analysis.Auth(token="t0k"), at=1000.5)
+        query = prometheus.prometheus_query(url, promql.Auth(token="t0k"), at=1000.5)
         assert query("one") == 0.25
         assert query("nan") is None and query("inf") is None and query("empty") is None and query("two") is None
-        with pytest.raises(analysis.QueryError, match="400"):
+        with pytest.raises(promql.QueryError, match="400"):
             query("bad")
         assert seen[0] == ("one", "1000.500", "Bearer t0k")
     finally:
         server.shutdown()
         server.server_close()
-    with pytest.raises(analysis.QueryError):
-        analysis.prometheus_query(url, timeout=1)("one")
+    with pytest.raises(promql.QueryError):
+        prometheus.prometheus_query(url, timeout=1)("one")
 
 
 def test_no_credential_reaches_a_message():
-    for auth in (analysis.Auth(token="s3cr3t\n"), analysis.Auth(username="u", password="pa\nss")):
-        with pytest.raises(analysis.QueryError) as err:
-            analysis.prometheus_query("http://127.0.0.1:9", auth, timeout=1)("up")
+    for auth in (promql.Auth(token="s3cr3t\n"), promql.Auth(username="u", password="pa\nss")):
+        with pytest.raises(promql.QueryError) as err:
+            prometheus.prometheus_query("http://127.0.0.1:9", auth, timeout=1)("up")
         assert "s3cr3t" not in str(err.value) and "pa\nss" not in str(err.value)

@@ -1,7 +1,7 @@
 """Canary analysis against real processes: four real tritonservers serve the same model as four
 revisions (a stable one, a good canary, a slow canary and a failing canary), one real Prometheus
 scrapes them with the labels a kubernetes_sd scrape would give (namespace, revision, pod), and
-``analysis.run`` asks it through ``analysis.prometheus_query``, exactly as the operator does.
+``analysis.run`` asks it through ``prometheus.prometheus_query``, exactly as the operator does.
 
 One module-scoped lab (servers, Prometheus, one bounded load over every revision at once) serves
 every test; each test evaluates the analysis at a chosen instant (``at``), so the rate windows cover
@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from inference_operator import prometheus
+from inference_operator import promql
 from inference_operator.rollout import analysis
 from inference_operator import api
 from inference_operator.rollout.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
@@ -62,8 +64,8 @@ class Lab:
     load_end: float  # wall-clock time (time.time()) when every load had finished
     root: pathlib.Path
 
-    def query(self, at: float) -> analysis.Query:
-        return analysis.prometheus_query(self.prom.url, at=at)
+    def query(self, at: float) -> promql.Query:
+        return prometheus.prometheus_query(self.prom.url, at=at)
 
     def run(self, a: api.Analysis, canary: str, at: float, stable: str | None = "stable") -> analysis.Verdict:
         return analysis.run(a, NAMESPACE, MODEL, canary, stable, self.query(at))
@@ -233,7 +235,7 @@ def test_prometheus_unreachable_or_refusing_is_an_error(lab):
                                                        "pod": f"{MODEL}-stable-0"})],
                      workdir=lab.root / "prometheus-stopped").start()
     try:
-        query = analysis.prometheus_query(own.url, at=time.time())
+        query = prometheus.prometheus_query(own.url, at=time.time())
         answered = analysis.run(a, NAMESPACE, MODEL, "good", "stable", query)
         show("own Prometheus, up", answered)
         assert answered.result != ERROR, answered.message

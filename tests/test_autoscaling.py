@@ -11,7 +11,7 @@ from inference_operator import api
 from inference_operator.desired import autoscaling, signals
 from inference_operator.rollout import canary, split as canary_split
 from inference_operator.status import startup
-from inference_operator.desired.children import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
+from inference_operator.kinds import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
 from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import reconcile
 

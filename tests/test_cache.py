@@ -1,5 +1,6 @@
 """The cache the passes read: what a snapshot holds, and which version of an object wins."""
 
+from inference_operator import kinds
 from inference_operator.controller import cache
 from inference_operator import naming
 
@@ -102,7 +103,6 @@ def test_a_child_that_lost_our_labels_comes_back_when_they_are_put_back():
 
 
 def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():
-    from inference_operator.desired import children
     from inference_operator.controller.kube import ApiError
 
     from .conftest import FakeKube
@@ -120,7 +120,7 @@ def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fai
     except ApiError:
         pass
     assert store.get("Deployment", "ns", "demo-predictor") is not None
-    ref = children.Ref(children.DEPLOYMENT, "ns", "demo-predictor")
+    ref = kinds.Ref(kinds.DEPLOYMENT, "ns", "demo-predictor")
     writer.delete(ref, store.get("Deployment", "ns", "demo-predictor")["metadata"]["uid"])
     assert store.get("Deployment", "ns", "demo-predictor") is None
 

@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
+from inference_operator import kinds
 from inference_operator.desired import children
 from inference_operator import cli, config
 from inference_operator.api import crd
-from inference_operator.rollout import plan as rollout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "inference-operator"
@@ -115,7 +115,7 @@ def test_the_cluster_role_grants_exactly_what_the_code_uses(install):
         expected[(child.kind.group, child.kind.plural)] = CHILD_VERBS
     assert rules == expected
     # No Secret access by default: a canary naming Prometheus credentials needs an opt-in value.
-    assert (rollout.SECRET.group, rollout.SECRET.plural) not in rules
+    assert (kinds.SECRET.group, kinds.SECRET.plural) not in rules
 
 
 def test_the_lease_role_is_the_operators_lease_only(install):

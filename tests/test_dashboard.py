@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from inference_operator import promql
 from inference_operator.rollout import analysis
 from inference_operator import api
 from inference_operator.kubectl import dashboard
@@ -390,7 +391,7 @@ def test_the_analysis_credentials_not_readable_as_the_user_are_said():
 
 
 def test_an_invalid_header_is_said_without_quoting_it():
-    reader = dashboard.PrometheusReader("http://127.0.0.1:9", analysis.Auth(token="bad\ntoken"))
+    reader = dashboard.PrometheusReader("http://127.0.0.1:9", promql.Auth(token="bad\ntoken"))
     with pytest.raises(dashboard.QueryFailed) as exc:
         reader.range("up", 0, 10, 5)
     assert str(exc.value) == "the credentials are not a valid HTTP header"

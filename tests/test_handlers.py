@@ -7,6 +7,7 @@ import threading
 import kopf
 import pytest
 
+from inference_operator.controller import render_cache
 from inference_operator.controller import cache, handlers, runner
 from inference_operator import naming
 from inference_operator.controller.kube import ApiError
@@ -105,7 +106,7 @@ def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached, monk
 
     kube, store, body = cached
     monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process))
-    monkeypatch.setattr(handlers, "RENDERED", reconcile.RenderCache())
+    monkeypatch.setattr(handlers, "RENDERED", render_cache.RenderCache())
     monkeypatch.setattr(reconcile, "RENDERED", handlers.RENDERED)
     handlers.process(("ns", "demo"), 0)
     assert len(handlers.RENDERED) == 1

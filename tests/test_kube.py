@@ -8,9 +8,9 @@ import kubernetes
 import pytest
 
 from inference_operator import api
-from inference_operator.desired.children import DEPLOYMENT, Ref
+from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.controller.kube import ApiError, RestKube
-from inference_operator.status.compute import Event
+from inference_operator.problems import Event
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):

@@ -3,6 +3,7 @@ Deployment's replicas come up, never below replicas - maxUnavailable serving."""
 
 import pytest
 
+from inference_operator import kinds
 from inference_operator.desired import migration
 from inference_operator import naming
 
@@ -101,7 +102,7 @@ def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_ou
     assert ("delete", "Deployment/demo-predictor Orphan") in fake_kube.writes
     assert not [w for w in fake_kube.writes if w == ("apply", "Deployment/demo-predictor")]
     # What the garbage collector leaves: the old ReplicaSet, uncontrolled, its pods serving.
-    old_rs = children.Ref(children.REPLICASET, "ns", "demo-predictor-old")
+    old_rs = kinds.Ref(kinds.REPLICASET, "ns", "demo-predictor-old")
     fake_kube.objects[old_rs] = {"kind": "ReplicaSet", "metadata": {
         "name": "demo-predictor-old", "namespace": "ns", "uid": "rs-old",
         "labels": {naming.ISVC_LABEL: "demo"}}, "spec": {"replicas": 2, "selector": {"matchLabels": {}}},

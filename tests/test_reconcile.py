@@ -4,9 +4,10 @@ import copy
 
 import pytest
 
+from inference_operator.controller import render_cache
 from inference_operator.desired import children, render
 from inference_operator import naming
-from inference_operator.desired.children import DEPLOYMENT, PDB, SERVICE, Ref
+from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
 
@@ -432,7 +433,7 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     from inference_operator.controller import reconcile as rec
     from inference_operator.observed import Observed
 
-    cache = rec.RenderCache()
+    cache = render_cache.RenderCache()
     isvc = api.parse(isvc_body())
     first = cache.get(isvc, CONFIG, "stable")
     again = cache.get(api.parse(isvc_body()), CONFIG, "stable")
@@ -449,7 +450,7 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     assert len(cache) == 2
     cache.forget("ns", "demo")
     assert len(cache) == 0
-    small = rec.RenderCache(size=2)
+    small = render_cache.RenderCache(size=2)
     for i in range(3):
         small.get(api.parse({**isvc_body(), "metadata": {**isvc_body()["metadata"], "name": f"m{i}"}}),
                   CONFIG, "stable")

@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import itertools
 
+from inference_operator.controller import analyzer
+from inference_operator import kinds
+from inference_operator import promql
 from inference_operator.rollout import analysis, canary
 from inference_operator import api, naming
-from inference_operator.desired import children
-from inference_operator.desired.children import DEPLOYMENT, Ref
+from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.controller.reconcile import reconcile
 
 from .conftest import CONFIG, isvc_body
@@ -216,7 +218,7 @@ GATEWAY = {"maxSurge": 1, "maxUnavailable": 0, "canary": {
     "steps": [{"weight": 20}, {"weight": 60}], "traffic": "gatewayAPI",
     "gatewayAPI": {"parentRefs": [{"name": "edge", "namespace": "infra"}], "hostnames": ["demo.example.com"]},
     "analysis": {"interval": "10s", "initialDelay": "10s", "checksPerStep": 1}}}
-ROUTE = Ref(children.HTTPROUTE, "ns", "demo")
+ROUTE = Ref(kinds.HTTPROUTE, "ns", "demo")
 ROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 
 
@@ -225,7 +227,7 @@ def weights(kube) -> list:
 
 
 def selects(kube, name) -> str:
-    return kube.objects[Ref(children.SERVICE, "ns", name)]["spec"]["selector"][naming.TRACK_LABEL]
+    return kube.objects[Ref(kinds.SERVICE, "ns", name)]["spec"]["selector"][naming.TRACK_LABEL]
 
 
 def test_gateway_api_routes_exact_weights_between_role_services(fake_kube):
@@ -275,7 +277,7 @@ def test_gateway_traffic_without_the_gateway_api_is_a_condition_and_writes_nothi
     assert ROUTE in fake_kube.objects and cond(body, "Degraded")["status"] == "False"
     body["spec"]["rollout"] = CANARY_SPEC  # and back to replicas: the role Services and route go
     run(fake_kube, body, clock, verdicts("Pass", asked))
-    assert ROUTE not in fake_kube.objects and Ref(children.SERVICE, "ns", "demo-stable") not in fake_kube.objects
+    assert ROUTE not in fake_kube.objects and Ref(kinds.SERVICE, "ns", "demo-stable") not in fake_kube.objects
 
 
 def test_a_weight_changed_behind_our_back_is_put_back(fake_kube):
@@ -353,21 +355,21 @@ def test_while_time_passes_a_canary_writes_only_when_a_check_runs(fake_kube):
 def test_prometheus_credentials_come_only_from_a_secret_labelled_for_them(fake_kube):
     import base64
 
-    from inference_operator.rollout import plan as rollout
+    from inference_operator.controller import analyzer
 
     def secret(name, labels=None, kind="Opaque", **data):
-        fake_kube.objects[Ref(rollout.SECRET, "ns", name)] = {
+        fake_kube.objects[Ref(kinds.SECRET, "ns", name)] = {
             "metadata": {"name": name, "labels": labels or {}}, "type": kind,
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
-    label = {rollout.CREDENTIALS_LABEL: "true"}
+    label = {promql.CREDENTIALS_LABEL: "true"}
     secret("ok", label, token="t0k")
     secret("basic", label, username="u", password="p")
     secret("unlabelled", token="t0k")
     secret("sa", label, "kubernetes.io/service-account-token", token="t0k")
-    read = rollout.secret_credentials(fake_kube)
-    assert read("ns", "ok") == analysis.Auth(token="t0k")
-    assert read("ns", "basic") == analysis.Auth(username="u", password="p")
+    read = analyzer.secret_credentials(fake_kube)
+    assert read("ns", "ok") == promql.Auth(token="t0k")
+    assert read("ns", "basic") == promql.Auth(username="u", password="p")
     for name, words in (("unlabelled", "is not labelled"), ("sa", "service account token"), ("gone", "does not exist")):
         try:
             read("ns", name)
@@ -409,7 +411,7 @@ def test_no_canary_while_a_deployment_made_before_tracks_is_moved_onto_them(fake
           "metadata": {"name": "demo-predictor-abc", "namespace": "ns", "uid": "rs-1",
                        "labels": {naming.ISVC_LABEL: "demo"}},
           "spec": {"replicas": 2}, "status": {"replicas": 2, "availableReplicas": 2}}
-    fake_kube.objects[Ref(children.REPLICASET, "ns", "demo-predictor-abc")] = rs
+    fake_kube.objects[Ref(kinds.REPLICASET, "ns", "demo-predictor-abc")] = rs
     body["spec"]["model"]["version"] = 2
     run(fake_kube, body, clock, analyze)
     assert STABLE in fake_kube.objects and CANARY not in fake_kube.objects
@@ -422,7 +424,6 @@ def test_a_secret_the_operator_may_not_read_holds_the_analysis_and_says_which_pe
     import types
 
     from inference_operator.controller import kube
-    from inference_operator.rollout import plan as rollout
 
     body = isvc_body(rollout={"canary": {"steps": [{"weight": 50}], "analysis": {
         "prometheus": {"address": "http://prometheus:9090", "secretName": "prom"}}}})
@@ -431,7 +432,7 @@ def test_a_secret_the_operator_may_not_read_holds_the_analysis_and_says_which_pe
     def forbidden(namespace, name):
         raise kube.ApiError(403, "Forbidden", f'secrets "{name}" is forbidden: User cannot get resource "secrets"')
 
-    analyze = rollout.analyzer(CONFIG, forbidden)
+    analyze = analyzer.analyzer(CONFIG, forbidden)
     inputs = types.SimpleNamespace(canary=isvc.spec.rollout.canary, state=api.CanaryStatus(revision="r2"), now=0.0)
     verdict = analyze(isvc, inputs)
     assert verdict.result == analysis.ERROR

@@ -4,7 +4,7 @@ import pytest
 
 from inference_operator import api, naming
 from inference_operator.status import compute as status
-from inference_operator.status.compute import Problem
+from inference_operator.problems import Problem
 
 from .conftest import CONFIG, isvc_body
 

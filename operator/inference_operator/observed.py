@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
-from inference_operator.desired.children import Ref
+from inference_operator.kinds import Ref
 
 
 def condition(obj: Mapping[str, Any], ctype: str) -> Optional[Mapping[str, Any]]:
@@ -54,3 +54,8 @@ class Observed:
 
     def child_by_kind(self, kind: str, name: str) -> Optional[Mapping[str, Any]]:
         return self.children.get((kind, name))
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    c = condition(pod, "Ready")
+    return bool(c and c.get("status") == "True")

@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Any, Mapping, Optional
 
+from inference_operator import kinds
 from inference_operator.desired import children
 from inference_operator import naming
 from inference_operator.observed import Observed
@@ -24,7 +25,7 @@ PVC = "PersistentVolumeClaim"
 NAMESPACE = "Namespace"
 CRD = "CustomResourceDefinition"
 CHILD_KINDS = tuple(kind.kind for kind in children.CHILD_KINDS)
-REPLICASET = children.REPLICASET.kind
+REPLICASET = kinds.REPLICASET.kind
 
 Key = tuple[str, str]  # (namespace, name)
 GONE_REMEMBERED = 100_000

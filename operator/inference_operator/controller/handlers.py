@@ -17,12 +17,14 @@ from typing import Any, Hashable, Mapping
 
 import kopf
 
+from inference_operator import kinds
 from inference_operator import __version__, api, naming
 from inference_operator.controller import cache, heap, kopfpatch, leader, metrics, runner
 from inference_operator.desired import children
 from inference_operator.config import OperatorConfig
 from inference_operator.controller.kube import RestKube
-from inference_operator.controller.reconcile import RENDERED, SLOW_RETRY_SECONDS, reconcile
+from inference_operator.controller.reconcile import SLOW_RETRY_SECONDS, reconcile
+from inference_operator.controller.reconcile import RENDERED
 
 log = logging.getLogger(__name__)
 kopfpatch.apply()  # kopf's start-up barrier, linear in the objects instead of quadratic
@@ -37,7 +39,7 @@ CHILD_EVENT_DELAY = 0.25
 CHILD_LABELS = {"app.kubernetes.io/managed-by": naming.MANAGED_BY}
 # The child kinds of the registry, and pods: streamed with our label only.
 CHILD_RESOURCES = tuple((k.group, k.version, k.plural, k.kind)
-                        for k in [*children.CHILD_KINDS, children.POD, children.REPLICASET])
+                        for k in [*children.CHILD_KINDS, kinds.POD, kinds.REPLICASET])
 
 _config = OperatorConfig.from_env()
 _slow_retry_seconds = SLOW_RETRY_SECONDS

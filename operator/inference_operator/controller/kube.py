@@ -20,9 +20,10 @@ import urllib3
 
 from inference_operator import api
 from inference_operator.controller import faults, metrics
-from inference_operator.desired.children import Ref, ref_of
+from inference_operator.desired.children import ref_of
+from inference_operator.kinds import Ref
 from inference_operator.config import FIELD_MANAGER
-from inference_operator.status.compute import Event
+from inference_operator.problems import Event
 
 
 log = logging.getLogger(__name__)

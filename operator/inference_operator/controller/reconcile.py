@@ -4,29 +4,27 @@ and one status write at the end. Whatever event woke it, the pass is the same.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
-import hashlib
-import json
 import logging
 import re
-import threading
-import zlib
 from typing import Any, Callable, Mapping, Optional
 
 import pydantic
 
+from inference_operator.controller import analyzer
+from inference_operator import kinds
 from inference_operator import api, naming
 from inference_operator.desired import autoscaling, children, defaults, migration, render
 from inference_operator.rollout import canary, plan as rollout
 from inference_operator.status import compute as status
 from inference_operator.controller import kube as kube_errors
 from inference_operator.config import OperatorConfig
-from inference_operator.desired.children import Ref
+from inference_operator.controller.render_cache import RenderCache
+from inference_operator.kinds import Ref
 from inference_operator.controller.kube import ApiError, Kube
 from inference_operator.observed import Observed
-from inference_operator.status.compute import Event, Problem
+from inference_operator.problems import Event, Problem
 
 log = logging.getLogger(__name__)
 
@@ -120,49 +118,6 @@ class Desired:
     autoscaler: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-class RenderCache:
-    """Stamped children by everything they are rendered from: the spec, the name, namespace and
-    uid, the config and the track. Rendering is most of a no-op pass's CPU (jinja2, YAML, hashes);
-    a pass over an unchanged InferenceService finds its children here. One slot per
-    InferenceService and track, so a change replaces its entry instead of adding one, and a
-    deleted InferenceService's slot goes with it (``forget``): the cache holds what the live
-    InferenceServices render to, never more (bounded too, least recently used out). Entries are
-    kept as compressed JSON (about 1.5 KB for an InferenceService's children, against some 17 KB
-    as Python objects) and each ``get`` returns a fresh copy, which its caller owns. Thread-safe."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size = size
-        self._items: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.misses = 0
-
-    def get(self, isvc: api.InferenceService, config: OperatorConfig, track: Optional[str]) -> list[dict[str, Any]]:
-        slot = (isvc.namespace, isvc.name, track)
-        key = (isvc.metadata.uid, hashlib.sha256(isvc.spec.model_dump_json().encode()).digest(), config)
-        with self._lock:
-            found = self._items.get(slot)
-            if found is not None and found[0] == key:
-                self._items.move_to_end(slot)
-                return json.loads(zlib.decompress(found[1]))
-        self.misses += 1
-        stamped = [children.stamp(c, isvc) for c in render.render(isvc, config, track=track)]
-        blob = zlib.compress(json.dumps(stamped, separators=(",", ":")).encode(), 1)
-        with self._lock:
-            self._items[slot] = (key, blob)
-            self._items.move_to_end(slot)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return stamped
-
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            for slot in [s for s in self._items if s[:2] == (namespace, name)]:
-                del self._items[slot]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 RENDERED = RenderCache()
 
 
@@ -201,7 +156,7 @@ def rendered(isvc: api.InferenceService, config: OperatorConfig, track: Optional
 
 
 def _own_deployment(isvc: api.InferenceService, observed: Observed, track: str) -> Optional[dict[str, Any]]:
-    live = observed.child_by_kind(children.DEPLOYMENT.kind, naming.predictor(isvc.name, track))
+    live = observed.child_by_kind(kinds.DEPLOYMENT.kind, naming.predictor(isvc.name, track))
     if live is not None and children.controller_uid(dict(live)) == isvc.metadata.uid:
         return dict(live)
     return None
@@ -224,11 +179,11 @@ def _shrink_orphans(
     for name, rs in by_name.items():
         if name not in step.delete and not migration.adopted(rs, isvc.metadata.uid):
             owner = migration.owner_reference(children.owner_reference(isvc))
-            kube.patch(Ref(children.REPLICASET, isvc.namespace, name), {"metadata": {"ownerReferences": [owner]}})
+            kube.patch(Ref(kinds.REPLICASET, isvc.namespace, name), {"metadata": {"ownerReferences": [owner]}})
     for name, replicas in step.scale.items():
-        kube.patch(Ref(children.REPLICASET, isvc.namespace, name), {"spec": {"replicas": replicas}})
+        kube.patch(Ref(kinds.REPLICASET, isvc.namespace, name), {"spec": {"replicas": replicas}})
     for name in step.delete:
-        kube.delete(Ref(children.REPLICASET, isvc.namespace, name), by_name[name]["metadata"]["uid"])
+        kube.delete(Ref(kinds.REPLICASET, isvc.namespace, name), by_name[name]["metadata"]["uid"])
         deleted.append(f"ReplicaSet/{name} (moved onto tracks)")
 
 
@@ -336,14 +291,14 @@ def _autoscaling_status(
     spec = isvc.spec.autoscaling if parsed else None
     if spec is None:
         return {}
-    kind = children.HPA if spec.engine == "hpa" else children.SCALEDOBJECT
+    kind = kinds.HPA if spec.engine == "hpa" else kinds.SCALEDOBJECT
     name = naming.names(isvc.name).autoscaler
     ref = Ref(kind, isvc.namespace, name)
     scaler = live.get(ref)
     if scaler is not None and children.controller_uid(scaler) != isvc.metadata.uid:
         scaler = None
-    hpa = scaler if kind == children.HPA else observed.child_by_kind(
-        children.HPA.kind, autoscaling.keda_hpa_name(name))
+    hpa = scaler if kind == kinds.HPA else observed.child_by_kind(
+        kinds.HPA.kind, autoscaling.keda_hpa_name(name))
     seen = autoscaling.Observation(autoscaler=scaler, hpa=hpa, rejected=refused.get(ref))
     current, wanted = autoscaling.replicas_of(hpa)
     summary = {"kind": kind.kind, "name": name, "currentReplicas": current, "desiredReplicas": wanted}
@@ -375,7 +330,7 @@ def reconcile(
         # would only be refused.
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
     if analyze is None:
-        analyze = rollout.analyzer(config, rollout.secret_credentials(kube))
+        analyze = analyzer.analyzer(config, analyzer.secret_credentials(kube))
     try:
         return _reconcile(observed, kube, config, now, failures, slow_retry_seconds, analyze)
     except _Skip:

@@ -10,48 +10,7 @@ import dataclasses
 from typing import Any, Callable, Optional
 
 from inference_operator import api, naming
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """A kind of child the operator manages, and where the API server keeps it."""
-
-    api_version: str
-    kind: str
-    plural: str
-
-    @property
-    def path_prefix(self) -> str:
-        return ("/api/" if "/" not in self.api_version else "/apis/") + self.api_version
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
-
-
-DEPLOYMENT = Kind("apps/v1", "Deployment", "deployments")
-SERVICE = Kind("v1", "Service", "services")
-PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
-HTTPROUTE = Kind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
-HPA = Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
-SCALEDOBJECT = Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
-POD = Kind("v1", "Pod", "pods")  # observed, never written
-# Observed; written only to move a Deployment made before tracks (migration.py).
-REPLICASET = Kind("apps/v1", "ReplicaSet", "replicasets")
-
-
-@dataclasses.dataclass(frozen=True)
-class Ref:
-    kind: Kind
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind.kind}/{self.name}"
+from inference_operator.kinds import DEPLOYMENT, HPA, HTTPROUTE, PDB, REPLICASET, SCALEDOBJECT, SERVICE, Kind, Ref
 
 
 def ref_of(obj: dict[str, Any]) -> Ref:

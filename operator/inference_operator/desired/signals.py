@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from inference_operator.rollout.analysis import quoted
+from inference_operator.promql import quoted
 
 NAMESPACE_LABEL = "namespace"
 POD_LABEL = "pod"

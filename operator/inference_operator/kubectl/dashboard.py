@@ -31,6 +31,8 @@ import time
 import urllib.parse
 from typing import Any, Callable, Optional, Protocol
 
+from inference_operator import prometheus
+from inference_operator import promql
 from inference_operator.rollout import analysis, canary
 from inference_operator import api
 from inference_operator.kubectl import overview
@@ -155,7 +157,7 @@ def time_range(isvc: Obj, now: float) -> tuple[float, float]:
 
 def _model_selector(isvc: api.InferenceService) -> str:
     """The label matchers of the InferenceService's series of its model, every revision."""
-    return f"{signals.matchers(isvc.namespace, isvc.name)},{analysis.MODEL_LABEL}={analysis.quoted(isvc.spec.model.name)}"
+    return f"{signals.matchers(isvc.namespace, isvc.name)},{analysis.MODEL_LABEL}={promql.quoted(isvc.spec.model.name)}"
 
 
 def compared_with(isvc: api.InferenceService, state: Obj, samples: list[tuple[float, Obj]],
@@ -250,10 +252,10 @@ def weight_chart(isvc: api.InferenceService, state: Obj, samples: list[tuple[flo
     revision = state.get("revision")
     cfg = isvc.spec.rollout.canary
     if revision and cfg is not None:
-        window = analysis.promql_duration(max(2 * step, analysis.seconds(cfg.analysis.window or cfg.analysis.interval)))
+        window = promql.promql_duration(max(2 * step, promql.seconds(cfg.analysis.window or cfg.analysis.interval)))
         base = _model_selector(isvc)
         share = (f'100 * sum(rate(nv_inference_request_success{{{base},{analysis.REVISION_LABEL}='
-                 f'{analysis.quoted(revision)}}}[{window}])) / sum(rate(nv_inference_request_success{{{base}}}[{window}]))')
+                 f'{promql.quoted(revision)}}}[{window}])) / sum(rate(nv_inference_request_success{{{base}}}[{window}]))')
         try:
             series.append(("canary's share of requests (Prometheus)", "measured", "y",
                            _on_grid(prom.range(share, xs[0], xs[-1], step), xs)))
@@ -325,7 +327,7 @@ def charts(isvc_obj: Obj, samples: list[tuple[float, Obj]], prom: Optional[Reade
         return {"charts": [], "errors": ["the InferenceService's spec does not parse"], "active": False}
     start, end = time_range(isvc_obj, now)
     # The analysis interval (at most 15 s) with a canary; 5 s without (the range is then at most 15 minutes).
-    interval = analysis.seconds(isvc.spec.rollout.canary.analysis.interval) if isvc.spec.rollout.canary else 5.0
+    interval = promql.seconds(isvc.spec.rollout.canary.analysis.interval) if isvc.spec.rollout.canary else 5.0
     xs, step = grid(start, end, min(interval, 15.0))
     reader = prom or _Missing("no Prometheus: pass --prometheus or set the analysis address")
     out: list[Obj] = []
@@ -350,17 +352,17 @@ class PrometheusReader:
     """A Reader over prometheus-api-client, a timeout on every call, no retries (the page's next
     refresh is the retry)."""
 
-    def __init__(self, address: str, auth: analysis.Auth = analysis.Auth(),
-                 timeout: float = analysis.QUERY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, address: str, auth: promql.Auth = promql.Auth(),
+                 timeout: float = promql.QUERY_TIMEOUT_SECONDS) -> None:
         self.auth = auth
-        self.client = analysis.prometheus_client(address, auth, timeout)
+        self.client = prometheus.prometheus_client(address, auth, timeout)
 
     def _failed(self, exc: Exception) -> QueryFailed:
         import requests
 
         if isinstance(exc, requests.exceptions.InvalidHeader):  # its text quotes the header
             return QueryFailed("the credentials are not a valid HTTP header")
-        return QueryFailed(analysis.redacted(" ".join(str(exc).split()), self.auth)[:300])
+        return QueryFailed(promql.redacted(" ".join(str(exc).split()), self.auth)[:300])
 
     def range(self, query: str, start: float, end: float, step: float) -> dict[float, float]:
         utc = datetime.timezone.utc
@@ -448,14 +450,14 @@ class Dashboard:
         if not address:
             return None, []
         if self.token and self.prometheus:
-            return PrometheusReader(address, analysis.Auth(token=self.token)), []
+            return PrometheusReader(address, promql.Auth(token=self.token)), []
         secret = credentials_secret(isvc)
         spec_address = analysis_address(isvc)
         if not secret or address not in (self.prometheus, spec_address):
             return PrometheusReader(address), []
         namespace = isvc["metadata"]["namespace"]
         try:
-            auth = analysis.auth_from_secret(self.cluster.secret(namespace, secret), namespace, secret)
+            auth = promql.auth_from_secret(self.cluster.secret(namespace, secret), namespace, secret)
         except UserError as exc:
             return PrometheusReader(address), [f"Prometheus credentials (Secret {secret}) not readable as you: "
                                                f"{exc.line}; pass --prometheus-token-file with --prometheus"]

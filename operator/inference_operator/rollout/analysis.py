@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from inference_operator import api
+from inference_operator.promql import Answer, Query, QueryError, promql_duration, quoted, seconds
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "Pass", "Fail", "Inconclusive", "Error"
 
@@ -28,28 +28,6 @@ PASS, FAIL, INCONCLUSIVE, ERROR = "Pass", "Fail", "Inconclusive", "Error"
 NAMESPACE_LABEL = "namespace"
 REVISION_LABEL = "revision"
 MODEL_LABEL = "model"  # Triton's own
-
-QUERY_TIMEOUT_SECONDS = 5.0
-
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(duration: str) -> float:
-    """A duration such as 30s, 1m30s, 500ms or 1.5s, in seconds."""
-    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(us|ms|s|m|h)", duration)
-    if not parts or "".join(n + u for n, u in parts) != duration:
-        raise ValueError(f"{duration!r} is not a duration")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-def promql_duration(value: float) -> str:
-    """Seconds as a PromQL range: whole milliseconds (PromQL takes no fractions)."""
-    return f"{max(1, round(value * 1000))}ms"
-
-
-def quoted(value: str) -> str:
-    """A label value as a PromQL string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def selector(namespace: str, revision: str, model: str) -> str:
@@ -135,14 +113,6 @@ def queries(analysis: api.Analysis, namespace: str, model: str, canary: str, sta
     )
 
 
-class QueryError(Exception):
-    """Prometheus could not be asked, or refused the query."""
-
-
-# A query's answer: a number, None for no data (an empty vector, NaN, an infinity), or QueryError.
-Answer = Optional[float]
-
-
 def _shown(check: api.Check, value: float) -> str:
     if check.name == "errorRate":
         return f"{value * 100:.3g}%"
@@ -215,9 +185,6 @@ def judge(analysis: api.Analysis, requests: Answer, canary: dict[str, Answer], s
     return Verdict(overall, results, requests, message)
 
 
-Query = Callable[[str], Answer]
-
-
 def run(analysis: api.Analysis, namespace: str, model: str, canary: str, stable: Optional[str],
         query: Query) -> Verdict:
     """Ask every query of one analysis through ``query`` and judge the answers. A QueryError on
@@ -239,101 +206,3 @@ def error(analysis: api.Analysis, message: str) -> Verdict:
                                 for c in analysis.checks), None, message)
 
 
-@dataclasses.dataclass(frozen=True)
-class Auth:
-    token: Optional[str] = None
-    username: Optional[str] = None
-    password: Optional[str] = None
-
-
-CREDENTIALS_LABEL = f"{api.GROUP}/prometheus-credentials"
-
-
-def auth_from_secret(secret: dict, namespace: str, name: str) -> Auth:
-    """Prometheus credentials from a Secret as the API server returns it: ``token`` (bearer), or
-    ``username`` and ``password`` (basic). Whoever may create an InferenceService names the Secret
-    and the address its token goes to: only a Secret labelled for it is used, never a service
-    account's token (LookupError says why). Used by the operator and by the dashboard alike."""
-    import base64
-
-    labels = (secret.get("metadata") or {}).get("labels") or {}
-    if labels.get(CREDENTIALS_LABEL) != "true":
-        raise LookupError(f"Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}=true")
-    if secret.get("type") == "kubernetes.io/service-account-token":
-        raise LookupError(f"Secret {namespace}/{name} is a service account token")
-    data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (secret.get("data") or {}).items()}
-    if not data.get("token") and not data.get("username"):
-        raise LookupError(f"Secret {namespace}/{name} holds neither token nor username")
-    # Files made with --from-file end in a newline, which no header may hold.
-    data = {k: v.strip() for k, v in data.items()}
-    return Auth(token=data.get("token") or None, username=data.get("username") or None,
-                password=data.get("password") or None)
-
-
-def prometheus_client(address: str, auth: Auth = Auth(), timeout: float = QUERY_TIMEOUT_SECONDS) -> Any:
-    """prometheus-api-client's PrometheusConnect for ``address`` with ``auth``: a timeout on every
-    call and no retries (the next analysis, or the dashboard's next refresh, is the retry)."""
-    from prometheus_api_client import PrometheusConnect
-    from urllib3.util.retry import Retry
-
-    headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else None
-    basic = (auth.username, auth.password or "") if auth.username else None
-    return PrometheusConnect(url=address.rstrip("/"), headers=headers, auth=basic, disable_ssl=False,
-                             retry=Retry(total=0, raise_on_status=False), timeout=timeout)
-
-
-def redacted(message: str, auth: Auth) -> str:
-    """``message`` without the credentials in ``auth``, as they are and as a repr quotes them:
-    status and the dashboard's page are read by people who may not read the Secret."""
-    for value in (auth.token, auth.password):
-        if value:
-            message = message.replace(value, "<redacted>").replace(repr(value)[1:-1], "<redacted>")
-    return message
-
-
-def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = None,
-                     timeout: float = QUERY_TIMEOUT_SECONDS) -> Query:
-    """A ``Query`` against the Prometheus at ``address``: instant queries, all at the same instant
-    ``at`` (so the canary and the stable are read over the same window), a timeout on every call
-    and no retries (the next analysis is the retry)."""
-    from prometheus_api_client.exceptions import PrometheusApiClientException
-    import requests
-
-    client = prometheus_client(address, auth, timeout)
-    params = {"time": f"{at:.3f}"} if at is not None else None
-
-    def query(text: str) -> Answer:
-        try:
-            return _answer(text)
-        except QueryError as exc:
-            raise QueryError(redacted(str(exc), auth)) from exc.__cause__
-
-    def _answer(text: str) -> Answer:
-        try:
-            result = client.custom_query(text, params=params)
-        except requests.exceptions.InvalidHeader as exc:
-            raise QueryError("the credentials from the Secret are not a valid HTTP header") from exc
-        except requests.Timeout as exc:
-            raise QueryError(f"no answer from {address} within {timeout:g}s") from exc
-        except requests.ConnectionError as exc:
-            # The client's text is mostly the URL with the query: say what went wrong instead.
-            cause = re.sub(r"HTTPConnectionPool\(.*?\): Max retries exceeded with url: \S+ ", "", str(exc))
-            raise QueryError(_one_line(f"cannot connect to {address}: {cause}")) from exc
-        except (PrometheusApiClientException, requests.RequestException, ValueError) as exc:
-            raise QueryError(_one_line(str(exc))) from exc
-        values = []
-        for sample in result:
-            try:
-                values.append(float(sample["value"][1]))
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                raise QueryError(f"unexpected answer to {text}: {sample!r}") from exc
-        if len(values) != 1 or math.isnan(values[0]) or math.isinf(values[0]):
-            return None
-        return values[0]
-
-    return query
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -17,11 +17,12 @@ import dataclasses
 import datetime
 from typing import Any, Optional
 
+from inference_operator import promql
 from inference_operator.rollout import analysis as analysis_mod
 from inference_operator import api, naming
 from inference_operator.rollout import split as canary_split
 from inference_operator.rollout.split import Pods, Split
-from inference_operator.status.compute import Event
+from inference_operator.problems import Event
 
 # Phases. Active ones have a canary running; the others are the record of the last one.
 PROGRESSING, PAUSED, HOLDING, PROMOTING = "Progressing", "Paused", "Holding", "Promoting"
@@ -169,7 +170,7 @@ def analysis_start(inputs: Inputs, state: api.CanaryStatus) -> Optional[float]:
     if ready is None or inputs.canary is None:
         return None
     a = inputs.canary.analysis
-    return ready + initial_delay(a, inputs.startup_seconds) + analysis_mod.seconds(a.window or a.interval)
+    return ready + initial_delay(a, inputs.startup_seconds) + promql.seconds(a.window or a.interval)
 
 
 # analysis.initialDelay when unset: the canary's measured startup (a model that takes long to load
@@ -180,7 +181,7 @@ MIN_INITIAL_DELAY, MAX_INITIAL_DELAY = 30.0, 600.0
 
 def initial_delay(analysis: api.Analysis, startup_seconds: Optional[int]) -> float:
     if analysis.initial_delay:
-        return analysis_mod.seconds(analysis.initial_delay)
+        return promql.seconds(analysis.initial_delay)
     if startup_seconds is None:
         return DEFAULT_INITIAL_DELAY
     return min(MAX_INITIAL_DELAY, max(MIN_INITIAL_DELAY, float(startup_seconds)))
@@ -196,7 +197,7 @@ def next_analysis(inputs: Inputs) -> Optional[float]:
     if start is None:
         return None
     last = parse_time(state.last_analysis_at)
-    interval = analysis_mod.seconds(inputs.canary.analysis.interval)
+    interval = promql.seconds(inputs.canary.analysis.interval)
     return max(start, last + interval) if last is not None else start
 
 
@@ -407,12 +408,12 @@ def _step_done(inputs: Inputs, state: api.CanaryStatus) -> bool:
     if step.pause is not None:
         started = parse_time(state.step_started_at)
         return (step.pause.duration is not None and started is not None
-                and inputs.now >= started + analysis_mod.seconds(step.pause.duration))
+                and inputs.now >= started + promql.seconds(step.pause.duration))
     passed = state.checks_passed or 0
     if step.duration is None:
         return passed >= cfg.analysis.checks_per_step
     ready = parse_time(state.ready_at)
-    return ready is not None and passed >= 1 and inputs.now >= ready + analysis_mod.seconds(step.duration)
+    return ready is not None and passed >= 1 and inputs.now >= ready + promql.seconds(step.duration)
 
 
 def _promoting(state: api.CanaryStatus, now: float) -> api.CanaryStatus:
@@ -506,9 +507,9 @@ def _active(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> Dec
     if state.phase == PROGRESSING:
         ends = None
         if step.pause is not None and step.pause.duration is not None:
-            ends = (parse_time(state.step_started_at) or inputs.now) + analysis_mod.seconds(step.pause.duration)
+            ends = (parse_time(state.step_started_at) or inputs.now) + promql.seconds(step.pause.duration)
         elif step.duration is not None and state.ready_at is not None:
-            ends = (parse_time(state.ready_at) or inputs.now) + analysis_mod.seconds(step.duration)
+            ends = (parse_time(state.ready_at) or inputs.now) + promql.seconds(step.duration)
         if ends is not None:
             waits.append(max(ends - inputs.now, 1.0))
     if not _ready_enough(inputs, weight) and state.ready_at is None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
+from inference_operator import kinds
 from inference_operator.rollout import analysis, canary
 from inference_operator import api, naming
 from inference_operator.desired import children, migration, render, traffic
-from inference_operator.desired.children import Ref
-from inference_operator.config import OperatorConfig
+from inference_operator.kinds import Ref
 from inference_operator.observed import Observed
-from inference_operator.status.compute import Problem, pod_ready
+from inference_operator.problems import Problem
+from inference_operator.observed import pod_ready
 
 Analyze = Callable[[api.InferenceService, canary.Inputs], analysis.Verdict]
 
@@ -39,7 +40,7 @@ def stable_track(isvc: api.InferenceService) -> str:
 
 
 def _ref(isvc: api.InferenceService, track: str) -> Ref:
-    return Ref(children.DEPLOYMENT, isvc.namespace, naming.predictor(isvc.name, track))
+    return Ref(kinds.DEPLOYMENT, isvc.namespace, naming.predictor(isvc.name, track))
 
 
 def inputs(isvc: api.InferenceService, observed: Observed, desired_revision: Optional[str], now: float) -> canary.Inputs:
@@ -135,54 +136,3 @@ def _routing(isvc: api.InferenceService, observed: Observed, decision: canary.De
     return [children.stamp(c, isvc) for c in built if children.installable(c["kind"], observed.crds)]
 
 
-def prometheus_address(isvc: api.InferenceService, config: OperatorConfig) -> Optional[str]:
-    cfg = isvc.spec.rollout.canary
-    if cfg is not None and cfg.analysis.prometheus.address:
-        return cfg.analysis.prometheus.address
-    return config.prometheus_url
-
-
-def analyzer(config: OperatorConfig, credentials: Callable[[str, str], analysis.Auth]) -> Analyze:
-    """The analysis against the real Prometheus: its address from the spec or the operator's
-    environment, credentials from the named Secret (``credentials(namespace, name)``)."""
-
-    def analyze(isvc: api.InferenceService, inputs: canary.Inputs) -> analysis.Verdict:
-        cfg = inputs.canary
-        assert cfg is not None and inputs.state is not None
-        address = prometheus_address(isvc, config)
-        if not address:
-            return analysis.error(cfg.analysis, "no Prometheus to ask: set spec.rollout.canary.analysis.prometheus."
-                                                "address, or INFERENCE_OPERATOR_PROMETHEUS_URL for the operator")
-        auth = analysis.Auth()
-        if cfg.analysis.prometheus.secret_name:
-            try:
-                auth = credentials(isvc.namespace, cfg.analysis.prometheus.secret_name)
-            except Exception as exc:  # noqa: BLE001 -- whatever keeps us from the Secret holds the canary
-                why = str(exc)
-                if getattr(exc, "status", None) == 403:
-                    why = ("the operator may not read Secrets here: grant it `get` on secrets (the Helm chart's "
-                           f"rbac.prometheusCredentialsSecrets=true) ({exc})")
-                return analysis.error(
-                    cfg.analysis, f"the Secret {cfg.analysis.prometheus.secret_name} could not be read: {why}")
-        query = analysis.prometheus_query(address, auth, at=inputs.now)
-        return analysis.run(cfg.analysis, isvc.namespace, isvc.spec.model.name, inputs.state.revision or "",
-                            inputs.state.stable_revision, query)
-
-    return analyze
-
-
-SECRET = children.Kind("v1", "Secret", "secrets")
-CREDENTIALS_LABEL = analysis.CREDENTIALS_LABEL
-
-
-def secret_credentials(kube: Any) -> Callable[[str, str], analysis.Auth]:
-    """Prometheus credentials from a Secret (``analysis.auth_from_secret``). Read when an analysis
-    runs, never cached (a rotated token is used at once)."""
-
-    def read(namespace: str, name: str) -> analysis.Auth:
-        secret = kube.get(Ref(SECRET, namespace, name))
-        if secret is None:
-            raise LookupError(f"Secret {namespace}/{name} does not exist")
-        return analysis.auth_from_secret(secret, namespace, name)
-
-    return read

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from inference_operator import api, naming
 from inference_operator.status import startup
-from inference_operator.observed import condition as _cond
+from inference_operator.observed import condition as _cond, pod_ready
+from inference_operator.problems import Event, Problem
 from inference_operator.config import OperatorConfig
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
@@ -39,26 +40,9 @@ FAILING_WAIT_REASONS = {
 MAX_MESSAGE = 1024
 
 
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    """Something the operator detected that blocks serving the current spec."""
-
-    reason: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
 def _short(message: str) -> str:
     message = " ".join(message.split())
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
-
-
 
 
 _REASON_LINE = re.compile(r"^([A-Z][A-Za-z]+): (.+)$")
@@ -180,14 +164,6 @@ class PodCounts:
     lost: int  # pods of the desired revision that served (or started) and are no longer ready
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    c = _cond(pod, "Ready")
-    return bool(c and c.get("status") == "True")
-
-
-pod_ready = _ready
-
-
 @dataclasses.dataclass(frozen=True)
 class CanaryView:
     """What status says of a canary (canary.py decides it): running, or a rolled-back revision the
@@ -232,7 +208,7 @@ def _pod_counts(pods: list[dict[str, Any]], desired_revision: Optional[str]) -> 
         if meta.get("deletionTimestamp"):
             continue
         mine = (meta.get("labels") or {}).get(naming.REVISION_LABEL) == desired_revision is not None
-        if _ready(pod):
+        if pod_ready(pod):
             desired_ready += mine
             other_ready += not mine
             continue
