@@ -44,7 +44,11 @@ chromium:
 # benchmark's smoke variant (N = 50 on another fresh one; fails when a request count regresses).
 test: unit e2e scale-smoke
 
+# The import contracts first ([tool.importlinter] in pyproject.toml; tests/test_architecture.py breaks
+# each on purpose): a layering or purity violation fails in a second, before the slower tests.
 unit: venv prometheus
+	@echo "==> import contracts (lint-imports, [tool.importlinter] in pyproject.toml)"
+	$(VENV)/bin/lint-imports --no-cache --no-logo pyproject.toml
 	@echo "==> unit and process tests (pytest tests/)"
 	INFERENCE_OPERATOR_REQUIRE_TRITON=1 INFERENCE_OPERATOR_REQUIRE_PROMETHEUS=1 $(PY) -m pytest tests
 
