@@ -22,7 +22,7 @@ from inference_operator.controller import cache  # noqa: E402
 from inference_operator.desired import children, render  # noqa: E402
 from inference_operator.status import compute as status  # noqa: E402
 from inference_operator.controller.reconcile import reconcile  # noqa: E402
-from tests.conftest import CONFIG, FakeKube, isvc_body  # noqa: E402
+from tests.helpers import CONFIG, FakeKube, isvc_body  # noqa: E402
 
 
 def body(i: int) -> dict:

@@ -29,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from e2e.cluster import OPERATOR_USER, free_port  # noqa: E402
-from e2e.conftest import Kubectl, bound_claim, operator_kubeconfig, wait_for  # noqa: E402
+from e2e.helpers import Kubectl, bound_claim, operator_kubeconfig, wait_for  # noqa: E402
 
 
 def audit_counts(log: pathlib.Path, offset: int) -> tuple[collections.Counter, int]:

@@ -10,7 +10,7 @@ import json
 import pathlib
 import subprocess
 
-from .conftest import Kubectl, wait_for
+from .helpers import Kubectl, wait_for
 from .test_e2e import condition, manifest, wait_ready
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from inference_operator.desired import signals
 from tests.prometheus import Prometheus, require_prometheus
 from tests.triton import python_backend_dir, require_triton
 
-from .conftest import RESYNC_SECONDS, Kubectl, Operator, wait_for
+from .helpers import RESYNC_SECONDS, Kubectl, Operator, wait_for
 from .standins import GOOD, StandinKubelet, Traffic
 from .test_e2e import condition
 from .test_e2e import manifest as e2e_manifest

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from . import chart
-from .conftest import (IDENTITY_KINDS, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, operator_kubeconfig,
+from .helpers import (IDENTITY_KINDS, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, operator_kubeconfig,
                        wait_for)
 from .test_e2e import manifest, wait_ready
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 
-from .conftest import Kubectl, Operator, bound_claim, wait_for
+from .helpers import Kubectl, Operator, bound_claim, wait_for
 
 ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
 REVISION_LABEL = "serving.inference-operator.io/revision"

@@ -8,7 +8,7 @@ import time
 
 import yaml
 
-from .conftest import OPERATOR_MANIFEST, RESYNC_SECONDS, SLOW_RETRY_SECONDS, Kubectl, Operator, wait_for
+from .helpers import OPERATOR_MANIFEST, RESYNC_SECONDS, SLOW_RETRY_SECONDS, Kubectl, Operator, wait_for
 from .test_e2e import ISVC_LABEL, condition, manifest, settled, wait_condition, wait_ready
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -166,7 +166,7 @@ def test_a_new_inferenceservice_costs_its_creates_its_transitions_and_no_read(
 def test_deleting_a_namespace_re_creates_nothing(kubectl: Kubectl, operator: Operator, crd: None, audit):
     ns = f"e2e-gone-{int(time.time())}"
     kubectl("create", "namespace", ns)
-    from .conftest import bound_claim
+    from .helpers import bound_claim
 
     bound_claim(kubectl, ns, "models")
     for i in range(3):

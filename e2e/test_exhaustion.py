@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from .conftest import Kubectl, wait_for
+from .helpers import Kubectl, wait_for
 from .test_e2e import condition, manifest, wait_condition, wait_ready
 
 

@@ -18,7 +18,7 @@ from inference_operator.api import validation
 from inference_operator.config import OperatorConfig
 from tests.fuzz_specs import bodies
 
-from .conftest import Kubectl
+from .helpers import Kubectl
 
 SEEN: collections.Counter = collections.Counter()
 FULL = os.environ.get("E2E_FAULTS") == "full"  # make faults: four times the cases

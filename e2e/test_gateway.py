@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from .conftest import Kubectl, wait_for
+from .helpers import Kubectl, wait_for
 from .test_e2e import condition, manifest, pods_of, wait_ready
 from .viewers import Plugin
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from tests.prometheus import Prometheus
 
-from .conftest import Kubectl, wait_for
+from .helpers import Kubectl, wait_for
 
 NAME = "smoke"
 VALUE, THRESHOLD, MIN_REPLICAS, MAX_REPLICAS = 5, 1, 1, 4  # ceil(5 / 1) = 5, bounded by 4

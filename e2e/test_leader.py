@@ -18,7 +18,7 @@ from inference_operator import __version__
 
 from inference_operator.controller.faults import ENV as KILL_ENV
 
-from .conftest import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for
+from .helpers import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for
 from .test_e2e import manifest, wait_ready
 
 LEASE, RENEW, RETRY = 6, 4, 1  # seconds; the defaults are 15, 10 and 2

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .conftest import Kubectl, Operator, wait_for
+from .helpers import Kubectl, Operator, wait_for
 from .test_e2e import manifest, wait_ready
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))

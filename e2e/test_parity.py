@@ -13,7 +13,7 @@ import yaml
 from inference_operator.api import validation
 from tests.validation_cases import CASES, case_body
 
-from .conftest import Kubectl
+from .helpers import Kubectl
 
 
 @pytest.mark.parametrize("change,expect", [(c, e) for _, c, e in CASES], ids=[i for i, _, _ in CASES])

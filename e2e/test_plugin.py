@@ -26,7 +26,7 @@ from inference_operator.rollout import analysis
 from inference_operator import api, cli
 from inference_operator.api import crd
 
-from .conftest import Kubectl, account_kubeconfig, wait_for
+from .helpers import Kubectl, account_kubeconfig, wait_for
 from .standins import BAD, GOOD, REVISION_LABEL
 from . import test_canary
 from .test_canary import MODEL, NAME, Harness

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 import yaml
 
-from .conftest import Kubectl
+from .helpers import Kubectl
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted((REPO / "manifests" / "samples").glob("*.yaml"))

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from .conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, wait_for
+from .helpers import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, wait_for
 from .test_e2e import manifest, wait_ready
 
 

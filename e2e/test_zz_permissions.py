@@ -11,7 +11,7 @@ import pytest
 
 from inference_operator.desired import children
 
-from .conftest import Audit, granted
+from .helpers import Audit, granted
 
 
 # Needed, but not by every run: a child is created by server-side apply (a patch) unless a pass

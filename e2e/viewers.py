@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from tests.browser import Browser
 
-from .conftest import REPO, Kubectl, wait_for
+from .helpers import REPO, Kubectl, wait_for
 
 # Where screenshots go; CI keeps the folder as the run's artifacts (.ci/run lists it).
 ARTIFACTS = pathlib.Path(os.environ.get("E2E_ARTIFACTS") or REPO / "artifacts")

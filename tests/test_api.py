@@ -5,7 +5,7 @@ import pytest
 
 from inference_operator import api
 
-from .conftest import isvc_body, load_case
+from .helpers import isvc_body, load_case
 
 
 def test_defaults_fill_a_minimal_spec():

@@ -15,7 +15,7 @@ from inference_operator.kinds import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
 from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import reconcile
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 from .test_canary import World, spec as canary_spec
 
 PROMETHEUS = "http://prometheus.monitoring:9090"

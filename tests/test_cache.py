@@ -4,7 +4,7 @@ from inference_operator import kinds
 from inference_operator.controller import cache
 from inference_operator import naming
 
-from .conftest import isvc_body
+from .helpers import isvc_body
 
 
 def obj(kind, name, rv, uid="u1", owner=None, ns="ns", **extra):
@@ -105,7 +105,7 @@ def test_a_child_that_lost_our_labels_comes_back_when_they_are_put_back():
 def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():
     from inference_operator.controller.kube import ApiError
 
-    from .conftest import FakeKube
+    from .helpers import FakeKube
 
     kube = FakeKube()
     store = cache.Store()
@@ -158,7 +158,7 @@ def test_a_cached_deployment_keeps_everything_a_pass_reads_of_it():
     from inference_operator import api
     from inference_operator.desired import children, defaults, migration, render
 
-    from .conftest import CONFIG
+    from .helpers import CONFIG
 
     isvc = api.parse(isvc_body(model={"name": "m", "storageUri": "s3://bucket/m"}, replicas=2))
     deployment = children.stamp(render.render(isvc, CONFIG)[0], isvc)

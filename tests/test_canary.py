@@ -15,7 +15,7 @@ from inference_operator.status import compute as status
 from inference_operator.rollout.canary import ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs
 from inference_operator.rollout.split import Pods
 
-from .conftest import merge
+from .helpers import merge
 
 T0 = 1_800_000_000.0
 

@@ -8,7 +8,7 @@ import pytest
 from inference_operator import api, naming
 from inference_operator.desired import children, render
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 
 
 def setup(**spec):

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from .conftest import CASES
+from .helpers import CASES
 
 CLI = [sys.executable, "-m", "inference_operator.cli"]
 

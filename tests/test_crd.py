@@ -9,7 +9,7 @@ import pytest
 from inference_operator import api
 from inference_operator.api import crd, validation
 
-from .conftest import load_case
+from .helpers import load_case
 
 CRD_FILE = pathlib.Path(__file__).parents[1] / "crds" / "inferenceservices.serving.inference-operator.io.yaml"
 

@@ -6,7 +6,7 @@ from inference_operator.desired import defaults
 from inference_operator import naming
 from inference_operator.controller.reconcile import reconcile
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 from .test_reconcile import DEP, clock, finish_rollout
 
 UPGRADED = dataclasses.replace(CONFIG, default_image="tritonserver:upgraded", operator_image="operator:upgraded")

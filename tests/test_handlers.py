@@ -12,7 +12,7 @@ from inference_operator.controller import cache, handlers, runner
 from inference_operator import naming
 from inference_operator.controller.kube import ApiError
 
-from .conftest import FakeKube, isvc_body
+from .helpers import FakeKube, isvc_body
 
 
 class Clock:

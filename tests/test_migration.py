@@ -81,7 +81,7 @@ def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_ou
     from inference_operator import api
     from inference_operator.desired import children, render
 
-    from .conftest import CONFIG, isvc_body
+    from .helpers import CONFIG, isvc_body
     from .test_reconcile import DEP, cond, run
 
     body = isvc_body(replicas=2)

@@ -5,7 +5,7 @@ import pytest
 from inference_operator import api
 from inference_operator.modelrepo import model_config
 
-from .conftest import isvc_body
+from .helpers import isvc_body
 
 EXISTING = '''# exported by the training job
 name: "old_name"

@@ -1,8 +1,17 @@
-"""The image installs a lock; the lock must satisfy what pyproject.toml asks for."""
+"""The image installs a lock; the lock must satisfy what pyproject.toml asks for. The wheel, installed
+in a fresh venv, holds every template and static file and runs `render` and the plugin as the checkout does."""
 
+import os
 import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
 import tomllib
+import types
+import zipfile
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -188,3 +197,109 @@ def test_the_build_context_holds_what_the_dockerfile_copies():
             if keyword == "COPY" and not args.startswith("--from"):
                 for source in args.split()[:-1]:
                     assert source.rstrip("/").split("/")[0] in allowed, source
+
+
+# ---- the wheel, installed: what `pip install` of a release gives a user ----------------------------
+
+PACKAGE = ROOT / "operator" / "inference_operator"
+TEMPLATES = PACKAGE / "desired" / "templates"
+STATIC = PACKAGE / "kubectl" / "static"
+SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+
+
+def package_files(directory: pathlib.Path) -> list[str]:
+    """The files under directory, as paths inside the wheel (inference_operator/...); bytecode left out."""
+    return sorted(str(p.relative_to(PACKAGE.parent)) for p in directory.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
+    """The wheel built from a copy of what the Dockerfile copies (the checkout gets no build/ nor
+    egg-info), installed with pip into a fresh venv. The venv borrows the dependencies of the one
+    running the tests through a .pth line (installing them would need the index and minutes): a
+    directory a .pth line adds runs no .pth of its own, so the checkout's editable install stays out,
+    and the test asserts the package is imported from the venv."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    (source / "operator").mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(PACKAGE, source / "operator" / "inference_operator",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+
+    def run(*argv: str | pathlib.Path) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600, cwd=work)
+        assert result.returncode == 0, f"{' '.join(map(str, argv))}:\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
+        return result
+
+    # Built as a release is: in isolation, with the setuptools pyproject.toml asks for.
+    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", work / "dist", source)
+    (wheel,) = (work / "dist").glob("inference_operator-*.whl")
+    venv = work / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index", wheel)
+    site = pathlib.Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    borrowed = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (site / "borrowed-dependencies.pth").write_text("".join(f"{p}\n" for p in borrowed))
+    return types.SimpleNamespace(wheel=wheel, venv=venv, python=python, bin=venv / "bin", site=site, cwd=work)
+
+
+def run_installed(installed: types.SimpleNamespace, *argv: str | pathlib.Path) -> subprocess.CompletedProcess:
+    """A command of the venv, run outside the checkout with no PYTHONPATH and no config from the environment."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("INFERENCE_OPERATOR_")}
+    env["PATH"] = f"{installed.bin}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=installed.cwd)
+
+
+def test_the_wheel_holds_every_module_template_and_static_file(installed):
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        names = set(wheel.namelist())
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        scripts = wheel.read(entry_points).decode()
+    templates, static = package_files(TEMPLATES), package_files(STATIC)
+    assert templates and static
+    assert any(t.endswith(".j2") for t in templates) and "inference_operator/kubectl/static/dashboard.js" in static
+    missing = [f for f in package_files(PACKAGE) if f not in names]  # templates and static among them
+    assert not missing, f"not in {installed.wheel.name}: {missing}"
+    project_scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in project_scripts.items():
+        assert f"{name} = {target}" in scripts, (name, scripts)
+
+
+def test_the_installed_package_is_the_wheels_not_the_checkouts(installed):
+    result = run_installed(installed, installed.python, "-c", "import inference_operator; print(inference_operator.__file__)")
+    assert result.returncode == 0, result.stderr
+    assert pathlib.Path(result.stdout.strip()).is_relative_to(installed.site), result.stdout
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.stem for s in SAMPLES])
+def test_the_installed_render_renders_each_sample_as_the_checkout_does(installed, sample):
+    """Its templates are found in the installed package; the output is the checkout's, byte for byte."""
+    result = run_installed(installed, installed.bin / "inference-operator", "render", "-f", sample)
+    assert result.returncode == 0, result.stderr
+    assert "kind: Deployment" in result.stdout
+    checkout = run_installed(installed, sys.executable, "-m", "inference_operator.cli", "render", "-f", sample)
+    assert checkout.returncode == 0, checkout.stderr
+    assert result.stdout == checkout.stdout
+    plugin = run_installed(installed, installed.bin / "kubectl-inference", "render", "-f", sample)
+    assert plugin.returncode == 0, plugin.stderr
+    assert plugin.stdout == result.stdout
+
+
+def test_the_installed_plugin_answers_help_and_serves_every_static_file(installed):
+    result = run_installed(installed, installed.bin / "kubectl-inference", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: kubectl inference"), result.stdout  # its prog, as kubectl runs it
+    for command in ("get", "render", "crd", "dashboard"):
+        assert command in result.stdout, command
+    listed = run_installed(installed, installed.python, "-c",
+                           "from inference_operator.kubectl import dashboard as d; "
+                           "print(d.STATIC); print(*sorted(d.STATIC_FILES))")
+    assert listed.returncode == 0, listed.stderr
+    directory, files = listed.stdout.splitlines()
+    assert pathlib.Path(directory).is_relative_to(installed.site), directory
+    assert files.split() == sorted(p.name for p in STATIC.iterdir() if p.is_file())

@@ -11,7 +11,7 @@ from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 
 DEP = Ref(DEPLOYMENT, "ns", "demo-predictor")
 SVC = Ref(SERVICE, "ns", "demo")

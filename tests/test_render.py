@@ -11,7 +11,7 @@ import yaml
 from inference_operator import api, naming
 from inference_operator.desired import render
 
-from .conftest import CONFIG, HERE, isvc_body, load_case
+from .helpers import CONFIG, HERE, isvc_body, load_case
 
 GOLDEN = HERE / "golden"
 CASES = ["gpu", "mig", "multi-gpu", "cpu", "s3"]

@@ -14,7 +14,7 @@ from inference_operator import api, naming
 from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.controller.reconcile import reconcile
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 
 STABLE = Ref(DEPLOYMENT, "ns", "demo-predictor")
 CANARY = Ref(DEPLOYMENT, "ns", "demo-predictor-canary")

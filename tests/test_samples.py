@@ -15,7 +15,7 @@ from inference_operator import api, cli
 from inference_operator.desired import autoscaling, render
 from inference_operator.api import validation
 
-from .conftest import CONFIG
+from .helpers import CONFIG
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))

@@ -6,7 +6,7 @@ from inference_operator import api, naming
 from inference_operator.status import compute as status
 from inference_operator.problems import Problem
 
-from .conftest import CONFIG, isvc_body
+from .helpers import CONFIG, isvc_body
 
 NOW, LATER = "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z"
 

@@ -336,7 +336,7 @@ def test_the_rendered_init_container_fetches_for_real(s3, tmp_path):
     from inference_operator.desired import render
     from inference_operator.config import OperatorConfig
 
-    from .conftest import isvc_body
+    from .helpers import isvc_body
 
     body = isvc_body(model={"name": "m", "storageUri": "s3://models/archives/m.tar.gz",
                             "storage": {"secretName": "creds", "endpoint": s3, "region": "us-east-1"}},

@@ -7,7 +7,7 @@ import pytest
 from inference_operator import api
 from inference_operator.desired import render
 
-from .conftest import isvc_body, load_case
+from .helpers import isvc_body, load_case
 from .triton import require_triton, run_triton
 
 

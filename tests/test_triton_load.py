@@ -7,7 +7,7 @@ import urllib.request
 from inference_operator import api
 from inference_operator.modelrepo import model_config, fetch as storage
 
-from .conftest import isvc_body
+from .helpers import isvc_body
 from .servers import http_server
 from .test_storage import tar_gz
 from .triton import TritonServer, python_backend_dir, require_triton
