@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from inference_operator import api  # noqa: E402
 from inference_operator.controller import cache  # noqa: E402
 from inference_operator.desired import children, render  # noqa: E402
-from inference_operator.status import compute as status  # noqa: E402
+from inference_operator.status import conditions  # noqa: E402
 from inference_operator.controller.reconcile import reconcile  # noqa: E402
 from tests.helpers import CONFIG, FakeKube, isvc_body  # noqa: E402
 
@@ -54,8 +54,8 @@ def main() -> None:
         "parse (pydantic)": timed(lambda: api.parse(bodies[0]), 2000),
         "render (jinja2 + hash)": timed(lambda: render.render(sample, CONFIG), 500),
         "stamp + plan": timed(lambda: children.plan(sample, [children.stamp(c, sample) for c in desired], live), 2000),
-        "status.compute": timed(lambda: status.compute(sample, deployment=desired[0], pods=[], desired_revision="x",
-                                                       problem=None, config=CONFIG, now="t"), 2000),
+        "status.compute": timed(lambda: conditions.compute(conditions.Seen(
+            sample, deployment=desired[0], pods=[], desired_revision="x", problem=None, config=CONFIG, now="t")), 2000),
     }
     print("per call, one InferenceService:")
     for name, seconds in per_call.items():

@@ -25,11 +25,11 @@ TIMEOUT_S = 300
 # it, every contract id the line breaks). Each contract has at least one case; the test below checks it.
 BREAKAGES = [
     ("layers", "desired/render.py", "from inference_operator.controller import runner", {"layers", "pure"}),
-    ("layers", "rollout/plan.py", "from inference_operator.status import compute", {"layers"}),
+    ("layers", "rollout/plan.py", "from inference_operator.status import conditions", {"layers"}),
     ("layers", "naming.py", "from inference_operator.modelrepo import model_config", {"layers"}),
     ("layers", "api/validation.py", "from inference_operator import config", {"layers"}),
     ("pure", "rollout/canary.py", "import kopf", {"pure"}),
-    ("pure", "status/compute.py", "import subprocess", {"pure"}),
+    ("pure", "status/conditions.py", "import subprocess", {"pure"}),
     ("pure", "promql.py", "import socket", {"pure"}),
     ("pure", "naming.py", "from http import client", {"pure"}),
     ("pure", "desired/signals.py", "from inference_operator import prometheus", {"pure"}),

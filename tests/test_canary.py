@@ -11,7 +11,7 @@ import pytest
 
 from inference_operator.rollout import analysis, canary
 from inference_operator import api
-from inference_operator.status import compute as status
+from inference_operator.status import patch
 from inference_operator.rollout.canary import ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs
 from inference_operator.rollout.split import Pods
 
@@ -74,7 +74,7 @@ class World:
         # What the API server holds after the status write: the operator's merge patch, merged.
         before = {"canary": json.loads(self.state_json)} if self.state_json else {}
         after = {"canary": d.state} if d.state is not None else {}
-        stored = merge(before, status.merge_patch(before, after)).get("canary")
+        stored = merge(before, patch.merge_patch(before, after)).get("canary")
         self.decided = d.state
         self.state_json = json.dumps(stored) if stored is not None else None
         self.events += [e.reason for e in d.events]

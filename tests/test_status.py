@@ -3,7 +3,8 @@
 import pytest
 
 from inference_operator import api, naming
-from inference_operator.status import compute as status
+from inference_operator.status import events, messages, patch
+from inference_operator.status.conditions import Seen, compute as compute_status
 from inference_operator.problems import Problem
 
 from .helpers import CONFIG, isvc_body
@@ -60,8 +61,8 @@ def compute(dep=None, pods=(), problem=None, revision="rev1", previous=None, now
     body["metadata"]["generation"] = generation
     if previous:
         body["status"] = previous
-    return status.compute(api.parse(body), deployment=dep, pods=list(pods), desired_revision=revision,
-                          problem=problem, config=CONFIG, now=now)
+    return compute_status(Seen(api.parse(body), deployment=dep, pods=list(pods), desired_revision=revision,
+                               problem=problem, config=CONFIG, now=now))
 
 
 def conds(st, types=("Ready", "Progressing", "Degraded")):
@@ -228,25 +229,25 @@ def test_reason_change_keeps_transition_time():
 
 def test_comparable_matches_for_the_same_status():
     st = compute(deployment())
-    assert status.comparable(st) == status.comparable(compute(deployment(), previous=st, now=LATER))
+    assert patch.comparable(st) == patch.comparable(compute(deployment(), previous=st, now=LATER))
 
 
 def test_events_only_on_transitions():
     pending = compute(None)
     ready = compute(deployment(), previous=pending)
-    evs = status.events(pending, ready)
+    evs = events.events(pending, ready)
     assert [(e.type, e.reason) for e in evs] == [("Normal", "Ready")]
-    assert status.events(ready, compute(deployment(), previous=ready, now=LATER)) == []
+    assert events.events(ready, compute(deployment(), previous=ready, now=LATER)) == []
     broken = compute(deployment(ready=1, available=1), [pod(waiting="CrashLoopBackOff")], previous=ready)
-    assert [(e.type, e.reason) for e in status.events(ready, broken)] == [("Warning", "CrashLoopBackOff")]
+    assert [(e.type, e.reason) for e in events.events(ready, broken)] == [("Warning", "CrashLoopBackOff")]
     rolling = compute(deployment(revision="rev2", updated=1, progressing="ReplicaSetUpdated"), revision="rev2",
                       previous=ready)
-    assert ("Normal", "RollingOut") in [(e.type, e.reason) for e in status.events(ready, rolling)]
+    assert ("Normal", "RollingOut") in [(e.type, e.reason) for e in events.events(ready, rolling)]
 
 
 def test_long_messages_are_truncated():
     st = compute(deployment(updated=1, ready=0, available=0, replicas=1), [pod(scheduled="x" * 5000)])
-    assert all(len(c["message"]) <= status.MAX_MESSAGE for c in st["conditions"])
+    assert all(len(c["message"]) <= messages.MAX_MESSAGE for c in st["conditions"])
 
 
 def rolled_out():
@@ -264,7 +265,7 @@ def test_a_scale_up_is_not_a_rollout_and_ready_does_not_flap():
                     pods=pods, previous=before, now=LATER)
     assert conds(after) == {"Ready": ("True", "Available"), "Progressing": ("False", "RolloutComplete"),
                             "Degraded": ("False", "AsExpected")}
-    assert status.events(before, after) == []
+    assert events.events(before, after) == []
     assert "2/4 replicas ready" in next(c for c in after["conditions"] if c["type"] == "Ready")["message"]
 
 
@@ -275,7 +276,7 @@ def test_a_scale_down_is_not_a_rollout_either():
                     previous=before, now=LATER)
     # The deployment controller has not caught up; it is still the same revision, scaling.
     assert conds(after)["Ready"] == ("True", "Available")
-    assert status.events(before, after) == []
+    assert events.events(before, after) == []
 
 
 def test_a_lost_replica_beyond_max_unavailable_makes_ready_false():
@@ -315,9 +316,10 @@ def test_ready_during_a_rollout_once_enough_replicas_serve_the_new_revision():
     body = isvc_body(replicas=4, rollout={"maxSurge": 0, "maxUnavailable": 1})
     pods = [pod(f"n{i}", revision="rev2", ready=True, started=True) for i in range(3)]
     pods += [pod("old", revision="rev1", ready=True, started=True)]
-    st = status.compute(api.parse(body), deployment=deployment(replicas=4, updated=3, ready=4, available=4, total=4,
-                                                                revision="rev2", progressing="ReplicaSetUpdated"),
-                        pods=pods, desired_revision="rev2", problem=None, config=CONFIG, now=NOW)
+    st = compute_status(Seen(api.parse(body), deployment=deployment(replicas=4, updated=3, ready=4, available=4,
+                                                                    total=4, revision="rev2",
+                                                                    progressing="ReplicaSetUpdated"),
+                             pods=pods, desired_revision="rev2", problem=None, config=CONFIG, now=NOW))
     assert conds(st)["Ready"] == ("True", "Available")
     assert conds(st)["Progressing"] == ("True", "RollingOut")
 
@@ -356,5 +358,5 @@ def test_a_template_changed_behind_our_back_is_not_a_scale():
 def test_a_merge_patch_removes_keys_gone_at_any_depth():
     old = {"canary": {"readyAt": "t", "phase": "Progressing", "handled": {"promote": "1"}}, "url": "u"}
     new = {"canary": {"phase": "Progressing", "handled": {}}}
-    assert status.merge_patch(old, new) == {
+    assert patch.merge_patch(old, new) == {
         "canary": {"readyAt": None, "phase": "Progressing", "handled": {"promote": None}}, "url": None}

@@ -17,7 +17,7 @@ from inference_operator import kinds
 from inference_operator import api, naming
 from inference_operator.desired import autoscaling, children, defaults, migration, render
 from inference_operator.rollout import canary, plan as rollout
-from inference_operator.status import compute as status
+from inference_operator.status import conditions, events, patch
 from inference_operator.controller import kube as kube_errors
 from inference_operator.config import OperatorConfig
 from inference_operator.controller.render_cache import RenderCache
@@ -286,7 +286,7 @@ def _autoscaling_status(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig, live: dict[Ref, Optional[dict[str, Any]]],
     refused: dict[Ref, str], parsed: bool, desired: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """status.compute's ``autoscaling`` condition and ``autoscaler`` summary, from the autoscaler
+    """status.Seen's ``autoscaling`` condition and ``autoscaler`` summary, from the autoscaler
     this pass wrote (or saw) and the HPA that does its scaling (KEDA's own for a ScaledObject)."""
     spec = isvc.spec.autoscaling if parsed else None
     if spec is None:
@@ -410,16 +410,16 @@ def _reconcile(
     pods = list(observed.pods) if deployment else []
     desired_revision = want.revision if problem is None else None
 
-    old_status = status.comparable(body.get("status") or {})
+    old_status = patch.comparable(body.get("status") or {})
     view = None
     if rolling is not None:
         d = rolling.decision
-        view = status.CanaryView(
+        view = conditions.CanaryView(
             state=d.state, active=d.active, held=d.failed, reason=d.reason, message=d.message,
             revision=(d.state or {}).get("revision"), stable_revision=isvc.status.revision,
             deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted,
             draining=d.draining)
-    new_status = status.compute(
+    new_status = conditions.compute(conditions.Seen(
         isvc,
         deployment=deployment,
         pods=pods,
@@ -431,12 +431,12 @@ def _reconcile(
         operator_defaults=want.operator_defaults if problem is None else None,
         canary=view,
         **_autoscaling_status(isvc, observed, config, live, refused, parsed, desired),
-    )
+    ))
     written_isvc: Optional[dict[str, Any]] = None
-    if status.comparable(new_status) != old_status:
+    if patch.comparable(new_status) != old_status:
         try:
             written_isvc = kube.patch_status(
-                isvc.namespace, isvc.name, status.merge_patch(old_status, new_status),
+                isvc.namespace, isvc.name, patch.merge_patch(old_status, new_status),
                 body["metadata"].get("resourceVersion", ""),
             )
         except ApiError as exc:
@@ -444,7 +444,7 @@ def _reconcile(
                 return Outcome(applied, deleted, False, problem)
             raise  # 409: the InferenceService moved on; the runner runs the pass again
 
-    transitions = status.events(old_status, new_status) if written_isvc is not None else []
+    transitions = events.events(old_status, new_status) if written_isvc is not None else []
     if written_isvc is not None and rolling is not None:
         # The canary's own Warning (naming the checks) says what Degraded's would say again.
         said = {(e.type, e.reason) for e in rolling.decision.events}
