@@ -205,12 +205,15 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
 
     from inference_operator.observed import Observed
     from inference_operator.controller.reconcile import desire
+    from inference_operator.controller.render_cache import RenderCache
 
     isvc = api.parse(isvc_body(replicas=3))
-    without, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"})), CONFIG)
+    without, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"})), CONFIG,
+                        RenderCache())
     assert [c["kind"] for c in without.children] == ["Deployment", "Service"]
     with_crd, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"}),
-                                         crds=frozenset({"poddisruptionbudgets.example.io"})), CONFIG)
+                                         crds=frozenset({"poddisruptionbudgets.example.io"})), CONFIG,
+                         RenderCache())
     assert [c["kind"] for c in with_crd.children] == ["Deployment", "Service", "PodDisruptionBudget"]
 
 

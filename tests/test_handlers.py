@@ -7,12 +7,12 @@ import threading
 import kopf
 import pytest
 
-from inference_operator.controller import render_cache
 from inference_operator.controller import cache, handlers, runner
+from inference_operator.controller.operator import CHILD_EVENT_DELAY, Operator, new_work
 from inference_operator import naming
 from inference_operator.controller.kube import ApiError
 
-from .helpers import FakeKube, isvc_body
+from .helpers import CONFIG, FakeKube, isvc_body
 
 
 class Clock:
@@ -29,7 +29,7 @@ class Clock:
 def test_kopf_has_no_change_handlers_timers_or_daemons_so_it_adds_no_finalizer():
     """Kopf puts its finalizer on objects with change handlers that need one, timers or daemons; a
     delete while the operator is down would then hang. Only watching and indexing is registered."""
-    registry = kopf.get_default_registry()
+    registry = handlers.registry(Operator(config=CONFIG))
     assert registry._changing.get_all_handlers() == []
     assert registry._spawning.get_all_handlers() == []
     watching = {h.id for h in registry._watching.get_all_handlers()}
@@ -38,13 +38,15 @@ def test_kopf_has_no_change_handlers_timers_or_daemons_so_it_adds_no_finalizer()
     indexing = {h.id for h in registry._indexing.get_all_handlers()}
     assert {"cache_inferenceservice", "cache_deployment", "cache_pod", "cache_pvc", "cache_namespace",
             "cache_replicaset", "cache_crd"} <= indexing
+    assert "login" in {h.id for h in registry._activities.get_all_handlers()}  # kopf's credentials
+    # Nothing is registered on kopf's default registry: the operator's own is the only one.
+    default = kopf.get_default_registry()
+    assert default._watching.get_all_handlers() == [] and default._indexing.get_all_handlers() == []
 
 
-def test_startup_settings_apply_to_real_kopf_settings(monkeypatch):
-    monkeypatch.setattr(handlers, "kubernetes_login", lambda: None)
-    monkeypatch.setattr(handlers.RUNNER, "start", lambda: None)
+def test_startup_settings_apply_to_real_kopf_settings():
     settings = kopf.OperatorSettings()
-    handlers.configure(settings=settings)
+    handlers.configure(settings)
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
     # No change handlers, so kopf's per-event diff is never read: it builds none (no deep copy).
     body = kopf.Body({"metadata": {"name": "x", "annotations": {"a": "b"}}, "spec": {"x": 1}})
@@ -61,30 +63,33 @@ def test_a_spec_no_pass_has_acted_on_is_urgent(status, urgent):
     body = isvc_body()
     body["metadata"]["generation"] = 2
     body["status"] = status
-    assert handlers._new_work(body) is urgent
+    assert new_work(body) is urgent
 
 
 # ---- a pass through the cache --------------------------------------------------------------------
 
 
+def operator_with(kube=None, clock=None) -> Operator:
+    """An operator of the test's own: its cache, runner and render cache, the API in memory."""
+    return Operator(config=CONFIG, kube=kube if kube is not None else FakeKube(), clock=clock)
+
+
 @pytest.fixture
-def cached(monkeypatch):
-    """The handlers' API and cache, in memory, holding one InferenceService and its claim."""
-    kube = FakeKube()
-    store = cache.Store()
-    monkeypatch.setattr(handlers, "_kube", kube)
-    monkeypatch.setattr(handlers, "STORE", store)
+def cached():
+    """An operator whose API and cache are in memory, holding one InferenceService and its claim."""
+    op = operator_with()
     body = isvc_body()
     body["metadata"]["resourceVersion"] = "1"
-    kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
-    store.upsert(cache.ISVC, body)
-    store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
-    return kube, store, body
+    op.kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
+    op.store.upsert(cache.ISVC, body)
+    op.store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    return op, body
 
 
 def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(cached):
-    kube, store, body = cached
-    handlers.process(("ns", "demo"), 0)
+    op, body = cached
+    kube, store = op.kube, op.store
+    op.process(("ns", "demo"), 0)
     assert [w[0] for w in kube.writes] == ["apply", "apply", "status"]
     # The cache now holds what the API server answered, before any watch event: the next pass,
     # even one woken by a late event carrying the old InferenceService, writes nothing.
@@ -93,59 +98,59 @@ def test_a_pass_reads_the_cache_and_puts_what_it_wrote_back(cached):
     store.upsert(cache.ISVC, body)  # the late, older event: ignored
     kube.writes.clear()
     kube.reads.clear()
-    handlers.process(("ns", "demo"), 0)
+    op.process(("ns", "demo"), 0)
     assert kube.writes == [] and kube.reads == []
 
 
-def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached, monkeypatch):
+def test_a_deleted_inferenceservice_leaves_nothing_behind_in_memory(cached):
     """Over create/delete churn the operator's memory must not grow: what a deleted
     InferenceService left in the cache, the queue and the render cache goes with it."""
+    op, body = cached
+    op.process(("ns", "demo"), 0)
+    assert len(op.renders) == 1
+    op.inferenceservice_event("DELETED", op.store.get(cache.ISVC, "ns", "demo"))
+    assert op.store.get(cache.ISVC, "ns", "demo") is None
+    assert len(op.renders) == 0
+    assert op.runner.queue.delayed(("ns", "demo")) is None and op.runner.failures(("ns", "demo")) == 0
+
+
+def _event(registry, kind, type, obj):
+    """What kopf does with a watch event: the kind's index function, then its event handler."""
     import asyncio
 
-    from inference_operator.controller import reconcile
-
-    kube, store, body = cached
-    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process))
-    monkeypatch.setattr(handlers, "RENDERED", render_cache.RenderCache())
-    monkeypatch.setattr(reconcile, "RENDERED", handlers.RENDERED)
-    handlers.process(("ns", "demo"), 0)
-    assert len(handlers.RENDERED) == 1
-    asyncio.run(handlers.inferenceservice_event(type="DELETED", body=store.get(cache.ISVC, "ns", "demo")))
-    assert store.get(cache.ISVC, "ns", "demo") is None
-    assert len(handlers.RENDERED) == 0
-    assert handlers.RUNNER.queue.delayed(("ns", "demo")) is None and handlers.RUNNER.failures(("ns", "demo")) == 0
+    index = {h.id: h.fn for h in registry._indexing.get_all_handlers()}[f"cache_{kind.lower()}"]
+    handler = {h.id: h.fn for h in registry._watching.get_all_handlers()}[f"{kind.lower()}_event"]
+    asyncio.run(index(body=obj))
+    asyncio.run(handler(type=type, body=obj))
 
 
-def test_the_echo_of_our_own_write_wakes_no_pass_and_a_change_does(cached, monkeypatch):
-    import asyncio
-
-    kube, store, body = cached
+def test_the_echo_of_our_own_write_wakes_no_pass_and_a_change_does():
     clock = Clock()
-    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process, clock=clock))
-    handlers.process(("ns", "demo"), 0)  # writes status: the reply is cached
-    written = copy.deepcopy(store.get(cache.ISVC, "ns", "demo"))
-    dep = copy.deepcopy(store.get("Deployment", "ns", "demo-predictor"))
+    op = operator_with(clock=clock)
+    body = isvc_body()
+    body["metadata"]["resourceVersion"] = "1"
+    op.kube.isvcs[("ns", "demo")] = copy.deepcopy(body)
+    op.store.upsert(cache.ISVC, body)
+    op.store.upsert(cache.PVC, {"metadata": {"namespace": "ns", "name": "models", "uid": "c"}})
+    registry = handlers.registry(op)
+    op.process(("ns", "demo"), 0)  # writes status: the reply is cached
+    written = copy.deepcopy(op.store.get(cache.ISVC, "ns", "demo"))
+    dep = copy.deepcopy(op.store.get("Deployment", "ns", "demo-predictor"))
 
-    def event(index, handler, obj):
-        asyncio.run(index(body=obj))
-        asyncio.run(handler(type="MODIFIED", body=obj))
-
-    event(handlers.cache_inferenceservice, handlers.inferenceservice_event, written)
-    event(handlers._cache_child("Deployment"), handlers._child_event("Deployment"), dep)
-    assert len(handlers.RUNNER.queue) == 0 and handlers.RUNNER.queue.delayed(("ns", "demo")) is None
-    assert not store.take_echo(cache.ISVC, written)  # each echo is taken once
+    _event(registry, "InferenceService", "MODIFIED", written)
+    _event(registry, "Deployment", "MODIFIED", dep)
+    assert len(op.runner.queue) == 0 and op.runner.queue.delayed(("ns", "demo")) is None
+    assert not op.store.take_echo(cache.ISVC, written)  # each echo is taken once
     changed = copy.deepcopy(written)
     changed["metadata"]["resourceVersion"] = str(int(written["metadata"]["resourceVersion"]) + 100)
-    event(handlers.cache_inferenceservice, handlers.inferenceservice_event, changed)
-    assert len(handlers.RUNNER.queue) == 1
+    _event(registry, "InferenceService", "MODIFIED", changed)
+    assert len(op.runner.queue) == 1
 
 
-def test_a_pass_for_an_inferenceservice_not_in_the_cache_does_nothing(monkeypatch):
-    kube = FakeKube()
-    monkeypatch.setattr(handlers, "_kube", kube)
-    monkeypatch.setattr(handlers, "STORE", cache.Store())
-    assert handlers.process(("ns", "gone"), 0) == runner.Result()
-    assert kube.writes == [] and kube.reads == []
+def test_a_pass_for_an_inferenceservice_not_in_the_cache_does_nothing():
+    op = operator_with()
+    assert op.process(("ns", "gone"), 0) == runner.Result()
+    assert op.kube.writes == [] and op.kube.reads == []
 
 
 # ---- the work queue ------------------------------------------------------------------------------
@@ -192,30 +197,27 @@ def test_a_pass_soon_rides_along_with_one_already_due_and_gathers_events_meanwhi
     assert q.get(0) is None
 
 
-def test_child_events_wake_one_pass_and_a_controlled_replicaset_wakes_none(monkeypatch):
-    import asyncio
-
-    store = cache.Store()
+def test_child_events_wake_one_pass_and_a_controlled_replicaset_wakes_none():
     clock = Clock()
-    monkeypatch.setattr(handlers, "STORE", store)
-    monkeypatch.setattr(handlers, "RUNNER", runner.Runner(handlers.process, clock=clock))
+    op = operator_with(clock=clock)
+    registry = handlers.registry(op)
     labels = {naming.ISVC_LABEL: "demo", "app.kubernetes.io/managed-by": naming.MANAGED_BY}
     rs = {"kind": "ReplicaSet", "metadata": {"name": "demo-predictor-1", "namespace": "ns", "uid": "r",
                                               "labels": labels, "ownerReferences": [{"uid": "d", "controller": True}]}}
     pod = {"kind": "Pod", "metadata": {"name": "demo-predictor-1-x", "namespace": "ns", "uid": "p", "labels": labels}}
     dep = {"kind": "Deployment", "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "d", "labels": labels}}
-    events = {"ReplicaSet": rs, "Pod": pod, "Deployment": dep}
-    asyncio.run(handlers._cache_child("ReplicaSet")(body=rs))
-    asyncio.run(handlers._child_event("ReplicaSet")(type="MODIFIED", body=rs))
-    assert store.get("ReplicaSet", "ns", "demo-predictor-1") is None
-    assert handlers.RUNNER.queue.delayed(("ns", "demo")) is None and len(handlers.RUNNER.queue) == 0
-    for kind in ("Pod", "Deployment"):
-        asyncio.run(handlers._child_event(kind)(type="MODIFIED", body=events[kind]))
-    assert len(handlers.RUNNER.queue) == 0 and handlers.RUNNER.queue.delayed(("ns", "demo")) == \
-        handlers.CHILD_EVENT_DELAY
-    clock.now += handlers.CHILD_EVENT_DELAY
-    assert handlers.RUNNER.queue.get(0) == ("ns", "demo")
-    assert handlers.RUNNER.queue.get(0) is None  # one pass for both
+    _event(registry, "ReplicaSet", "MODIFIED", rs)
+    assert op.store.get("ReplicaSet", "ns", "demo-predictor-1") is None
+    assert op.runner.queue.delayed(("ns", "demo")) is None and len(op.runner.queue) == 0
+    import asyncio
+
+    watching = {h.id: h.fn for h in registry._watching.get_all_handlers()}
+    for kind, obj in (("Pod", pod), ("Deployment", dep)):
+        asyncio.run(watching[f"{kind.lower()}_event"](type="MODIFIED", body=obj))
+    assert len(op.runner.queue) == 0 and op.runner.queue.delayed(("ns", "demo")) == CHILD_EVENT_DELAY
+    clock.now += CHILD_EVENT_DELAY
+    assert op.runner.queue.get(0) == ("ns", "demo")
+    assert op.runner.queue.get(0) is None  # one pass for both
 
 
 def test_new_work_goes_before_background_work():
@@ -349,10 +351,11 @@ def test_workers_run_passes_for_different_keys_in_parallel_but_never_one_key_twi
 
 def test_a_reported_transient_failure_keeps_backing_off(cached):
     """Reporting TransientError in status must not reset the backoff to a quick retry loop."""
-    kube, store, _ = cached
+    op, _ = cached
+    kube, store = op.kube, op.store
     kube.reject["Deployment"] = ApiError(503, "ServiceUnavailable", "etcd leader changed")
     clock = Clock()
-    r = runner.Runner(handlers.process, clock=clock, rng=random.Random(3))
+    r = runner.Runner(op.process, clock=clock, rng=random.Random(3))
     r.enqueue(("ns", "demo"))
     delays = []
     for _ in range(8):
@@ -367,25 +370,21 @@ def test_a_reported_transient_failure_keeps_backing_off(cached):
     assert kube.writes == [("apply", "Service/demo"), ("status", "ns/demo")]
 
 
-def test_a_replica_elected_before_its_cache_is_listed_runs_no_pass_until_it_is(cached, monkeypatch):
+def test_a_replica_elected_before_its_cache_is_listed_runs_no_pass_until_it_is(cached):
     """Leader election can be won while kopf is still listing: passes wait for its start-up barrier
     (the first event handler call), whichever of the two comes second, so no pass sees half a cache."""
-    r = handlers._runner()
-    r.gate.clear()  # what configure() does with --leader-elect
-    monkeypatch.setattr(handlers, "RUNNER", r)
-    monkeypatch.setattr(handlers, "_leading", False)
-    monkeypatch.setattr(handlers, "_listed", False)
-    handlers._lead()
-    assert not r.gate.is_set() and len(r.queue) == 0
-    handlers._opened()  # the barrier opens: every kind listed
-    assert r.gate.is_set() and len(r.queue) == 1  # the cached InferenceService gets its pass
+    op, _ = cached
+    op.runner.gate.clear()  # what start() does with --leader-elect
+    op.lead()
+    assert not op.runner.gate.is_set() and len(op.runner.queue) == 0
+    op.opened()  # the barrier opens: every kind listed
+    assert op.runner.gate.is_set() and len(op.runner.queue) == 1  # the cached InferenceService gets its pass
 
     # The other order: listed first, elected later.
-    r = handlers._runner()
-    r.gate.clear()
-    monkeypatch.setattr(handlers, "RUNNER", r)
-    monkeypatch.setattr(handlers, "_leading", False)
-    handlers._opened()
-    assert not r.gate.is_set()
-    handlers._lead()
-    assert r.gate.is_set() and len(r.queue) == 1
+    other = operator_with()
+    other.store.upsert(cache.ISVC, op.store.get(cache.ISVC, "ns", "demo"))
+    other.runner.gate.clear()
+    other.opened()
+    assert not other.runner.gate.is_set()
+    other.lead()
+    assert other.runner.gate.is_set() and len(other.runner.queue) == 1

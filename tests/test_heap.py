@@ -39,8 +39,6 @@ def test_only_a_command_line_of_its_own_re_executes(monkeypatch):
     assert seen == [1]
     import kopf
     monkeypatch.setattr(kopf, "run", lambda **_: None)
-    from inference_operator.controller import handlers
-    monkeypatch.setattr(handlers, "configure_runner", lambda **_: None)
     assert cli.main(["run", "--metrics-port=0", "--liveness-port=0"]) == 0  # in another program's process
     assert seen == [1]
 

@@ -457,5 +457,5 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     assert len(small) == 2
     # The desired state a pass builds is the same whether it came from the cache or not.
     observed = Observed(isvc=isvc_body(), claims=frozenset({"models"}))
-    assert rec.desire(isvc, observed, CONFIG)[0].children == [children.stamp(c, isvc) for c in
+    assert rec.desire(isvc, observed, CONFIG, render_cache.RenderCache())[0].children == [children.stamp(c, isvc) for c in
                                                               render.render(isvc, CONFIG)]

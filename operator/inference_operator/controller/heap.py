@@ -14,6 +14,7 @@ busy period is over.
 from __future__ import annotations
 
 import ctypes
+import functools
 import ctypes.util
 import os
 import sys
@@ -35,19 +36,15 @@ def reexec_with_malloc() -> None:
     os.execve(sys.executable, list(sys.orig_argv), env)
 
 
-_LIBC: Optional[ctypes.CDLL] = None
-
-
+@functools.cache
 def _libc() -> Optional[ctypes.CDLL]:
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-        except OSError:
-            libc = None
-        _LIBC = libc if libc is not None and hasattr(libc, "malloc_trim") else False  # type: ignore[assignment]
-    return _LIBC or None
+    """glibc, if it can trim (looked up once)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 def trim() -> bool:

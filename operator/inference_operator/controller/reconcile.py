@@ -118,11 +118,8 @@ class Desired:
     autoscaler: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
-RENDERED = RenderCache()
-
-
 def desire(
-    isvc: api.InferenceService, observed: Observed, config: OperatorConfig
+    isvc: api.InferenceService, observed: Observed, config: OperatorConfig, renders: RenderCache
 ) -> tuple[Desired, Optional[Problem]]:
     """The desired state, or the problem that keeps the spec from being served. Pure."""
     stable = rollout.stable_track(isvc)
@@ -133,12 +130,12 @@ def desire(
         migrate_from = None
         if migration.is_legacy(live):
             # Kept as it is (no rollout for an operator upgrade) until a rollout is due anyway.
-            as_is = RENDERED.get(isvc, render_config, None)
+            as_is = renders.get(isvc, render_config, None)
             if naming.revision_of(as_is[0]) == naming.revision_of(live):
                 track = None
             else:
                 migrate_from = live
-        stamped = rendered(isvc, render_config, track, observed)
+        stamped = rendered(renders, isvc, render_config, track, observed)
     except render.SpecError as exc:
         return Desired(), Problem(exc.reason, exc.message)
     # Not in the render cache: it follows status.startupSeconds too.
@@ -149,10 +146,10 @@ def desire(
     return desired, _check_storage(isvc, observed)
 
 
-def rendered(isvc: api.InferenceService, config: OperatorConfig, track: Optional[str],
+def rendered(renders: RenderCache, isvc: api.InferenceService, config: OperatorConfig, track: Optional[str],
              observed: Observed) -> list[dict[str, Any]]:
     """The stamped children with ``track``'s Deployment, of the kinds this cluster has."""
-    return [c for c in RENDERED.get(isvc, config, track) if children.installable(c["kind"], observed.crds)]
+    return [c for c in renders.get(isvc, config, track) if children.installable(c["kind"], observed.crds)]
 
 
 def _own_deployment(isvc: api.InferenceService, observed: Observed, track: str) -> Optional[dict[str, Any]]:
@@ -317,6 +314,7 @@ def reconcile(
     failures: int = 0,
     slow_retry_seconds: float = SLOW_RETRY_SECONDS,
     analyze: Optional[rollout.Analyze] = None,
+    renders: Optional[RenderCache] = None,
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
 
@@ -332,21 +330,22 @@ def reconcile(
     if analyze is None:
         analyze = analyzer.analyzer(config, analyzer.secret_credentials(kube))
     try:
-        return _reconcile(observed, kube, config, now, failures, slow_retry_seconds, analyze)
+        return _reconcile(observed, kube, config, now, failures, slow_retry_seconds, analyze,
+                          renders if renders is not None else RenderCache())
     except _Skip:
         return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
 
 
 def _reconcile(
     observed: Observed, kube: Kube, config: OperatorConfig, now: Callable[[], str], failures: int,
-    slow_retry_seconds: float, analyze: rollout.Analyze,
+    slow_retry_seconds: float, analyze: rollout.Analyze, renders: RenderCache,
 ) -> Outcome:
     body = observed.isvc
     isvc, problem = _parse(body)
     parsed = problem is None
     want = Desired()
     if problem is None:
-        want, problem = desire(isvc, observed, config)
+        want, problem = desire(isvc, observed, config, renders)
     if problem is None:
         problem = rollout.problem(isvc, observed)
     desired = want.children + want.autoscaler
@@ -354,7 +353,7 @@ def _reconcile(
     rolling: Optional[rollout.Plan] = None
     if problem is None and not want.legacy:
         assert want.config is not None
-        rolling = rollout.plan(isvc, observed, lambda track: rendered(isvc, want.config, track, observed),
+        rolling = rollout.plan(isvc, observed, lambda track: rendered(renders, isvc, want.config, track, observed),
                             want.revision, canary.parse_time(at) or 0.0, analyze)
         desired = rolling.children + want.autoscaler
 
