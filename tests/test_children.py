@@ -204,7 +204,7 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
     assert children.installable("Deployment", frozenset())
 
     from inference_operator.observed import Observed
-    from inference_operator.controller.reconcile import desire
+    from inference_operator.controller.desire import desire
     from inference_operator.controller.render_cache import RenderCache
 
     isvc = api.parse(isvc_body(replicas=3))

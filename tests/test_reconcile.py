@@ -9,7 +9,8 @@ from inference_operator.desired import children, render
 from inference_operator import naming
 from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.controller.kube import ApiError
-from inference_operator.controller.reconcile import REPORT_AFTER_FAILURES, SLOW_RETRY_SECONDS, reconcile
+from inference_operator.controller.reconcile import SLOW_RETRY_SECONDS, reconcile
+from inference_operator.controller.writes import REPORT_AFTER_FAILURES
 
 from .helpers import CONFIG, isvc_body
 
@@ -430,7 +431,7 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     import dataclasses
 
     from inference_operator import api
-    from inference_operator.controller import reconcile as rec
+    from inference_operator.controller.desire import desire
     from inference_operator.observed import Observed
 
     cache = render_cache.RenderCache()
@@ -457,5 +458,5 @@ def test_an_unchanged_inferenceservice_is_not_rendered_again_and_any_change_is()
     assert len(small) == 2
     # The desired state a pass builds is the same whether it came from the cache or not.
     observed = Observed(isvc=isvc_body(), claims=frozenset({"models"}))
-    assert rec.desire(isvc, observed, CONFIG, render_cache.RenderCache())[0].children == [children.stamp(c, isvc) for c in
-                                                              render.render(isvc, CONFIG)]
+    assert desire(isvc, observed, CONFIG, render_cache.RenderCache())[0].children == \
+        [children.stamp(c, isvc) for c in render.render(isvc, CONFIG)]
