@@ -276,6 +276,36 @@ def test_a_refusal_retried_while_nothing_changes_writes_nothing(fake_kube):
     assert fake_kube.writes == [] and fake_kube.events == []
 
 
+@pytest.mark.parametrize("error,reason", [
+    (ApiError(403, "Forbidden", "denied by a webhook", "apply", "services"), "Forbidden"),
+    (ApiError(422, "Invalid", "spec.ports: Invalid value"), "ApplyRejected"),
+    (ApiError(503, "ServiceUnavailable", "etcd leader changed"), "TransientError"),
+])
+def test_a_pass_writes_nothing_after_its_first_failed_write(fake_kube, error, reason):
+    """Writes stop at the first failure: a child no longer wanted is not deleted, nor the next one
+    applied, in a pass whose earlier write failed; the next pass starts from what is there."""
+    body = isvc_body()
+    run(fake_kube, body)
+    finish_rollout(fake_kube)
+    run(fake_kube, body)
+    # A child of ours the spec no longer asks for (it would be deleted), and the Service changed
+    # behind our back (it would be applied first, and fails).
+    pdb = copy.deepcopy(fake_kube.objects[SVC])
+    pdb.update(apiVersion="policy/v1", kind="PodDisruptionBudget")
+    pdb["metadata"]["name"] = PDB_REF.name
+    fake_kube.objects[PDB_REF] = pdb
+    fake_kube.objects[SVC]["spec"]["ports"] = []
+    fake_kube.reject["Service"] = error
+    fake_kube.writes.clear()
+    outcome = reconcile(fake_kube.observe(body), fake_kube, CONFIG, now=clock, failures=REPORT_AFTER_FAILURES)
+    assert outcome.problem.reason == reason
+    assert fake_kube.writes == [("status", "ns/demo")] and PDB_REF in fake_kube.objects
+    del fake_kube.reject["Service"]
+    fake_kube.writes.clear()
+    run(fake_kube, body)
+    assert fake_kube.writes[:2] == [("apply", "Service/demo"), ("delete", "PodDisruptionBudget/demo-predictor")]
+
+
 @pytest.mark.parametrize("code", [0, 409, 429, 500, 503, 404])
 def test_transient_errors_raise_until_they_persist_then_are_reported(fake_kube, code):
     fake_kube.reject["Deployment"] = ApiError(code, "X", "down")
