@@ -316,83 +316,106 @@ def decide(inputs: Inputs, verdict: Optional[analysis_mod.Verdict] = None) -> De
 
 def _advance(inputs: Inputs, state: api.CanaryStatus, handled: dict[str, str], new: set[str],
              events: list[Event], verdict: Optional[analysis_mod.Verdict]) -> Decision:
-    cfg = inputs.canary
-    assert cfg is not None
-    steps = cfg.steps
-    now = inputs.now
+    """One pass of a running canary: an abort by hand, the pods' readiness, the analysis, the
+    other controls by hand, and the step's own end."""
     # Recorded whatever else this pass does: a request is acted on once.
     state = state.model_copy(update={"handled": handled})
-
     if ABORT in new:
         return _rollback(inputs, state, handled, events, ABORTED, "CanaryAborted", "aborted by hand")
-
-    weight = state.weight or 0
-    ready = _ready_enough(inputs, weight)
-    if state.phase != PROMOTING and ready and state.ready_at is None:
-        state = state.model_copy(update={"ready_at": format_time(now)})
-    elif not ready and state.phase != PROMOTING:
-        started = parse_time(state.step_started_at) or now
-        if state.ready_at is None and now - started > deadline(inputs):
-            return _rollback(inputs, state, handled, events, ROLLED_BACK, "ProgressDeadlineExceeded",
-                             f"the canary's pods were not ready within {deadline(inputs)}s")
-
-    # The analysis, when one ran.
+    state, late = _readiness(inputs, state)
+    if late is not None:
+        return _rollback(inputs, state, handled, events, ROLLED_BACK, "ProgressDeadlineExceeded", late)
     if verdict is not None and state.phase != PROMOTING:
-        update: dict[str, Any] = {"last_analysis_at": format_time(now), "analysis": list(verdict.checks)}
-        failures = state.consecutive_failures or 0
-        inconclusive = state.consecutive_inconclusive or 0
-        passed = state.checks_passed or 0
-        if verdict.result == analysis_mod.ERROR:
-            update.update(phase=HOLDING, message=f"Holding: {verdict.message}")
-        elif verdict.result == analysis_mod.FAIL:
-            failures += 1
-            update.update(consecutive_failures=failures, consecutive_inconclusive=0, checks_passed=0,
-                          message=f"Analysis failed ({failures}/{cfg.analysis.failure_limit}): {verdict.failed()}")
-            if failures >= cfg.analysis.failure_limit:
-                state = state.model_copy(update=update)
-                return _rollback(inputs, state, handled, events, ROLLED_BACK, "AnalysisFailed",
-                                 f"analysis failed {failures} times in a row: {verdict.failed()}")
-            if state.phase == HOLDING:
-                update["phase"] = PROGRESSING
-        elif verdict.result == analysis_mod.INCONCLUSIVE:
-            inconclusive += 1
-            update.update(consecutive_inconclusive=inconclusive,
-                          message=f"Analysis inconclusive ({inconclusive}/{cfg.analysis.inconclusive_limit}): "
-                                  f"{verdict.message}")
-            if inconclusive >= cfg.analysis.inconclusive_limit:
-                update.update(phase=HOLDING, message=f"Holding: {inconclusive} inconclusive analyses in a row "
-                                                     f"({verdict.message}); promote or abort by hand, or send traffic")
-            elif state.phase == HOLDING:
-                update["phase"] = PROGRESSING
-        else:
-            update.update(consecutive_failures=0, consecutive_inconclusive=0, checks_passed=passed + 1,
-                          message=f"Analysis passed ({passed + 1}): {verdict.message}")
-            if state.phase == HOLDING:
-                update["phase"] = PROGRESSING
-        state = state.model_copy(update=update)
+        state, failed = _judged(inputs, state, verdict)
+        if failed is not None:
+            return _rollback(inputs, state, handled, events, ROLLED_BACK, "AnalysisFailed", failed)
+    state = _by_hand(inputs, state, new, events)
+    return _active(inputs, _step_end(inputs, state, events), events)
 
-    # Manual promotion, pause and resume.
-    index = state.step_index or 0
+
+def _readiness(inputs: Inputs, state: api.CanaryStatus) -> tuple[api.CanaryStatus, Optional[str]]:
+    """When the canary's pods were first ready enough for its weight; why it is rolled back when
+    they were not within the deadline (None: not late)."""
+    if state.phase == PROMOTING:
+        return state, None
+    now = inputs.now
+    if _ready_enough(inputs, state.weight or 0):
+        if state.ready_at is None:
+            state = state.model_copy(update={"ready_at": format_time(now)})
+        return state, None
+    started = parse_time(state.step_started_at) or now
+    if state.ready_at is None and now - started > deadline(inputs):
+        return state, f"the canary's pods were not ready within {deadline(inputs)}s"
+    return state, None
+
+
+def _judged(inputs: Inputs, state: api.CanaryStatus,
+            verdict: analysis_mod.Verdict) -> tuple[api.CanaryStatus, Optional[str]]:
+    """The analysis's verdict counted in status; why the canary is rolled back when failures
+    reached the limit (None: it goes on, or holds)."""
+    cfg = inputs.canary
+    assert cfg is not None
+    update: dict[str, Any] = {"last_analysis_at": format_time(inputs.now), "analysis": list(verdict.checks)}
+    failures = state.consecutive_failures or 0
+    inconclusive = state.consecutive_inconclusive or 0
+    passed = state.checks_passed or 0
+    resume = {"phase": PROGRESSING} if state.phase == HOLDING else {}
+    if verdict.result == analysis_mod.ERROR:
+        update.update(phase=HOLDING, message=f"Holding: {verdict.message}")
+    elif verdict.result == analysis_mod.FAIL:
+        failures += 1
+        update.update(consecutive_failures=failures, consecutive_inconclusive=0, checks_passed=0,
+                      message=f"Analysis failed ({failures}/{cfg.analysis.failure_limit}): {verdict.failed()}")
+        if failures >= cfg.analysis.failure_limit:
+            return (state.model_copy(update=update),
+                    f"analysis failed {failures} times in a row: {verdict.failed()}")
+        update.update(resume)
+    elif verdict.result == analysis_mod.INCONCLUSIVE:
+        inconclusive += 1
+        update.update(consecutive_inconclusive=inconclusive,
+                      message=f"Analysis inconclusive ({inconclusive}/{cfg.analysis.inconclusive_limit}): "
+                              f"{verdict.message}")
+        if inconclusive >= cfg.analysis.inconclusive_limit:
+            update.update(phase=HOLDING, message=f"Holding: {inconclusive} inconclusive analyses in a row "
+                                                 f"({verdict.message}); promote or abort by hand, or send traffic")
+        else:
+            update.update(resume)
+    else:
+        update.update(consecutive_failures=0, consecutive_inconclusive=0, checks_passed=passed + 1,
+                      message=f"Analysis passed ({passed + 1}): {verdict.message}", **resume)
+    return state.model_copy(update=update), None
+
+
+def _by_hand(inputs: Inputs, state: api.CanaryStatus, new: set[str], events: list[Event]) -> api.CanaryStatus:
+    """A promotion (past the step, or all the way), a pause and a resume, asked by annotation."""
+    cfg = inputs.canary
+    assert cfg is not None
     if PROMOTE_FULL in new and state.phase != PROMOTING:
-        state = _promoting(state, now)
+        state = _promoting(state, inputs.now)
         events.append(Event("Normal", "CanaryPromoting", f"Revision {state.revision}: promoted by hand"))
     elif PROMOTE in new and state.phase != PROMOTING:
         state = _next_step(inputs, state, events, "promoted past the step by hand")
-    if state.phase in (PROGRESSING, PAUSED) and inputs.actions.paused != (state.phase == PAUSED):
-        if inputs.actions.paused or not at_gate(steps, state):
-            state = state.model_copy(update={"phase": PAUSED if inputs.actions.paused else PROGRESSING})
-            if inputs.actions.paused:
+    paused = inputs.actions.paused
+    if state.phase in (PROGRESSING, PAUSED) and paused != (state.phase == PAUSED):
+        if paused or not at_gate(cfg.steps, state):
+            state = state.model_copy(update={"phase": PAUSED if paused else PROGRESSING})
+            if paused:
                 events.append(Event("Normal", "CanaryPaused", f"Revision {state.revision}: paused by hand"))
+    return state
 
-    # The step's own end.
+
+def _step_end(inputs: Inputs, state: api.CanaryStatus, events: list[Event]) -> api.CanaryStatus:
+    """The step's own end (its weight held long enough, its checks passed): the next step; a
+    manual gate (a pause with no duration) pauses there."""
+    cfg = inputs.canary
+    assert cfg is not None
     if state.phase == PROGRESSING and _step_done(inputs, state):
         state = _next_step(inputs, state, events, None)
     index = state.step_index or 0
-    if state.phase == PROGRESSING and steps[index].pause is not None and steps[index].pause.duration is None:
+    if state.phase == PROGRESSING and cfg.steps[index].pause is not None and cfg.steps[index].pause.duration is None:
         state = state.model_copy(update={"phase": PAUSED, "message": f"Paused at step {index + 1}: waiting "
                                                                       "for a promotion by hand"})
-
-    return _active(inputs, state, events)
+    return state
 
 
 def at_gate(steps: list[api.CanaryStep], state: api.CanaryStatus) -> bool:
