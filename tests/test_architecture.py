@@ -125,3 +125,26 @@ def imported(line: str) -> str:
     parts = line.split()
     module = parts[1] if parts[0] == "import" else f"{parts[1]}.{parts[3]}"
     return module if module.startswith("inference_operator.") else module.split(".")[0]
+
+
+def test_the_init_containers_command_loads_nothing_of_the_controller_or_the_plugin():
+    """What `inference-operator fetch-model` loads at run time (the CLI, then the fetcher it imports
+    when the command runs) holds no module of the controller or the plugin, nor kopf or the
+    kubernetes client: the contracts, checked on the process itself."""
+    probe = (
+        "import sys\n"
+        "from inference_operator import cli\n"
+        "try:\n"
+        "    cli.main(['fetch-model', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "from inference_operator.modelrepo import fetch\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "inference_operator.modelrepo.fetch" in loaded
+    unwanted = [m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes")
+                or m.startswith(("inference_operator.controller", "inference_operator.kubectl"))]
+    assert unwanted == []

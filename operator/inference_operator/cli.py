@@ -95,16 +95,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _cmd_fetch_model(args: argparse.Namespace) -> int:
     import pathlib
 
-    from inference_operator.modelrepo import fetch as storage
+    from inference_operator.modelrepo import fetch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s fetch-model: %(message)s")
     overrides = args.config_overrides or ""
     try:
-        storage.fetch(
+        fetch.fetch(
             args.uri, pathlib.Path(args.repository), args.model, fmt=args.format, checksum=args.checksum,
             config_overrides=overrides, endpoint=args.endpoint, region=args.region, retries=args.retries,
         )
-    except storage.FetchError as exc:
+    except fetch.FetchError as exc:
         line = f"{exc.reason}: {exc.message}"
         print(f"fetch-model failed: {line}", file=sys.stderr)
         if args.termination_log:
