@@ -19,9 +19,9 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from inference_operator.rollout import analysis, canary  # noqa: E402
 from inference_operator import api  # noqa: E402
 from inference_operator.api import validation  # noqa: E402
+from inference_operator.rollout import analysis, canary  # noqa: E402
 from inference_operator.rollout.split import Pods  # noqa: E402
 
 TICK = 1.0

@@ -19,10 +19,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from inference_operator import api  # noqa: E402
 from inference_operator.controller import cache  # noqa: E402
-from inference_operator.desired import children, render  # noqa: E402
-from inference_operator.status import conditions  # noqa: E402
 from inference_operator.controller.reconcile import reconcile  # noqa: E402
 from inference_operator.controller.render_cache import RenderCache  # noqa: E402
+from inference_operator.desired import children, render  # noqa: E402
+from inference_operator.status import conditions  # noqa: E402
 from tests.helpers import CONFIG, FakeKube, isvc_body  # noqa: E402
 
 NOW = "2026-12-06T10:00:00Z"  # the passes' clock: status timestamps are RFC 3339

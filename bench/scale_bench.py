@@ -42,9 +42,9 @@ sys.path.insert(0, str(REPO / "bench"))
 import kubernetes  # noqa: E402
 import urllib3  # noqa: E402
 import yaml  # noqa: E402
+from requests_bench import audit_counts, bench_cluster, manifest  # noqa: E402
 
 from e2e.helpers import wait_for  # noqa: E402
-from requests_bench import audit_counts, bench_cluster, manifest  # noqa: E402
 
 GROUP, VERSION, PLURAL = "serving.inference-operator.io", "v1alpha1", "inferenceservices"
 PODS_PER_NODE = 250

@@ -14,7 +14,17 @@ from typing import Optional
 
 import pytest
 
-from .helpers import CRD, Audit, Kubectl, Operator, drop_namespace, granted, make_namespace, operator_kubeconfig, wait_for
+from .helpers import (
+    CRD,
+    Audit,
+    Kubectl,
+    Operator,
+    drop_namespace,
+    granted,
+    make_namespace,
+    operator_kubeconfig,
+    wait_for,
+)
 
 
 def _kubeconfig() -> str:

@@ -52,9 +52,15 @@ from typing import Optional
 
 # The local cluster's process bookkeeping (a PID is ours while its start time and binary match).
 if __package__:
-    from .cluster import alive as _alive, free_port, start_time as _start_time, stop_process
+    from .cluster import alive as _alive
+    from .cluster import free_port
+    from .cluster import start_time as _start_time
+    from .cluster import stop_process
 else:  # run as a script: e2e/ is on sys.path
-    from cluster import alive as _alive, free_port, start_time as _start_time, stop_process
+    from cluster import alive as _alive
+    from cluster import free_port
+    from cluster import start_time as _start_time
+    from cluster import stop_process
 
 NAMESPACE = "keda"
 ACCOUNT = "keda-operator"

@@ -17,8 +17,15 @@ import pytest
 import yaml
 
 from . import chart
-from .helpers import (IDENTITY_KINDS, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, operator_kubeconfig,
-                       wait_for)
+from .helpers import (
+    IDENTITY_KINDS,
+    OPERATOR_ACCOUNT,
+    OPERATOR_NAMESPACE,
+    Kubectl,
+    Operator,
+    operator_kubeconfig,
+    wait_for,
+)
 from .test_e2e import manifest, wait_ready
 
 SA = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-
 from .helpers import Kubectl, Operator, bound_claim, wait_for
 
 ISVC_LABEL = "serving.inference-operator.io/inferenceservice"

@@ -219,8 +219,8 @@ def test_an_operator_upgrade_that_changes_a_default_rolls_nothing(
 def test_a_deployment_made_before_tracks_is_kept_without_a_rollout(
         kubectl: Kubectl, namespace: str, operator: Operator):
     from inference_operator import api, naming
-    from inference_operator.desired import children, render
     from inference_operator.config import OperatorConfig
+    from inference_operator.desired import children, render
 
     ns = namespace
     operator.stop()

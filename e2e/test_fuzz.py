@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from inference_operator import api
-from inference_operator.desired import autoscaling, render
 from inference_operator.api import validation
 from inference_operator.config import OperatorConfig
+from inference_operator.desired import autoscaling, render
 from tests.fuzz_specs import bodies
 
 from .helpers import Kubectl

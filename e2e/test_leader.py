@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from inference_operator import __version__
-
 from inference_operator.controller.faults import ENV as KILL_ENV
 
 from .helpers import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for

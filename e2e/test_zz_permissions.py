@@ -13,7 +13,6 @@ from inference_operator.desired import children
 
 from .helpers import Audit, granted
 
-
 # Needed, but not by every run: a child is created by server-side apply (a patch) unless a pass
 # found its name taken; get reads a child whose create conflicted; delete removes a child no
 # longer wanted (a route after a canary, a ScaledObject after a change of engine); the finalizers

@@ -12,9 +12,9 @@ from typing import Any, Optional
 import yaml
 
 from inference_operator import api, naming
-from inference_operator.kinds import Ref
 from inference_operator.config import OperatorConfig
 from inference_operator.controller.kube import ApiError
+from inference_operator.kinds import Ref
 from inference_operator.observed import Observed
 from inference_operator.problems import Event
 

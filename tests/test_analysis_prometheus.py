@@ -16,10 +16,8 @@ import time
 
 import pytest
 
-from inference_operator import prometheus
-from inference_operator import promql
+from inference_operator import api, prometheus, promql
 from inference_operator.rollout import analysis
-from inference_operator import api
 from inference_operator.rollout.analysis import ERROR, FAIL, INCONCLUSIVE, PASS
 
 from .canary_model import Load, write_model

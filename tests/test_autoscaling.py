@@ -8,15 +8,17 @@ import fractions
 import pytest
 
 from inference_operator import api
-from inference_operator.desired import autoscaling, signals
-from inference_operator.rollout import canary, split as canary_split
-from inference_operator.status import startup
-from inference_operator.kinds import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
 from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import reconcile
+from inference_operator.desired import autoscaling, signals
+from inference_operator.kinds import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
+from inference_operator.rollout import canary
+from inference_operator.rollout import split as canary_split
+from inference_operator.status import startup
 
 from .helpers import CONFIG, isvc_body
-from .test_canary import World, spec as canary_spec
+from .test_canary import World
+from .test_canary import spec as canary_spec
 
 PROMETHEUS = "http://prometheus.monitoring:9090"
 KEDA_CONFIG = dataclasses.replace(CONFIG, prometheus_url=PROMETHEUS)
@@ -463,9 +465,9 @@ def test_scaled_to_zero_is_not_ready_and_not_degraded(fake_kube):
 
 
 def test_adapter_values_add_a_rule_for_each_query_target_of_the_hpa_engine(tmp_path, capsys):
-    from inference_operator import cli
-
     import yaml
+
+    from inference_operator import cli
 
     hpa = isvc_body(autoscaling={"maxReplicas": 4, "targets": [
         {"name": "tokens", "value": "500", "query": "sum by (pod) (rate(tokens_total{ {{selector}} }[1m]))"}]})

@@ -1,8 +1,7 @@
 """The cache the passes read: what a snapshot holds, and which version of an object wins."""
 
-from inference_operator import kinds
+from inference_operator import kinds, naming
 from inference_operator.controller import cache
-from inference_operator import naming
 
 from .helpers import isvc_body
 

@@ -9,11 +9,20 @@ from typing import Optional
 
 import pytest
 
-from inference_operator.rollout import analysis, canary
 from inference_operator import api
-from inference_operator.status import patch
-from inference_operator.rollout.canary import ABORTED, HOLDING, PAUSED, PROGRESSING, PROMOTED, PROMOTING, ROLLED_BACK, Inputs
+from inference_operator.rollout import analysis, canary
+from inference_operator.rollout.canary import (
+    ABORTED,
+    HOLDING,
+    PAUSED,
+    PROGRESSING,
+    PROMOTED,
+    PROMOTING,
+    ROLLED_BACK,
+    Inputs,
+)
 from inference_operator.rollout.split import Pods
+from inference_operator.status import patch
 
 from .helpers import merge
 

@@ -12,10 +12,9 @@ import jsonschema
 import pytest
 import yaml
 
-from inference_operator import kinds
-from inference_operator.desired import children
-from inference_operator import cli, config
+from inference_operator import cli, config, kinds
 from inference_operator.api import crd
+from inference_operator.desired import children
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "inference-operator"

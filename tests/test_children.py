@@ -1,7 +1,7 @@
 """The planner: what to apply, what to leave, what to delete, what never to touch."""
 
-import dataclasses
 import copy
+import dataclasses
 
 import pytest
 
@@ -203,9 +203,9 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
     assert children.installable("PodDisruptionBudget", frozenset({"poddisruptionbudgets.example.io"}))
     assert children.installable("Deployment", frozenset())
 
-    from inference_operator.observed import Observed
     from inference_operator.controller.desire import desire
     from inference_operator.controller.render_cache import RenderCache
+    from inference_operator.observed import Observed
 
     isvc = api.parse(isvc_body(replicas=3))
     without, _ = desire(isvc, Observed(isvc=isvc_body(replicas=3), claims=frozenset({"models"})), CONFIG,

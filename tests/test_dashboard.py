@@ -13,12 +13,11 @@ import urllib.request
 
 import pytest
 
-from inference_operator import promql
-from inference_operator.rollout import analysis
-from inference_operator import api
-from inference_operator.kubectl import dashboard
+from inference_operator import api, promql
 from inference_operator.desired import signals
+from inference_operator.kubectl import dashboard
 from inference_operator.kubectl.userclient import UserError
+from inference_operator.rollout import analysis
 
 from .servers import metrics_handler, serving
 from .test_overview import CANARY, NOW, REV_A, REV_B, canary_objects, isvc

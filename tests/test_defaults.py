@@ -2,9 +2,9 @@
 
 import dataclasses
 
-from inference_operator.desired import defaults
 from inference_operator import naming
 from inference_operator.controller.reconcile import reconcile
+from inference_operator.desired import defaults
 
 from .helpers import CONFIG, isvc_body
 from .test_reconcile import DEP, clock, finish_rollout

@@ -10,9 +10,9 @@ import collections
 from hypothesis import HealthCheck, Phase, given, settings
 
 from inference_operator import api
-from inference_operator.desired import autoscaling, render
 from inference_operator.api import validation
 from inference_operator.config import OperatorConfig
+from inference_operator.desired import autoscaling, render
 
 from .fuzz_specs import bodies
 

@@ -7,10 +7,10 @@ import threading
 import kopf
 import pytest
 
-from inference_operator.controller import cache, handlers, runner
-from inference_operator.controller.operator import CHILD_EVENT_DELAY, Operator, new_work
 from inference_operator import naming
+from inference_operator.controller import cache, handlers, runner
 from inference_operator.controller.kube import ApiError
+from inference_operator.controller.operator import CHILD_EVENT_DELAY, Operator, new_work
 
 from .helpers import CONFIG, FakeKube, isvc_body
 

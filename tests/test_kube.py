@@ -8,8 +8,8 @@ import kubernetes
 import pytest
 
 from inference_operator import api
-from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.controller.kube import ApiError, RestKube
+from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.problems import Event
 
 

@@ -3,9 +3,8 @@ Deployment's replicas come up, never below replicas - maxUnavailable serving."""
 
 import pytest
 
-from inference_operator import kinds
+from inference_operator import kinds, naming
 from inference_operator.desired import migration
-from inference_operator import naming
 
 
 def rs(name, replicas, controller=None, available=None, revision=1, track=False):

@@ -172,8 +172,8 @@ def test_the_entrypoint_is_the_command_the_init_container_runs_too():
     import json
 
     from inference_operator import api
-    from inference_operator.desired import render
     from inference_operator.config import OperatorConfig
+    from inference_operator.desired import render
 
     found = {k: a for k, a in final_stage() if k in ("ENTRYPOINT", "CMD")}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

@@ -6,13 +6,11 @@ from __future__ import annotations
 import copy
 import itertools
 
+from inference_operator import api, kinds, naming, promql
 from inference_operator.controller import analyzer
-from inference_operator import kinds
-from inference_operator import promql
-from inference_operator.rollout import analysis, canary
-from inference_operator import api, naming
-from inference_operator.kinds import DEPLOYMENT, Ref
 from inference_operator.controller.reconcile import reconcile
+from inference_operator.kinds import DEPLOYMENT, Ref
+from inference_operator.rollout import analysis, canary
 
 from .helpers import CONFIG, isvc_body
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from inference_operator import api, cli
-from inference_operator.desired import autoscaling, render
 from inference_operator.api import validation
+from inference_operator.desired import autoscaling, render
 
 from .helpers import CONFIG
 

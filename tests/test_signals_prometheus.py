@@ -9,8 +9,8 @@ import time
 import pytest
 
 from inference_operator import api
-from inference_operator.desired import autoscaling, signals
 from inference_operator.config import OperatorConfig
+from inference_operator.desired import autoscaling, signals
 
 from .canary_model import Load, write_model
 from .prometheus import Prometheus, require_prometheus

@@ -3,9 +3,10 @@
 import pytest
 
 from inference_operator import api, naming
-from inference_operator.status import events, messages, patch
-from inference_operator.status.conditions import Seen, compute as compute_status
 from inference_operator.problems import Problem
+from inference_operator.status import events, messages, patch
+from inference_operator.status.conditions import Seen
+from inference_operator.status.conditions import compute as compute_status
 
 from .helpers import CONFIG, isvc_body
 

@@ -333,8 +333,8 @@ def test_the_rendered_init_container_fetches_for_real(s3, tmp_path):
     import os
 
     from inference_operator import api
-    from inference_operator.desired import render
     from inference_operator.config import OperatorConfig
+    from inference_operator.desired import render
 
     from .helpers import isvc_body
 

@@ -5,7 +5,8 @@ import json
 import urllib.request
 
 from inference_operator import api
-from inference_operator.modelrepo import model_config, fetch as storage
+from inference_operator.modelrepo import fetch as storage
+from inference_operator.modelrepo import model_config
 
 from .helpers import isvc_body
 from .servers import http_server

@@ -11,9 +11,9 @@ import pydantic
 import yaml
 
 from inference_operator import __version__, api, yamlout
-from inference_operator.desired import autoscaling, render
 from inference_operator.api import crd, validation
 from inference_operator.config import OperatorConfig
+from inference_operator.desired import autoscaling, render
 
 
 def cmd_crd(args: argparse.Namespace) -> int:

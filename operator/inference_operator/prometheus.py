@@ -27,8 +27,8 @@ def prometheus_query(address: str, auth: Auth = Auth(), at: Optional[float] = No
     """A ``Query`` against the Prometheus at ``address``: instant queries, all at the same instant
     ``at`` (so the canary and the stable are read over the same window), a timeout on every call
     and no retries (the next analysis is the retry)."""
-    from prometheus_api_client.exceptions import PrometheusApiClientException
     import requests
+    from prometheus_api_client.exceptions import PrometheusApiClientException
 
     client = prometheus_client(address, auth, timeout)
     params = {"time": f"{at:.3f}"} if at is not None else None

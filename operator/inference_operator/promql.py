@@ -9,7 +9,6 @@ from typing import Callable, Optional
 
 from inference_operator import api
 
-
 QUERY_TIMEOUT_SECONDS = 5.0
 
 

@@ -14,9 +14,8 @@ import sys
 import threading
 from typing import Any, Mapping, Optional
 
-from inference_operator import kinds
+from inference_operator import kinds, naming
 from inference_operator.desired import children
-from inference_operator import naming
 from inference_operator.observed import Observed
 
 ISVC = "InferenceService"

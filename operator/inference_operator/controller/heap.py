@@ -14,13 +14,12 @@ busy period is over.
 from __future__ import annotations
 
 import ctypes
-import functools
 import ctypes.util
+import functools
 import os
 import sys
 import threading
 from typing import Callable, Optional
-
 
 ENV = {"PYTHONMALLOC": "malloc", "MALLOC_ARENA_MAX": "2"}
 TRIM_SECONDS = 30.0

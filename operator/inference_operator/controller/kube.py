@@ -19,12 +19,11 @@ import kubernetes
 import urllib3
 
 from inference_operator import api
+from inference_operator.config import FIELD_MANAGER
 from inference_operator.controller import faults, metrics
 from inference_operator.desired.children import ref_of
 from inference_operator.kinds import Ref
-from inference_operator.config import FIELD_MANAGER
 from inference_operator.problems import Event
-
 
 log = logging.getLogger(__name__)
 

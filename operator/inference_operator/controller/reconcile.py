@@ -19,7 +19,8 @@ from inference_operator.controller.writes import Live, Skip, Writes
 from inference_operator.desired import children
 from inference_operator.observed import Observed
 from inference_operator.problems import Problem
-from inference_operator.rollout import canary, plan as rollout
+from inference_operator.rollout import canary
+from inference_operator.rollout import plan as rollout
 from inference_operator.status.conditions import Seen, compute
 from inference_operator.status.patch import comparable
 

@@ -7,13 +7,12 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Optional
 
-from inference_operator import api, naming
+from inference_operator import api, kinds, naming
 from inference_operator.config import OperatorConfig
 from inference_operator.controller import kube as errors
 from inference_operator.controller.kube import ApiError, Kube
 from inference_operator.controller.writes import Live, Writes
 from inference_operator.desired import autoscaling, children
-from inference_operator import kinds
 from inference_operator.kinds import Ref
 from inference_operator.observed import Observed
 from inference_operator.problems import Event

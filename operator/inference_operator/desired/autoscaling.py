@@ -24,8 +24,8 @@ import re
 from typing import Any, Mapping, Optional
 
 from inference_operator import api, naming
-from inference_operator.desired import signals
 from inference_operator.config import OperatorConfig
+from inference_operator.desired import signals
 from inference_operator.observed import condition as condition_of
 
 HPA_API_VERSION = "autoscaling/v2"

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional, Sequence
 
-from inference_operator.desired import children
 from inference_operator import naming
+from inference_operator.desired import children
 
 
 def is_legacy(deployment: Optional[Mapping[str, Any]]) -> bool:

@@ -16,9 +16,22 @@ import jinja2
 import yaml
 
 from inference_operator import api
-from inference_operator.modelrepo import model_config
-from inference_operator.naming import PORTS, REVISION_LABEL, SPEC_HASH_ANNOTATION, STABLE, STORAGE_INITIALIZER, TRACK_LABEL, content_hash, labels, names, predictor, selector, workload_selector
 from inference_operator.config import OperatorConfig
+from inference_operator.modelrepo import model_config
+from inference_operator.naming import (
+    PORTS,
+    REVISION_LABEL,
+    SPEC_HASH_ANNOTATION,
+    STABLE,
+    STORAGE_INITIALIZER,
+    TRACK_LABEL,
+    content_hash,
+    labels,
+    names,
+    predictor,
+    selector,
+    workload_selector,
+)
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

@@ -14,8 +14,8 @@ from typing import Optional
 import pydantic
 
 from inference_operator import api
-from inference_operator.rollout import canary
 from inference_operator.kubectl.userclient import EXIT_NOTHING_TO_DO, UserError
+from inference_operator.rollout import canary
 
 ACTIONS = (canary.PROMOTE, canary.PROMOTE_FULL, canary.ABORT, "pause", "resume")
 

@@ -31,14 +31,12 @@ import time
 import urllib.parse
 from typing import Any, Callable, Optional, Protocol
 
-from inference_operator import prometheus
-from inference_operator import promql
-from inference_operator.rollout import analysis, canary
-from inference_operator import api
-from inference_operator.kubectl import overview
+from inference_operator import api, prometheus, promql
 from inference_operator.desired import signals
 from inference_operator.desired.autoscaling import additive, value_of
+from inference_operator.kubectl import overview
 from inference_operator.kubectl.userclient import EXIT_OK, Cluster, UserError, valid_name, valid_namespace
+from inference_operator.rollout import analysis, canary
 
 Obj = dict[str, Any]
 STATIC = pathlib.Path(__file__).with_name("static")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime
 from typing import Any, Optional, Sequence
 
-from inference_operator.rollout import analysis, canary
 from inference_operator import api, naming
 from inference_operator.desired.autoscaling import additive, hpa_metric_name, value_of
 from inference_operator.observed import condition
+from inference_operator.rollout import analysis, canary
 
 Obj = dict[str, Any]
 

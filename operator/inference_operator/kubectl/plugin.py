@@ -17,10 +17,18 @@ import time
 from typing import Optional, Sequence
 
 from inference_operator import __version__, api
-from inference_operator.rollout import canary
-from inference_operator.kubectl import controls, overview
 from inference_operator.cli import cmd_crd, cmd_render
-from inference_operator.kubectl.userclient import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Cluster, UserError, checked_name, checked_namespace
+from inference_operator.kubectl import controls, overview
+from inference_operator.kubectl.userclient import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    Cluster,
+    UserError,
+    checked_name,
+    checked_namespace,
+)
+from inference_operator.rollout import canary
 
 
 def _namespace_arg(text: str) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import quote
 from typing import Any, Optional
+from urllib.parse import quote
 
 from inference_operator import api, naming
 

@@ -8,8 +8,8 @@ Downloads stream to disk in fixed-size chunks: memory stays flat whatever the mo
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import hashlib
 import http.client
 import logging

@@ -17,12 +17,11 @@ import dataclasses
 import datetime
 from typing import Any, Optional
 
-from inference_operator import promql
+from inference_operator import api, naming, promql
+from inference_operator.problems import Event
 from inference_operator.rollout import analysis as analysis_mod
-from inference_operator import api, naming
 from inference_operator.rollout import split as canary_split
 from inference_operator.rollout.split import Pods, Split
-from inference_operator.problems import Event
 
 # Phases. Active ones have a canary running; the others are the record of the last one.
 PROGRESSING, PAUSED, HOLDING, PROMOTING = "Progressing", "Paused", "Holding", "Promoting"

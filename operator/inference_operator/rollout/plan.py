@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional
 
-from inference_operator import kinds
-from inference_operator.rollout import analysis, canary
-from inference_operator import api, naming
+from inference_operator import api, kinds, naming
 from inference_operator.desired import children, migration, render, traffic
 from inference_operator.kinds import Ref
-from inference_operator.observed import Observed
+from inference_operator.observed import Observed, pod_ready
 from inference_operator.problems import Problem
-from inference_operator.observed import pod_ready
+from inference_operator.rollout import analysis, canary
 
 Analyze = Callable[[api.InferenceService, canary.Inputs], analysis.Verdict]
 
