@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from inference_operator import api, naming
 from inference_operator.desired.autoscaling import additive, hpa_metric_name, value_of
-from inference_operator.observed import condition
+from inference_operator.observed import condition, pod_ready
 from inference_operator.rollout import analysis, canary
 
 Obj = dict[str, Any]
@@ -21,11 +21,6 @@ PASS_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
 
 def _labels(obj: Obj) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
-
-
-def _pod_ready(pod: Obj) -> bool:
-    cond = condition(pod, "Ready")
-    return bool(cond and cond.get("status") == "True")
 
 
 def _spec(isvc: Obj) -> Optional[api.InferenceService]:
@@ -205,7 +200,7 @@ def _pod(pod: Obj, now: float) -> Obj:
     restarts = sum(c.get("restartCount", 0) for c in status.get("containerStatuses") or [])
     meta = pod.get("metadata") or {}
     phase = "Terminating" if meta.get("deletionTimestamp") else status.get("phase", "Pending")
-    return {"name": meta.get("name"), "ready": _pod_ready(pod), "phase": phase,
+    return {"name": meta.get("name"), "ready": pod_ready(pod), "phase": phase,
             "node": (pod.get("spec") or {}).get("nodeName"), "restarts": restarts,
             "ageSeconds": _age(meta.get("creationTimestamp"), now)}
 
@@ -253,7 +248,7 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
         rev = _labels(pod).get(naming.REVISION_LABEL, "?")
         revisions.setdefault(rev, {}).setdefault(_pod_track(pod), []).append(pod)
 
-    ready_total = sum(1 for p in pods if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
+    ready_total = sum(1 for p in pods if pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
     gateway = bool(spec is not None and spec.spec.rollout.canary is not None
                    and spec.spec.rollout.canary.traffic == "gatewayAPI" and canary_view and canary_view["active"])
     by_route = route_weights(isvc, route) if gateway else {}
@@ -262,7 +257,7 @@ def overview(isvc: Obj, deployments: Sequence[Obj], pods: Sequence[Obj], hpa: Op
     for rev, tracks in sorted(revisions.items(), key=lambda kv: (order.get(roles.get(kv[0], ""), 2), kv[0])):
         role = roles.get(rev) or ("rolling out" if any(naming.revision_of(by_track.get(t, {})) == rev for t in tracks)
                                   else "old")
-        ready = sum(1 for t in tracks.values() for p in t if _pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
+        ready = sum(1 for t in tracks.values() for p in t if pod_ready(p) and not p["metadata"].get("deletionTimestamp"))
         if gateway:
             weight = by_route.get(role, 0) if role in ("stable", "canary") else 0
         else:
