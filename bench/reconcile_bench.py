@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from inference_operator import api  # noqa: E402
+from inference_operator import api, kinds  # noqa: E402
 from inference_operator.controller import cache  # noqa: E402
 from inference_operator.controller.reconcile import reconcile  # noqa: E402
 from inference_operator.controller.render_cache import RenderCache  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     isvcs = [api.parse(b) for b in bodies]
     sample = isvcs[0]
     desired = [children.stamp(c, sample) for c in render.render(sample, CONFIG)]
-    live = {children.ref_of(o): o for o in desired}
+    live = {kinds.ref_of(o): o for o in desired}
 
     per_call = {
         "parse (pydantic)": timed(lambda: api.parse(bodies[0]), 2000),

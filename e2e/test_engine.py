@@ -263,7 +263,7 @@ def test_status_is_written_under_our_field_manager_and_a_stale_write_is_refused(
         kubectl: Kubectl, namespace: str):
     import kubernetes
 
-    from inference_operator.controller.kube import ApiError, RestKube
+    from inference_operator.kube import ApiError, RestKube
 
     ns = namespace
     kubectl.apply(manifest("resnet", ns))
@@ -305,7 +305,7 @@ def test_a_create_only_apply_creates_refuses_a_taken_name_and_owns_what_it_sent(
     label a later apply leaves out is removed (a plain POST would leave it behind for good)."""
     import kubernetes
 
-    from inference_operator.controller.kube import ApiError, RestKube
+    from inference_operator.kube import ApiError, RestKube
 
     kube = RestKube(kubernetes.config.new_client_from_config(config_file=kubectl.kubeconfig))
     svc = {"apiVersion": "v1", "kind": "Service",

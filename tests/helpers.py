@@ -13,8 +13,8 @@ import yaml
 
 from inference_operator import api, naming
 from inference_operator.config import OperatorConfig
-from inference_operator.controller.kube import ApiError
 from inference_operator.kinds import Ref
+from inference_operator.kube import ApiError
 from inference_operator.observed import Observed
 from inference_operator.problems import Event
 
@@ -92,7 +92,7 @@ class FakeKube:
 
     # writes
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        from inference_operator.desired.children import ref_of
+        from inference_operator.kinds import ref_of
 
         self.apply_attempts += 1
         if obj["kind"] in self.reject:
@@ -114,7 +114,7 @@ class FakeKube:
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create-only, as RestKube.create: a taken name answers 409 and is left as it was."""
-        from inference_operator.desired.children import ref_of
+        from inference_operator.kinds import ref_of
 
         if ref_of(obj) in self.objects:
             self.apply_attempts += 1

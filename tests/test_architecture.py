@@ -34,10 +34,14 @@ BREAKAGES = [
     ("pure", "naming.py", "from http import client", {"pure"}),
     ("pure", "desired/signals.py", "from inference_operator import prometheus", {"pure"}),
     ("pure", "modelrepo/model_config.py", "from inference_operator.modelrepo import fetch", {"pure"}),
-    ("init-container", "modelrepo/fetch.py", "from inference_operator.controller import kube", {"layers", "init-container"}),
+    ("init-container", "modelrepo/fetch.py", "from inference_operator.controller import runner", {"layers", "init-container"}),
     ("init-container", "modelrepo/fetch.py", "import kubernetes", {"init-container"}),
     ("kubectl-plugin", "controller/runner.py", "from inference_operator.kubectl import plugin", {"layers", "kubectl-plugin"}),
     ("kubectl-plugin", "cli.py", "from inference_operator.kubectl import plugin", {"layers", "kubectl-plugin"}),
+    ("kubectl-not-controller", "kubectl/userclient.py", "from inference_operator.controller import metrics",
+     {"kubectl-not-controller"}),
+    ("kubectl-not-controller", "kubectl/dashboard.py", "import kopf", {"kubectl-not-controller"}),
+    ("pure", "status/pods.py", "from inference_operator import kube", {"pure"}),
 ]
 
 
@@ -127,24 +131,44 @@ def imported(line: str) -> str:
     return module if module.startswith("inference_operator.") else module.split(".")[0]
 
 
+def loaded_by(probe: str) -> list[str]:
+    """The modules a fresh interpreter holds after running ``probe``."""
+    code = f"import sys\n{probe}\nprint('\\n'.join(sorted(sys.modules)))\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def foreign(loaded: list[str], packages: tuple[str, ...], libraries: tuple[str, ...]) -> list[str]:
+    return [m for m in loaded if m.startswith(packages) or m.split(".")[0] in libraries]
+
+
 def test_the_init_containers_command_loads_nothing_of_the_controller_or_the_plugin():
     """What `inference-operator fetch-model` loads at run time (the CLI, then the fetcher it imports
     when the command runs) holds no module of the controller or the plugin, nor kopf or the
     kubernetes client: the contracts, checked on the process itself."""
-    probe = (
-        "import sys\n"
+    loaded = loaded_by(
         "from inference_operator import cli\n"
         "try:\n"
         "    cli.main(['fetch-model', '--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
         "from inference_operator.modelrepo import fetch\n"
-        "print('\\n'.join(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    loaded = result.stdout.split()
     assert "inference_operator.modelrepo.fetch" in loaded
-    unwanted = [m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes")
-                or m.startswith(("inference_operator.controller", "inference_operator.kubectl"))]
-    assert unwanted == []
+    assert foreign(loaded, ("inference_operator.controller", "inference_operator.kubectl"),
+                   ("kopf", "kubernetes")) == []
+
+
+def test_the_plugins_process_loads_nothing_of_the_controller():
+    """Every module of kubectl inference, and its render command run on a sample, load no module of
+    the controller and no kopf: the plugin talks to the API server through kube.py alone."""
+    sample = ROOT / "manifests" / "samples" / "resnet.yaml"
+    loaded = loaded_by(
+        "import contextlib, io\n"
+        "from inference_operator.kubectl import controls, dashboard, overview, plugin, userclient\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert plugin.main(['render', '-f', {str(sample)!r}]) == 0\n"
+    )
+    assert "inference_operator.kubectl.dashboard" in loaded
+    assert foreign(loaded, ("inference_operator.controller",), ("kopf",)) == []

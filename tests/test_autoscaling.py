@@ -8,10 +8,10 @@ import fractions
 import pytest
 
 from inference_operator import api
-from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import reconcile
 from inference_operator.desired import autoscaling, signals
 from inference_operator.kinds import DEPLOYMENT, HPA, SCALEDOBJECT, Ref
+from inference_operator.kube import ApiError
 from inference_operator.rollout import canary
 from inference_operator.rollout import split as canary_split
 from inference_operator.status import startup

@@ -102,7 +102,7 @@ def test_a_child_that_lost_our_labels_comes_back_when_they_are_put_back():
 
 
 def test_writes_go_into_the_cache_as_they_are_answered_even_if_the_pass_then_fails():
-    from inference_operator.controller.kube import ApiError
+    from inference_operator.kube import ApiError
 
     from .helpers import FakeKube
 

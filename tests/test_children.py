@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from inference_operator import api, naming
+from inference_operator import api, kinds, naming
 from inference_operator.desired import children, render
 
 from .helpers import CONFIG, isvc_body
@@ -18,7 +18,7 @@ def setup(**spec):
 
 
 def live_of(objs):
-    return {children.ref_of(o): copy.deepcopy(o) for o in objs}
+    return {kinds.ref_of(o): copy.deepcopy(o) for o in objs}
 
 
 def test_stamp_sets_controller_owner_and_hash():
@@ -46,29 +46,29 @@ def test_hash_changes_with_content_and_owner():
 def test_nothing_live_creates_everything_the_workload_last():
     isvc, desired = setup(replicas=2)
     p = children.plan(isvc, desired, {})
-    assert [str(children.ref_of(o)) for o in p.apply] == [
+    assert [str(kinds.ref_of(o)) for o in p.apply] == [
         "Service/demo", "PodDisruptionBudget/demo-predictor", "Deployment/demo-predictor"]
-    assert p.creates == {children.ref_of(o) for o in desired}
+    assert p.creates == {kinds.ref_of(o) for o in desired}
     assert p.delete == [] and p.conflicts == []
 
 
 def test_updates_go_before_creations_and_are_not_creations():
     isvc, desired = setup(replicas=2)
     live = live_of(desired)
-    svc_ref, pdb_ref = children.ref_of(desired[1]), children.ref_of(desired[2])
+    svc_ref, pdb_ref = kinds.ref_of(desired[1]), kinds.ref_of(desired[2])
     del live[pdb_ref]
     live[svc_ref]["spec"]["selector"] = {"other": "x"}  # drift
     p = children.plan(isvc, desired, live)
-    assert [children.ref_of(o) for o in p.apply] == [svc_ref, pdb_ref]
+    assert [kinds.ref_of(o) for o in p.apply] == [svc_ref, pdb_ref]
     assert p.creates == {pdb_ref}
 
 
 def test_a_looked_up_child_of_ours_is_applied_not_created():
     isvc, desired = setup()
     live = live_of(desired)
-    dep_ref = children.ref_of(desired[0])
+    dep_ref = kinds.ref_of(desired[0])
     p = children.plan(isvc, desired, live, looked_up=frozenset({dep_ref}))
-    assert [children.ref_of(o) for o in p.apply] == [dep_ref] and p.creates == frozenset()
+    assert [kinds.ref_of(o) for o in p.apply] == [dep_ref] and p.creates == frozenset()
 
 
 def test_unchanged_children_are_not_written():
@@ -80,10 +80,10 @@ def test_unchanged_children_are_not_written():
 def test_changed_hash_reapplies_only_that_child():
     isvc, desired = setup()
     live = live_of(desired)
-    dep_ref = children.ref_of(desired[0])
+    dep_ref = kinds.ref_of(desired[0])
     live[dep_ref]["metadata"]["annotations"][naming.SPEC_HASH_ANNOTATION] = "stale"
     p = children.plan(isvc, desired, live)
-    assert [children.ref_of(o) for o in p.apply] == [dep_ref]
+    assert [kinds.ref_of(o) for o in p.apply] == [dep_ref]
 
 
 def test_child_no_longer_desired_is_deleted():
@@ -100,17 +100,17 @@ def test_foreign_object_with_our_name_is_a_conflict_and_never_touched(owner_uid)
     foreign["metadata"]["ownerReferences"] = (
         [{"uid": owner_uid, "controller": True, "kind": "X", "name": "x", "apiVersion": "v1"}] if owner_uid else []
     )
-    p = children.plan(isvc, desired, {children.ref_of(foreign): foreign})
+    p = children.plan(isvc, desired, {kinds.ref_of(foreign): foreign})
     assert [str(c.ref) for c in p.conflicts] == ["Service/demo"]
     assert "not owned by this InferenceService" in p.conflicts[0].message
-    assert all(children.ref_of(o) != children.ref_of(foreign) for o in p.apply)
+    assert all(kinds.ref_of(o) != kinds.ref_of(foreign) for o in p.apply)
 
 
 def test_foreign_object_not_desired_is_left_alone():
     isvc, desired = setup(replicas=1)
     foreign_pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                    "metadata": {"name": "demo-predictor", "namespace": "ns", "uid": "u"}}
-    p = children.plan(isvc, desired, {children.ref_of(foreign_pdb): foreign_pdb})
+    p = children.plan(isvc, desired, {kinds.ref_of(foreign_pdb): foreign_pdb})
     assert p.delete == [] and p.conflicts == []
 
 
@@ -142,7 +142,7 @@ def test_drift_in_fields_we_set_is_reapplied(kind, change, field):
     live[ref] = _edit(live[ref], change)
     assert field in children.drift(next(o for o in desired if o["kind"] == kind), live[ref])
     p = children.plan(isvc, desired, live)
-    assert [children.ref_of(o) for o in p.apply] == [ref]
+    assert [kinds.ref_of(o) for o in p.apply] == [ref]
 
 
 def test_what_the_api_server_adds_is_not_drift():
@@ -220,10 +220,10 @@ def test_a_child_kind_whose_crd_is_absent_is_skipped_until_it_is_installed(monke
 def test_the_plan_applies_a_child_of_ours_found_by_a_look_up_and_waits_for_one_going_away():
     isvc = api.parse(isvc_body())
     desired = [children.stamp(c, isvc) for c in render.render(isvc, CONFIG)]
-    live = {children.ref_of(o): copy.deepcopy(o) for o in desired}
-    dep, svc = (children.ref_of(o) for o in desired[:2])
+    live = {kinds.ref_of(o): copy.deepcopy(o) for o in desired}
+    dep, svc = (kinds.ref_of(o) for o in desired[:2])
     assert children.plan(isvc, desired, live).apply == []
-    assert [children.ref_of(o) for o in children.plan(isvc, desired, live, looked_up=frozenset({svc})).apply] == [svc]
+    assert [kinds.ref_of(o) for o in children.plan(isvc, desired, live, looked_up=frozenset({svc})).apply] == [svc]
     live[dep]["metadata"]["deletionTimestamp"] = "2026-11-24T00:00:00Z"
     live[svc] = None
     plan = children.plan(isvc, desired, live, hold=frozenset({svc}))

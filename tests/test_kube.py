@@ -8,8 +8,9 @@ import kubernetes
 import pytest
 
 from inference_operator import api
-from inference_operator.controller.kube import ApiError, RestKube
+from inference_operator.controller import metrics
 from inference_operator.kinds import DEPLOYMENT, Ref
+from inference_operator.kube import ApiError, RestKube
 from inference_operator.problems import Event
 
 
@@ -47,7 +48,7 @@ def kube():
     Recorder.requests, Recorder.replies = [], {}
     config = kubernetes.client.Configuration()
     config.host = f"http://127.0.0.1:{server.server_address[1]}"
-    yield RestKube(kubernetes.client.ApiClient(config))
+    yield RestKube(kubernetes.client.ApiClient(config), count=metrics.count_request)
     server.shutdown()
     server.server_close()
 
@@ -158,7 +159,7 @@ def test_a_kill_point_dies_before_the_nth_write_in_its_namespace(kube, monkeypat
     killed = []
     monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: killed.append((tid, sig)))
     monkeypatch.setenv(faults.ENV, "ns:2")
-    kube.kill_point = faults.from_env()
+    kube.before_write = faults.from_env().before_write
     obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "ns"}}
     kube.apply(dict(obj, metadata={"name": "d", "namespace": "other"}))  # another namespace: not counted
     kube.get(Ref(DEPLOYMENT, "ns", "d"))  # a read: not counted
@@ -183,7 +184,7 @@ def test_a_stop_point_freezes_before_the_fence_is_consulted(kube, monkeypatch):
 
     order = []
     monkeypatch.setattr(faults.signal, "pthread_kill", lambda tid, sig: order.append(sig))
-    kube.kill_point = faults.KillPoint.parse("ns:1:SIGSTOP")
+    kube.before_write = faults.KillPoint.parse("ns:1:SIGSTOP").before_write
     kube.fence = lambda: order.append("fence") or "replaced"
     with pytest.raises(ApiError):
         kube.patch_status("ns", "demo", {}, "1")

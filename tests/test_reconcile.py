@@ -6,11 +6,11 @@ import pytest
 
 from inference_operator import naming
 from inference_operator.controller import render_cache
-from inference_operator.controller.kube import ApiError
 from inference_operator.controller.reconcile import SLOW_RETRY_SECONDS, reconcile
 from inference_operator.controller.writes import REPORT_AFTER_FAILURES
 from inference_operator.desired import children, render
 from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
+from inference_operator.kube import ApiError
 
 from .helpers import CONFIG, isvc_body
 

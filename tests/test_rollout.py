@@ -421,7 +421,7 @@ def test_a_secret_the_operator_may_not_read_holds_the_analysis_and_says_which_pe
     gets an Error verdict (held, never passed) whose message names the value that grants it."""
     import types
 
-    from inference_operator.controller import kube
+    from inference_operator import kube
 
     body = isvc_body(rollout={"canary": {"steps": [{"weight": 50}], "analysis": {
         "prometheus": {"address": "http://prometheus:9090", "secretName": "prom"}}}})

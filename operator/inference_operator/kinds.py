@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,3 +47,11 @@ class Ref:
 
     def __str__(self) -> str:
         return f"{self.kind.kind}/{self.name}"
+
+
+BY_NAME = {k.kind: k for k in (DEPLOYMENT, SERVICE, PDB, HTTPROUTE, HPA, SCALEDOBJECT, POD, REPLICASET, SECRET)}
+
+
+def ref_of(obj: Mapping[str, Any]) -> Ref:
+    meta = obj["metadata"]
+    return Ref(BY_NAME[obj["kind"]], meta["namespace"], meta["name"])

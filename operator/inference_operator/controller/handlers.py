@@ -81,9 +81,10 @@ def registry(op: Operator) -> kopf.OperatorRegistry:
     indexed kind is listed."""
     reg = kopf.OperatorRegistry()
 
-    @kopf.on.login(id="login", registry=reg)
+    # What kopf's default registry does (its id and errors mode too): the credentials the
+    # kubernetes client loaded; a failure is not retried, and kopf exits having no credentials.
+    @kopf.on.login(id="login_via_client", errors=kopf.ErrorsMode.IGNORED, registry=reg)
     def login(**kwargs: Any) -> Optional[kopf.ConnectionInfo]:
-        # What kopf's default registry does: the credentials the kubernetes client loaded.
         return kopf.login_via_client(**kwargs)
 
     @kopf.on.startup(id="startup", registry=reg)

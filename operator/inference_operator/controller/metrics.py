@@ -47,3 +47,8 @@ RETRIES = Counter(
 
 def serve(port: int, address: str = "0.0.0.0") -> None:
     start_http_server(port, addr=address, registry=REGISTRY)
+
+
+def count_request(verb: str, resource: str, code: str) -> None:
+    """RestKube's ``count``: one request the passes sent."""
+    API_REQUESTS.labels(verb, resource, code).inc()

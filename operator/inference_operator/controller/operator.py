@@ -12,11 +12,11 @@ from typing import Any, Hashable, Mapping, Optional
 
 from inference_operator import __version__, api, naming
 from inference_operator.config import OperatorConfig
-from inference_operator.controller import cache, heap, leader, metrics, runner
-from inference_operator.controller.kube import Kube, RestKube
+from inference_operator.controller import cache, faults, heap, leader, metrics, runner
 from inference_operator.controller.reconcile import SLOW_RETRY_SECONDS, reconcile
 from inference_operator.controller.render_cache import RenderCache
 from inference_operator.desired import children
+from inference_operator.kube import Kube, RestKube
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,11 @@ class Operator:
     @property
     def kube(self) -> Kube:
         if self._kube is None:
-            rest = RestKube()
+            rest = RestKube(count=metrics.count_request)
             rest.client.user_agent = USER_AGENT
+            kill_point = faults.from_env()
+            if kill_point is not None:
+                rest.before_write = kill_point.before_write
             self._kube = rest
         return self._kube
 

@@ -13,10 +13,10 @@ from inference_operator import api
 from inference_operator.config import OperatorConfig
 from inference_operator.controller import analyzer, orphans, report
 from inference_operator.controller.desire import Desired, desire, parse, rendered
-from inference_operator.controller.kube import Kube
 from inference_operator.controller.render_cache import RenderCache
 from inference_operator.controller.writes import Live, Skip, Writes
 from inference_operator.desired import children
+from inference_operator.kube import Kube
 from inference_operator.observed import Observed
 from inference_operator.problems import Problem
 from inference_operator.rollout import canary

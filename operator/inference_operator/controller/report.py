@@ -7,13 +7,14 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Optional
 
-from inference_operator import api, kinds, naming
+from inference_operator import api, kinds
+from inference_operator import kube as errors
+from inference_operator import naming
 from inference_operator.config import OperatorConfig
-from inference_operator.controller import kube as errors
-from inference_operator.controller.kube import ApiError, Kube
 from inference_operator.controller.writes import Live, Writes
 from inference_operator.desired import autoscaling, children
 from inference_operator.kinds import Ref
+from inference_operator.kube import ApiError, Kube
 from inference_operator.observed import Observed
 from inference_operator.problems import Event
 from inference_operator.rollout import plan as rollout
@@ -44,7 +45,7 @@ def refused_before(isvc: api.InferenceService, desired: list[dict[str, Any]], li
     if before is None or before.refused_hash is None:
         return frozenset()
     for obj in desired:
-        ref = children.ref_of(obj)
+        ref = kinds.ref_of(obj)
         if ref.kind in children.AUTOSCALERS and live.get(ref) is None and children.spec_hash(obj) == before.refused_hash:
             writes.refused[ref] = before.refused_message or ""
             return frozenset({ref})
@@ -70,7 +71,7 @@ def autoscaling_status(isvc: api.InferenceService, observed: Observed, config: O
     current, wanted = autoscaling.replicas_of(hpa)
     summary = {"kind": kind.kind, "name": name, "currentReplicas": current, "desiredReplicas": wanted}
     if ref in refused:
-        sent = next((o for o in desired if children.ref_of(o) == ref), None)
+        sent = next((o for o in desired if kinds.ref_of(o) == ref), None)
         summary.update(refusedHash=children.spec_hash(sent) if sent else None, refusedMessage=refused[ref])
     return {"autoscaling": autoscaling.condition(isvc, config, observed.crds, seen),
             "autoscaler": {k: v for k, v in summary.items() if v is not None}}

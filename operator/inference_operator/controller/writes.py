@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from inference_operator import api
-from inference_operator.controller import kube as errors
-from inference_operator.controller.kube import ApiError, Kube
+from inference_operator import api, kinds
+from inference_operator import kube as errors
 from inference_operator.desired import children
 from inference_operator.kinds import Ref
+from inference_operator.kube import ApiError, Kube
 from inference_operator.problems import Problem
 
 # A transient API error is retried quietly (with backoff) this many times in a row; then the pass
@@ -128,7 +128,7 @@ class Writes:
         """The plan's applies, in order; a create that found its name taken is looked up and
         returned (the plan is decided again), else None once done or stopped."""
         for obj in plan.apply:
-            ref = children.ref_of(obj)
+            ref = kinds.ref_of(obj)
             try:
                 live[ref] = self.kube.create(obj) if ref in plan.creates else self.kube.apply(obj)
             except ApiError as exc:

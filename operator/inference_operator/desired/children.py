@@ -9,13 +9,8 @@ import copy
 import dataclasses
 from typing import Any, Callable, Optional
 
-from inference_operator import api, naming
-from inference_operator.kinds import DEPLOYMENT, HPA, HTTPROUTE, PDB, REPLICASET, SCALEDOBJECT, SERVICE, Kind, Ref
-
-
-def ref_of(obj: dict[str, Any]) -> Ref:
-    meta = obj["metadata"]
-    return Ref(KINDS[obj["kind"]], meta["namespace"], meta["name"])
+from inference_operator import api, kinds, naming
+from inference_operator.kinds import DEPLOYMENT, HPA, HTTPROUTE, PDB, SCALEDOBJECT, SERVICE, Kind, Ref
 
 
 def possible_refs(isvc: api.InferenceService) -> list[Ref]:
@@ -161,8 +156,6 @@ AUTOSCALERS = frozenset({HPA, SCALEDOBJECT})
 WORKLOAD = DEPLOYMENT  # the child that runs pods
 # Each kind once (two Deployments share one): what is watched and cached.
 CHILD_KINDS: tuple[Kind, ...] = tuple(dict.fromkeys(child.kind for child in REGISTRY))
-KINDS = {child.kind.kind: child.kind for child in REGISTRY}
-KINDS[REPLICASET.kind] = REPLICASET
 _BY_KIND = {child.kind.kind: child for child in REGISTRY}
 
 
@@ -219,7 +212,7 @@ def plan(
     comes last, so that a name someone else holds stops the pass before a pod is scheduled.
     """
     apply, create, delete, conflicts, unchanged = [], [], [], [], []
-    wanted = {ref_of(obj): obj for obj in desired}
+    wanted = {kinds.ref_of(obj): obj for obj in desired}
     for ref in possible_refs(isvc):
         current = live.get(ref)
         owner = controller_uid(current) if current else None
@@ -245,4 +238,4 @@ def plan(
             delete.append(ref)
     create.sort(key=lambda obj: obj["kind"] == WORKLOAD.kind)  # stable: otherwise in registry order
     return Plan(apply=apply + create, delete=delete, conflicts=conflicts, unchanged=unchanged,
-                creates=frozenset(ref_of(obj) for obj in create))
+                creates=frozenset(kinds.ref_of(obj) for obj in create))

@@ -80,7 +80,7 @@ class Cluster:
                  namespace: Optional[str] = None) -> None:
         import kubernetes
 
-        from inference_operator.controller.kube import RestKube
+        from inference_operator.kube import RestKube
 
         path = kubeconfig or None
         try:
@@ -107,7 +107,7 @@ class Cluster:
                 content_type: str = "application/json") -> Obj:
         """One request through the operator's own transport (``kube.RestKube``) with the user's
         client; its errors as one line."""
-        from inference_operator.controller.kube import ApiError
+        from inference_operator.kube import ApiError
 
         try:
             return self.kube.request(method, path, query=query, body=body, content_type=content_type) or {}

@@ -20,9 +20,7 @@ import urllib3
 
 from inference_operator import api
 from inference_operator.config import FIELD_MANAGER
-from inference_operator.controller import faults, metrics
-from inference_operator.desired.children import ref_of
-from inference_operator.kinds import Ref
+from inference_operator.kinds import Ref, ref_of
 from inference_operator.problems import Event
 
 log = logging.getLogger(__name__)
@@ -125,11 +123,18 @@ def _path(ref: Ref) -> str:
     return f"{ref.kind.path_prefix}/namespaces/{quote(ref.namespace)}/{ref.kind.plural}/{quote(ref.name)}"
 
 
-class RestKube:
-    """Kube over the official client's ApiClient; one instance per process is enough."""
+def _uncounted(verb: str, resource: str, code: str) -> None:
+    pass
 
-    def __init__(self, client: Optional[kubernetes.client.ApiClient] = None) -> None:
+
+class RestKube:
+    """Kube over the official client's ApiClient; one instance per process is enough. ``count``
+    is told each request's verb, resource and code (the operator counts them in its metrics)."""
+
+    def __init__(self, client: Optional[kubernetes.client.ApiClient] = None,
+                 count: Callable[[str, str, str], None] = _uncounted) -> None:
         self.client = client or kubernetes.client.ApiClient()
+        self.count = count
         # With leader election: why this replica may not write now (None: it may). Checked before
         # every write, so a leader that was paused past its renew deadline (a stopped VM, a long GC
         # pause, SIGSTOP) sends nothing when it wakes, even before its elector notices the loss.
@@ -137,7 +142,8 @@ class RestKube:
         # With leader election: the seconds a write sent now may take (connection attempts and
         # reads included), so that none arrives after another replica may have started acting.
         self.write_seconds: Optional[Callable[[], float]] = None
-        self.kill_point = faults.from_env()
+        # A fault test's kill point (controller/faults.py): called with the path before each write.
+        self.before_write: Optional[Callable[[str], None]] = None
 
     def request(
         self,
@@ -162,11 +168,11 @@ class RestKube:
         verb, resource = _verb(method, path, content_type if body is not None else ""), _resource(path)
         timeout: tuple[float, float] = (10, 60)
         if method != "GET":
-            if self.kill_point is not None:  # a fault test's: here, so a frozen write meets the fence after
-                self.kill_point.before_write(path)
+            if self.before_write is not None:  # here, so a write frozen by a fault test meets the fence after
+                self.before_write(path)
             why = self.fence() if self.fence is not None else None
             if why:
-                metrics.API_REQUESTS.labels(verb, resource, "fenced").inc()
+                self.count(verb, resource, "fenced")
                 log.warning("not sent: %s %s: %s", verb, path, why)
                 raise ApiError(0, "NotLeader", why, verb, resource)
             if self.write_seconds is not None:
@@ -176,13 +182,13 @@ class RestKube:
         try:
             response = self.client.call_api(*params, _request_timeout=timeout)
         except kubernetes.client.exceptions.ApiException as exc:
-            metrics.API_REQUESTS.labels(verb, resource, str(exc.status or 0)).inc()
+            self.count(verb, resource, str(exc.status or 0))
             raise ApiError(exc.status or 0, str(exc.reason), str(exc), verb, resource) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Connection refused, reset, timed out: status 0, transient, retried like a 503.
-            metrics.API_REQUESTS.labels(verb, resource, "0").inc()
+            self.count(verb, resource, "0")
             raise ApiError(0, type(exc).__name__, str(exc), verb, resource) from exc
-        metrics.API_REQUESTS.labels(verb, resource, str(response.status)).inc()
+        self.count(verb, resource, str(response.status))
         data = response.read()
         payload = json.loads(data) if data else None
         if response.status >= 300:
