@@ -26,15 +26,12 @@ log = logging.getLogger(__name__)
 
 
 def canary_view(isvc: api.InferenceService, rolling: Optional[rollout.Plan], live: Live) -> Optional[CanaryView]:
-    """What status says of the canary, from the rollout's decision: None on the plain path."""
+    """What status says of the canary: the rollout's decision, with the revision it replaces and
+    the canary's Deployment; None on the plain path."""
     if rolling is None:
         return None
-    d = rolling.decision
-    return CanaryView(
-        state=d.state, active=d.active, held=d.failed, reason=d.reason, message=d.message,
-        revision=(d.state or {}).get("revision"), stable_revision=isvc.status.revision,
-        deployment=live.get(rolling.canary) if rolling.canary is not None else None, promoted=d.promoted,
-        draining=d.draining)
+    deployment = live.get(rolling.canary) if rolling.canary is not None else None
+    return CanaryView(rolling.decision, stable_revision=isvc.status.revision, deployment=deployment)
 
 
 def refused_before(isvc: api.InferenceService, desired: list[dict[str, Any]], live: Live,

@@ -4,7 +4,7 @@ the conditions that say so, and the rest of status."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from inference_operator import api, naming
 from inference_operator.config import OperatorConfig
@@ -35,22 +35,40 @@ AS_EXPECTED: Condition = ("False", "AsExpected", "")
 SCALED_TO_ZERO: Condition = ("False", "ScaledToZero", "spec.replicas is 0: no replica is serving.")
 
 
+class CanaryDecision(Protocol):
+    """What status reads of a canary's decision (rollout/canary.py's Decision, which status does not
+    import): the next status.canary, whether a canary runs, is held off after a rollback, goes
+    away, or was promoted this pass, and the reason and message it gives."""
+
+    @property
+    def state(self) -> Optional[dict[str, Any]]: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+    @property
+    def promoted(self) -> bool: ...
+    @property
+    def reason(self) -> Optional[str]: ...
+    @property
+    def message(self) -> Optional[str]: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class CanaryView:
-    """What status says of a canary (canary.py decides it): running, or a rolled-back revision the
-    spec still names (held off: the stable revision serves), and status.canary itself."""
+    """A canary as status sees it: the rollout's decision as it is, the revision it replaces, and
+    the canary's Deployment while it runs (its replicas count in status.replicas)."""
 
-    state: Optional[dict[str, Any]]
-    active: bool = False
-    held: bool = False
-    reason: Optional[str] = None
-    message: Optional[str] = None
-    revision: Optional[str] = None  # under test, or rolled back
+    decision: CanaryDecision
     stable_revision: Optional[str] = None
-    # The canary's Deployment while it runs: its replicas count in status.replicas.
     deployment: Optional[dict[str, Any]] = None
-    promoted: bool = False  # this pass finished a promotion: the desired revision is rolled out
-    draining: bool = False  # a canary goes away (a revert, its spec removed) as the stable comes back
+
+    @property
+    def revision(self) -> Optional[str]:
+        """The revision under test, or rolled back."""
+        return (self.decision.state or {}).get("revision")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +134,13 @@ def _situation(seen: Seen, facts: Facts) -> Situation:
     """The situation the InferenceService is in: the first below that applies."""
     canary = seen.canary
     if canary is not None and not seen.problem:
-        if canary.promoted:
+        if canary.decision.promoted:
             return _canary_promoted
-        if canary.draining:
+        if canary.decision.draining:
             return _canary_draining
-        if canary.active:
+        if canary.decision.active:
             return _canary_running
-        if canary.held:
+        if canary.decision.failed:
             return _canary_held
     if seen.problem:
         return _problem
@@ -218,7 +236,7 @@ def _canary_draining(seen: Seen, facts: Facts) -> Verdict:
     text = f"{counts.desired_ready + counts.other_ready} ready while the canary of revision {view.revision} goes."
     serving = _canary_serving(seen, facts)
     ready = ("True", "CanaryDraining", text) if serving else ("False", "ReplicasUnavailable", text)
-    return ready, ("True", "CanaryDraining", view.message or ""), facts.degraded
+    return ready, ("True", "CanaryDraining", view.decision.message or ""), facts.degraded
 
 
 def _canary_running(seen: Seen, facts: Facts) -> Verdict:
@@ -228,15 +246,15 @@ def _canary_running(seen: Seen, facts: Facts) -> Verdict:
     text = f"{keeps}; revision {view.revision} is a canary ({counts.desired_ready} ready)."
     serving = _canary_serving(seen, facts)
     ready = ("True", "CanaryInProgress", text) if serving else ("False", "ReplicasUnavailable", text)
-    progressing = ("True", view.reason or "CanaryProgressing", view.message or "")
+    progressing = ("True", view.decision.reason or "CanaryProgressing", view.decision.message or "")
     return ready, progressing, facts.degraded
 
 
 def _canary_held(seen: Seen, facts: Facts) -> Verdict:
     """A rolled-back revision the spec still names: held off while the stable revision serves."""
     view = seen.canary
-    why = view.message or view.reason or ""
-    reason = view.reason or "RolledBack"
+    why = view.decision.message or view.decision.reason or ""
+    reason = view.decision.reason or "RolledBack"
     text = f"{_stable_keeps_serving(view, facts.counts)}; revision {view.revision} was rolled back: {why}"
     ready = ("True", "StableServing", text) if _canary_serving(seen, facts) else ("False", reason, text)
     problem = Problem(reason, f"Revision {view.revision} was rolled back and is not rolled out again until the "
@@ -365,7 +383,7 @@ def _conditions(seen: Seen, rollout: Optional[Rollout], verdict: Verdict) -> lis
 
 
 def _stalled(seen: Seen, rollout: Optional[Rollout], degraded: Optional[Problem]) -> Condition:
-    if seen.canary is not None and seen.canary.held and not seen.problem:
+    if seen.canary is not None and seen.canary.decision.failed and not seen.problem:
         by = degraded
     else:
         by = seen.problem or (
@@ -375,7 +393,7 @@ def _stalled(seen: Seen, rollout: Optional[Rollout], degraded: Optional[Problem]
 
 
 def _revision(seen: Seen, rollout: Optional[Rollout]) -> Optional[str]:
-    done = rollout is not None and rollout.complete or seen.canary is not None and seen.canary.promoted
+    done = rollout is not None and rollout.complete or seen.canary is not None and seen.canary.decision.promoted
     return seen.desired_revision if done and not seen.problem else seen.isvc.status.revision
 
 
@@ -403,6 +421,6 @@ def _startup_seconds(seen: Seen, revision: Optional[str]) -> dict[str, Any]:
 
 def _canary_state(seen: Seen) -> Optional[dict[str, Any]]:
     if seen.canary is not None:
-        return seen.canary.state
+        return seen.canary.decision.state
     previous = seen.isvc.status.canary
     return previous.model_dump(by_alias=True, exclude_none=True, mode="json") if previous is not None else None
