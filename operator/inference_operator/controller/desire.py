@@ -14,7 +14,7 @@ from inference_operator.controller.render_cache import RenderCache
 from inference_operator.desired import autoscaling, children, defaults, migration, render
 from inference_operator.observed import Observed
 from inference_operator.problems import Problem
-from inference_operator.rollout import plan as rollout
+from inference_operator.rollout.plan import stable_track
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ def desire(
     isvc: api.InferenceService, observed: Observed, config: OperatorConfig, renders: RenderCache
 ) -> tuple[Desired, Optional[Problem]]:
     """The desired state, or the problem that keeps the spec from being served. No I/O."""
-    stable = rollout.stable_track(isvc)
+    stable = stable_track(isvc)
     live = _own_deployment(isvc, observed, stable)
     try:
         render_config, pins = defaults.resolve(isvc, config, live)

@@ -1,4 +1,4 @@
-"""One fix to kopf, applied by the kopf layer (handlers.py) when it is imported.
+"""One fix to kopf, applied by the CLI (cli.py) before kopf runs.
 
 Kopf's index barrier holds every object's worker until every indexed object of every watched kind
 has been indexed once: each worker makes a toggle in one ToggleSet, drops it once indexed, and

@@ -122,6 +122,7 @@ class Operator:
             me = leader.identity()
             # Each replica's requests carry its identity: an audit log tells the replicas apart.
             rest = self.kube
+            assert isinstance(rest, RestKube), "leader election fences the API server's client"
             agent = rest.client.user_agent = f"{USER_AGENT} ({me})"
             self.elector = leader.Elector(
                 leader.KubernetesLeases(user_agent=agent), me=me, on_started=self.lead, on_stopped=self.abdicate,

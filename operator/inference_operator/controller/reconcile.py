@@ -16,11 +16,11 @@ from inference_operator.controller.desire import Desired, desire, parse, rendere
 from inference_operator.controller.render_cache import RenderCache
 from inference_operator.controller.writes import Live, Skip, Writes
 from inference_operator.desired import children
+from inference_operator.kinds import Ref
 from inference_operator.kube import Kube
 from inference_operator.observed import Observed
 from inference_operator.problems import Problem
-from inference_operator.rollout import canary
-from inference_operator.rollout import plan as rollout
+from inference_operator.rollout import canary, plan
 from inference_operator.status.conditions import Seen, compute
 from inference_operator.status.patch import comparable
 
@@ -60,7 +60,8 @@ class Outcome:
         return self.problem is not None and self.problem.reason == "TransientError"
 
 
-SKIPPED = Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
+def skipped() -> Outcome:
+    return Outcome(applied=[], deleted=[], status_written=False, problem=None, skipped=True)
 
 
 def utcnow() -> str:
@@ -76,11 +77,12 @@ class Pass:
     renders: RenderCache
     at: str  # the pass's one "now"
     isvc: api.InferenceService
+    refs: list[Ref]  # every child this InferenceService can have; the first, the track-less Deployment
     parsed: bool  # False: ``isvc`` is a shell of metadata and status around a spec that did not parse
     writes: Writes  # its problem is the pass's: found before any write, or by a write
-    want: Desired = Desired()
+    want: Desired = dataclasses.field(default_factory=Desired)
     desired: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # children and autoscaler
-    rolling: Optional[rollout.Plan] = None  # None on the plain path (and while migrating)
+    rolling: Optional[plan.Plan] = None  # None on the plain path (and while migrating)
     live: Live = dataclasses.field(default_factory=dict)  # the children, as each write leaves them
     moving: Optional[dict[str, Any]] = None  # a Deployment made before tracks, let go this pass
 
@@ -96,7 +98,7 @@ def reconcile(
     now: Callable[[], str] = utcnow,
     failures: int = 0,
     slow_retry_seconds: float = SLOW_RETRY_SECONDS,
-    analyze: Optional[rollout.Analyze] = None,
+    analyze: Optional[plan.Analyze] = None,
     renders: Optional[RenderCache] = None,
 ) -> Outcome:
     """Bring the children and status of one InferenceService in line with its spec.
@@ -109,12 +111,13 @@ def reconcile(
     if observed.namespace_terminating or observed.deleting:
         # Garbage collection and the namespace controller take the children; re-creating them
         # would only be refused.
-        return SKIPPED
+        return skipped()
     if analyze is None:
         analyze = analyzer.analyzer(config, analyzer.secret_credentials(kube))
     isvc, problem = parse(observed.isvc)
     p = Pass(observed=observed, config=config, renders=renders if renders is not None else RenderCache(),
-             at=now(), isvc=isvc, parsed=problem is None, writes=Writes(kube, failures, problem))
+             at=now(), isvc=isvc, refs=children.possible_refs(isvc), parsed=problem is None,
+             writes=Writes(kube, failures, problem))
     try:
         want_children(p)
         plan_rollout(p, analyze)
@@ -124,7 +127,7 @@ def reconcile(
         new = compute(see(p))
         written = report.write_status(kube, isvc, observed.isvc, old, new)
     except Skip:
-        return SKIPPED
+        return skipped()
     except report.Gone:  # deleted meanwhile: nothing left to report on, nothing to come back for
         return Outcome(p.writes.applied, p.writes.deleted, False, p.problem)
     report.post(kube, isvc, report.events(old, new, written is not None, p.rolling, p.writes))
@@ -136,14 +139,15 @@ def want_children(p: Pass) -> None:
     """What the spec asks for (nothing when it did not parse), and the rollout's own objection
     (a route on a cluster without the Gateway API)."""
     if p.problem is None:
-        p.want, p.writes.problem = desire(p.isvc, p.observed, p.config, p.renders)
+        p.want, problem = desire(p.isvc, p.observed, p.config, p.renders)
+        p.writes.stop(problem)
     if p.problem is None:
-        p.writes.problem = rollout.problem(p.isvc, p.observed)
+        p.writes.stop(plan.problem(p.isvc, p.observed))
     p.desired = p.want.children + p.want.autoscaler
-    p.live = {ref: p.observed.child(ref) for ref in children.possible_refs(p.isvc)}
+    p.live = {ref: p.observed.child(ref) for ref in p.refs}
 
 
-def plan_rollout(p: Pass, analyze: rollout.Analyze) -> None:
+def plan_rollout(p: Pass, analyze: plan.Analyze) -> None:
     """Which Deployments run, at what scale: the canary's decision (none while a Deployment made
     before tracks moves onto them)."""
     if p.problem is not None or p.want.legacy:
@@ -154,7 +158,7 @@ def plan_rollout(p: Pass, analyze: rollout.Analyze) -> None:
     def with_track(track: str) -> list[dict[str, Any]]:
         return rendered(p.renders, p.isvc, config, track, p.observed)
 
-    p.rolling = rollout.plan(p.isvc, p.observed, with_track, p.want.revision, canary.parse_time(p.at) or 0.0,
+    p.rolling = plan.plan(p.isvc, p.observed, with_track, p.want.revision, canary.parse_time(p.at) or 0.0,
                              analyze)
     p.desired = p.rolling.children + p.want.autoscaler
 
@@ -165,11 +169,11 @@ def write_children(p: Pass) -> None:
     canary sets on the Deployments it holds."""
     if p.problem is not None:
         return
-    legacy = children.possible_refs(p.isvc)[0]
+    legacy = p.refs[0]
     hold = p.rolling.hold if p.rolling is not None else frozenset()
     if p.want.migrate_from is not None:
         hold |= {legacy}
-    hold |= report.refused_before(p.isvc, p.desired, p.live, p.writes)
+    hold |= p.writes.refused_before(p.isvc, p.desired, p.live)
     if p.want.migrate_from is not None:
         p.moving = p.want.migrate_from
         p.writes.delete(legacy, p.moving["metadata"]["uid"], propagation="Orphan",
@@ -189,7 +193,7 @@ def shrink_orphans(p: Pass) -> None:
 def stable_deployment(p: Pass) -> Optional[dict[str, Any]]:
     """The Deployment of the stable revision, as status reads it: the one being moved onto tracks,
     or the stable track's after this pass's writes; only if it is this InferenceService's."""
-    ref = p.rolling.stable if p.rolling is not None else children.possible_refs(p.isvc)[0]
+    ref = p.rolling.stable if p.rolling is not None else p.refs[0]
     deployment = p.moving or p.live.get(ref)
     if deployment is not None and children.controller_uid(deployment) != p.isvc.metadata.uid:
         return None

@@ -7,17 +7,15 @@ import dataclasses
 import logging
 from typing import Any, Mapping, Optional
 
-from inference_operator import api, kinds
-from inference_operator import kube as errors
-from inference_operator import naming
+from inference_operator import api, kinds, naming
 from inference_operator.config import OperatorConfig
 from inference_operator.controller.writes import Live, Writes
 from inference_operator.desired import autoscaling, children
 from inference_operator.kinds import Ref
-from inference_operator.kube import ApiError, Kube
+from inference_operator.kube import GONE, ApiError, Kube
 from inference_operator.observed import Observed
 from inference_operator.problems import Event
-from inference_operator.rollout import plan as rollout
+from inference_operator.rollout.plan import Plan
 from inference_operator.status.conditions import CanaryView
 from inference_operator.status.events import events as transitions_of
 from inference_operator.status.patch import comparable, merge_patch
@@ -25,28 +23,13 @@ from inference_operator.status.patch import comparable, merge_patch
 log = logging.getLogger(__name__)
 
 
-def canary_view(isvc: api.InferenceService, rolling: Optional[rollout.Plan], live: Live) -> Optional[CanaryView]:
+def canary_view(isvc: api.InferenceService, rolling: Optional[Plan], live: Live) -> Optional[CanaryView]:
     """What status says of the canary: the rollout's decision, with the revision it replaces and
     the canary's Deployment; None on the plain path."""
     if rolling is None:
         return None
     deployment = live.get(rolling.canary) if rolling.canary is not None else None
     return CanaryView(rolling.decision, stable_revision=isvc.status.revision, deployment=deployment)
-
-
-def refused_before(isvc: api.InferenceService, desired: list[dict[str, Any]], live: Live,
-                   writes: Writes) -> frozenset[Ref]:
-    """The autoscaler the API server refused last time, unchanged since (status.autoscaler keeps
-    its hash and the reason): not sent again, so a pass that changes nothing writes nothing."""
-    before = isvc.status.autoscaler
-    if before is None or before.refused_hash is None:
-        return frozenset()
-    for obj in desired:
-        ref = kinds.ref_of(obj)
-        if ref.kind in children.AUTOSCALERS and live.get(ref) is None and children.spec_hash(obj) == before.refused_hash:
-            writes.refused[ref] = before.refused_message or ""
-            return frozenset({ref})
-    return frozenset()
 
 
 def autoscaling_status(isvc: api.InferenceService, observed: Observed, config: OperatorConfig, live: Live,
@@ -89,12 +72,12 @@ def write_status(kube: Kube, isvc: api.InferenceService, body: Mapping[str, Any]
         return kube.patch_status(isvc.namespace, isvc.name, merge_patch(old, new),
                                  body["metadata"].get("resourceVersion", ""))
     except ApiError as exc:
-        if exc.kind == errors.GONE:
+        if exc.kind == GONE:
             raise Gone() from exc
         raise
 
 
-def events(old: dict[str, Any], new: dict[str, Any], written: bool, rolling: Optional[rollout.Plan],
+def events(old: dict[str, Any], new: dict[str, Any], written: bool, rolling: Optional[Plan],
            writes: Writes) -> list[Event]:
     """The Events of a pass: its condition transitions and the canary's own steps (only when it
     wrote status: they are what changed there), and what it wrote to the children."""

@@ -7,10 +7,9 @@ import re
 from typing import Any, Optional
 
 from inference_operator import api, kinds
-from inference_operator import kube as errors
 from inference_operator.desired import children
 from inference_operator.kinds import Ref
-from inference_operator.kube import ApiError, Kube
+from inference_operator.kube import CONFLICT, INVALID, REFUSED, TERMINATING, ApiError, Kube
 from inference_operator.problems import Problem
 
 # A transient API error is retried quietly (with backoff) this many times in a row; then the pass
@@ -28,12 +27,12 @@ def problem_of(exc: ApiError, what: str, failures: int) -> Problem:
     """The Problem a failed write becomes, by the error's class; raises what the runner retries
     (a transient error not yet reported, a conflict) and Skip for a namespace being deleted."""
     kind = exc.kind
-    if kind == errors.TERMINATING:
+    if kind == TERMINATING:
         raise Skip()
-    if kind == errors.INVALID:
+    if kind == INVALID:
         # Refused as built from the spec (e.g. a malformed affinity): fix the spec.
         return Problem("ApplyRejected", f"{what} was rejected: {exc.message}")
-    if kind == errors.REFUSED:
+    if kind == REFUSED:
         # RBAC, quota or an admission webhook: say which verb on which resource was refused.
         return Problem(
             "Forbidden",
@@ -65,6 +64,11 @@ class Writes:
     @property
     def stopped(self) -> bool:
         return self.problem is not None
+
+    def stop(self, problem: Optional[Problem]) -> None:
+        """A problem found without writing (the spec, the cluster): no write is sent after it."""
+        if problem is not None and self.problem is None:
+            self.problem = problem
 
     def fail(self, exc: ApiError, what: str) -> None:
         self.problem = problem_of(exc, what, self.failures)
@@ -101,15 +105,30 @@ class Writes:
             self.applied.append(said)
         return answer
 
+    def refused_before(self, isvc: api.InferenceService, desired: list[dict[str, Any]], live: Live) -> frozenset[Ref]:
+        """The autoscaler the API server refused last time, unchanged since (status.autoscaler
+        keeps its hash and the reason): held back, not sent again, so a pass that changes nothing
+        writes nothing; still refused, as far as status is concerned."""
+        before = isvc.status.autoscaler
+        if before is None or before.refused_hash is None:
+            return frozenset()
+        for obj in desired:
+            ref = kinds.ref_of(obj)
+            if ref.kind in children.AUTOSCALERS and live.get(ref) is None and \
+                    children.spec_hash(obj) == before.refused_hash:
+                self.refused[ref] = before.refused_message or ""
+                return frozenset({ref})
+        return frozenset()
+
     def children(self, isvc: api.InferenceService, desired: list[dict[str, Any]], live: Live,
-                 hold: frozenset[Ref]) -> Optional[children.Plan]:
+                 hold: frozenset[Ref]) -> None:
         """Carry out the plan's applies and deletions (``live`` follows each write). A create that
         finds the name taken (by an object the cache cannot show: someone else's, or one of ours
         whose labels were taken off) reads that object, once, and the plan is decided again with
         it: a foreign one is a ChildConflict and stays untouched. The only read a pass sends, and
-        only on that path. Returns the plan carried out, or None when it stopped."""
+        only on that path."""
         if self.stopped:
-            return None
+            return
         looked_up: set[Ref] = set()
         plan = children.plan(isvc, desired, live, looked_up=frozenset(), hold=hold)
         while not plan.conflicts:
@@ -122,7 +141,6 @@ class Writes:
         for ref in plan.delete:
             if self.delete(ref, live[ref]["metadata"]["uid"]):
                 live[ref] = None
-        return None if self.stopped else plan
 
     def _apply(self, plan: children.Plan, live: Live, looked_up: set[Ref]) -> Optional[Ref]:
         """The plan's applies, in order; a create that found its name taken is looked up and
@@ -132,10 +150,10 @@ class Writes:
             try:
                 live[ref] = self.kube.create(obj) if ref in plan.creates else self.kube.apply(obj)
             except ApiError as exc:
-                if ref.kind in children.AUTOSCALERS and exc.kind in (errors.INVALID, errors.REFUSED):
+                if ref.kind in children.AUTOSCALERS and exc.kind in (INVALID, REFUSED):
                     self.refused[ref] = exc.message
                     continue
-                if ref not in plan.creates or exc.kind != errors.CONFLICT:
+                if ref not in plan.creates or exc.kind != CONFLICT:
                     self.fail(exc, str(ref))
                     return None
                 return self._look_up(ref, exc, live, looked_up)

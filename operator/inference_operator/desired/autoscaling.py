@@ -3,7 +3,7 @@ and what status says of it. Pure builders; the signals' PromQL is signals.py's.
 
 Both engines target the InferenceService's scale subresource, never a Deployment: the autoscaler
 writes spec.replicas, and the operator turns it into Deployment replicas (divided between stable
-and canary while a canary runs, canary_split.py). So nothing but the operator writes a Deployment's
+and canary while a canary runs, rollout/split.py). So nothing but the operator writes a Deployment's
 replicas, and a canary scales with its InferenceService.
 
 - engine ``hpa``: an autoscaling/v2 HorizontalPodAutoscaler named after the InferenceService, with
@@ -31,7 +31,6 @@ from inference_operator.observed import condition as condition_of
 HPA_API_VERSION = "autoscaling/v2"
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 SCALEDOBJECT_CRD = "scaledobjects.keda.sh"
-CONDITION = "Autoscaling"
 
 # The scale-up stabilization window when status has not measured the revision's startup yet, and
 # the least it is otherwise: a new replica's metrics settle in about two scrapes anyway.
