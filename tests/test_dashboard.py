@@ -358,7 +358,7 @@ def test_the_analysis_credentials_are_read_as_the_user_and_used_as_the_operator_
 ])
 def test_a_secret_the_operator_would_not_use_is_not_sent_either(secret, why):
     """Whoever writes the spec names the Secret and the address: only a Secret labelled for
-    Prometheus goes there, never a service account's token (as the operator, rollout.py)."""
+    Prometheus goes there, never a service account's token (as the operator, controller/analyzer.py)."""
     obj = _with_secret_name("https://attacker.example")
     reader, problems = dashboard.Dashboard(Scripted(obj, secret)).reader(obj)
     assert reader.client.headers is None and reader.client.auth is None

@@ -368,7 +368,7 @@ def render(
 
 def as_canary(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
     """A rendered Deployment as a canary's: the replica count of its step, and its pods replaced
-    all at once (a new revision mid-canary: never a surge beyond what canary_split allows). The
+    all at once (a new revision mid-canary: never a surge beyond what rollout/split.py allows). The
     stable one rolls. Unstamped: its caller stamps it again."""
     result = copy.deepcopy(deployment)
     result["spec"]["replicas"] = replicas

@@ -167,7 +167,7 @@ class Cluster:
 
     def secret(self, namespace: str, name: str) -> Obj:
         """A Secret as the API server returns it (the analysis's Prometheus credentials, read as the
-        user; ``analysis.auth_from_secret`` decides whether it may be used)."""
+        user; ``promql.auth_from_secret`` decides whether it may be used)."""
         return self.request("GET", f"/api/v1/namespaces/{_segment(namespace)}/secrets/{_segment(name)}")
 
     def annotate(self, name: str, annotations: dict[str, Optional[str]], namespace: Optional[str] = None) -> Obj:
