@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from typing import Any, Callable, Optional
@@ -282,3 +283,68 @@ def granted(manifest: pathlib.Path = OPERATOR_MANIFEST) -> set[tuple[str, str, s
                 grants |= {(verb, group, resource) for verb in rule["verbs"] for group in rule["apiGroups"]
                            for resource in rule["resources"]}
     return grants
+
+
+# ---- InferenceServices: a manifest, and waiting for what the operator reports -------------------
+
+
+ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
+
+
+def manifest(name: str, ns: str, *, replicas: int = 1, gpu: str = "count: 1", storage: str = "pvc://models/triton",
+             extra: str = "") -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: serving.inference-operator.io/v1alpha1
+        kind: InferenceService
+        metadata:
+          name: {name}
+          namespace: {ns}
+        spec:
+          model:
+            name: resnet50
+            storageUri: {storage}
+          resources:
+            gpu: {{{gpu}}}
+            requests: {{cpu: 500m, memory: 1Gi}}
+          replicas: {replicas}
+        """) + textwrap.indent(textwrap.dedent(extra), "  ")
+
+
+def condition(isvc: dict, ctype: str) -> dict:
+    for c in (isvc.get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return c
+    return {}
+
+
+def pods_of(kubectl: Kubectl, ns: str, name: str) -> list[dict]:
+    return kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}={name}")["items"]
+
+
+def wait_condition(kubectl: Kubectl, ns: str, name: str, ctype: str, reason: str, timeout: int = 120) -> dict:
+    """The InferenceService once its condition `ctype` has `reason`."""
+
+    def reached():
+        isvc = kubectl.json("infsvc", name, "-n", ns)
+        return isvc if condition(isvc, ctype).get("reason") == reason else None
+
+    return wait_for(reached, f"{ctype} reason {reason}", timeout=timeout)
+
+
+def wait_ready(kubectl: Kubectl, ns: str, name: str, timeout: int = 120) -> dict:
+    kubectl("wait", "--for=condition=Ready", f"infsvc/{name}", "-n", ns, f"--timeout={timeout}s",
+            timeout=timeout + 10)
+    return kubectl.json("infsvc", name, "-n", ns)
+
+
+def settled(snapshot, quiet: float = 3.0, timeout: float = 60.0):
+    """The snapshot once two readings `quiet` seconds apart agree (the last status writes are in)."""
+    deadline = time.monotonic() + timeout
+    last = snapshot()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = snapshot()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError("the InferenceService and its children kept changing")

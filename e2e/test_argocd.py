@@ -10,8 +10,7 @@ import json
 import pathlib
 import subprocess
 
-from .helpers import Kubectl, wait_for
-from .test_e2e import condition, manifest, wait_ready
+from .helpers import Kubectl, condition, manifest, wait_for, wait_ready
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "manifests" / "argocd" / "health.lua"

@@ -23,10 +23,9 @@ import pytest
 from tests.prometheus import Prometheus, require_prometheus
 from tests.triton import python_backend_dir, require_triton
 
-from .helpers import Kubectl, Operator
+from .helpers import Kubectl, Operator, condition
+from .helpers import manifest as e2e_manifest
 from .standins import BAD, GOOD, ISVC_LABEL, REVISION_LABEL, TRACK_LABEL, Invariants, StandinKubelet, Traffic
-from .test_e2e import condition
-from .test_e2e import manifest as e2e_manifest
 
 NAME, MODEL = "demo", "resnet50"
 REPLICAS, MAX_SURGE, MAX_UNAVAILABLE = 2, 1, 0

@@ -23,10 +23,11 @@ from .helpers import (
     OPERATOR_NAMESPACE,
     Kubectl,
     Operator,
+    manifest,
     operator_kubeconfig,
     wait_for,
+    wait_ready,
 )
-from .test_e2e import manifest, wait_ready
 
 SA = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import threading
 import time
 
-from .helpers import RESYNC_SECONDS, Kubectl, Operator, wait_for
-from .test_e2e import manifest, wait_ready
+from .helpers import RESYNC_SECONDS, Kubectl, Operator, manifest, wait_for, wait_ready
 
 EDITS = 12  # each writer's; bounded in count, no timing
 

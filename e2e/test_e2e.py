@@ -3,61 +3,24 @@
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 
 import pytest
 
-from .helpers import Kubectl, Operator, bound_claim, wait_for
+from .helpers import (
+    ISVC_LABEL,
+    Operator,
+    bound_claim,
+    condition,
+    manifest,
+    pods_of,
+    settled,
+    wait_condition,
+    wait_for,
+    wait_ready,
+)
 
-ISVC_LABEL = "serving.inference-operator.io/inferenceservice"
 REVISION_LABEL = "serving.inference-operator.io/revision"
-
-
-def manifest(name: str, ns: str, *, replicas: int = 1, gpu: str = "count: 1", storage: str = "pvc://models/triton",
-             extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        apiVersion: serving.inference-operator.io/v1alpha1
-        kind: InferenceService
-        metadata:
-          name: {name}
-          namespace: {ns}
-        spec:
-          model:
-            name: resnet50
-            storageUri: {storage}
-          resources:
-            gpu: {{{gpu}}}
-            requests: {{cpu: 500m, memory: 1Gi}}
-          replicas: {replicas}
-        """) + textwrap.indent(textwrap.dedent(extra), "  ")
-
-
-def condition(isvc: dict, ctype: str) -> dict:
-    for c in (isvc.get("status") or {}).get("conditions") or []:
-        if c["type"] == ctype:
-            return c
-    return {}
-
-
-def pods_of(kubectl: Kubectl, ns: str, name: str) -> list[dict]:
-    return kubectl.json("pods", "-n", ns, "-l", f"{ISVC_LABEL}={name}")["items"]
-
-
-def wait_condition(kubectl: Kubectl, ns: str, name: str, ctype: str, reason: str, timeout: int = 120) -> dict:
-    """The InferenceService once its condition `ctype` has `reason`."""
-
-    def reached():
-        isvc = kubectl.json("infsvc", name, "-n", ns)
-        return isvc if condition(isvc, ctype).get("reason") == reason else None
-
-    return wait_for(reached, f"{ctype} reason {reason}", timeout=timeout)
-
-
-def wait_ready(kubectl: Kubectl, ns: str, name: str, timeout: int = 120) -> dict:
-    kubectl("wait", "--for=condition=Ready", f"infsvc/{name}", "-n", ns, f"--timeout={timeout}s",
-            timeout=timeout + 10)
-    return kubectl.json("infsvc", name, "-n", ns)
 
 
 @pytest.mark.parametrize(
@@ -206,19 +169,6 @@ def test_restarting_the_operator_changes_nothing(kubectl, namespace, operator: O
     assert settled(snapshot) == before
     # Other tests' namespaces may still be going away (and written to); this one must see no write.
     assert operator.metrics()[writes] == 0
-
-
-def settled(snapshot, quiet: float = 3.0, timeout: float = 60.0):
-    """The snapshot once two readings `quiet` seconds apart agree (the last status writes are in)."""
-    deadline = time.monotonic() + timeout
-    last = snapshot()
-    while time.monotonic() < deadline:
-        time.sleep(quiet)
-        now = snapshot()
-        if now == last:
-            return now
-        last = now
-    raise AssertionError("the InferenceService and its children kept changing")
 
 
 def test_unschedulable_pod_is_reported_in_status(kubectl, namespace):

@@ -8,8 +8,20 @@ import time
 
 import yaml
 
-from .helpers import OPERATOR_MANIFEST, RESYNC_SECONDS, SLOW_RETRY_SECONDS, Kubectl, Operator, wait_for
-from .test_e2e import ISVC_LABEL, condition, manifest, settled, wait_condition, wait_ready
+from .helpers import (
+    ISVC_LABEL,
+    OPERATOR_MANIFEST,
+    RESYNC_SECONDS,
+    SLOW_RETRY_SECONDS,
+    Kubectl,
+    Operator,
+    condition,
+    manifest,
+    settled,
+    wait_condition,
+    wait_for,
+    wait_ready,
+)
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 

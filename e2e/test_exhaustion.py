@@ -10,8 +10,7 @@ import json
 
 import pytest
 
-from .helpers import Kubectl, wait_for
-from .test_e2e import condition, manifest, wait_condition, wait_ready
+from .helpers import Kubectl, condition, manifest, wait_condition, wait_for, wait_ready
 
 
 def test_a_resource_quota_that_blocks_pods_is_reported_then_served_once_lifted(kubectl: Kubectl, namespace: str):

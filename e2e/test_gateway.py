@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from .helpers import Kubectl, wait_for
-from .test_e2e import condition, manifest, pods_of, wait_ready
+from .helpers import Kubectl, condition, manifest, pods_of, wait_for, wait_ready
 from .viewers import Plugin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from .helpers import RESYNC_SECONDS, Kubectl, Operator, wait_for
-from .test_e2e import manifest, wait_ready
+from .helpers import RESYNC_SECONDS, Kubectl, Operator, manifest, wait_for, wait_ready
 
 FOREIGN_LABEL, FOREIGN_NOTE = "team.example.com/owner", "tools.example.com/scanned-at"
 

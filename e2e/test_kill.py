@@ -28,8 +28,7 @@ import pytest
 
 from inference_operator.controller.faults import ENV as KILL_ENV
 
-from .helpers import Audit, Kubectl, Operator, drop_namespace, make_namespace, wait_for
-from .test_e2e import condition, manifest
+from .helpers import Audit, Kubectl, Operator, condition, drop_namespace, make_namespace, manifest, wait_for
 
 SEED = int(os.environ.get("E2E_FAULT_SEED", "20261125"))
 FULL = os.environ.get("E2E_FAULTS") == "full"

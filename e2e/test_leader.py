@@ -17,8 +17,16 @@ import pytest
 from inference_operator import __version__
 from inference_operator.controller.faults import ENV as KILL_ENV
 
-from .helpers import OPERATOR_NAMESPACE, Kubectl, Operator, drop_namespace, make_namespace, wait_for
-from .test_e2e import manifest, wait_ready
+from .helpers import (
+    OPERATOR_NAMESPACE,
+    Kubectl,
+    Operator,
+    drop_namespace,
+    make_namespace,
+    manifest,
+    wait_for,
+    wait_ready,
+)
 
 LEASE, RENEW, RETRY = 6, 4, 1  # seconds; the defaults are 15, 10 and 2
 ARGS = ("--leader-elect", f"--leader-elect-namespace={OPERATOR_NAMESPACE}", f"--leader-elect-lease-seconds={LEASE}",

@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from .helpers import Kubectl, Operator, wait_for
-from .test_e2e import manifest, wait_ready
+from .helpers import Kubectl, Operator, manifest, wait_for, wait_ready
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import cluster  # noqa: E402

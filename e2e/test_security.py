@@ -15,8 +15,7 @@ import uuid
 
 import pytest
 
-from .helpers import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, wait_for
-from .test_e2e import manifest, wait_ready
+from .helpers import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, Kubectl, Operator, manifest, wait_for, wait_ready
 
 
 class EchoingPrometheus(http.server.BaseHTTPRequestHandler):

@@ -13,7 +13,8 @@ import yaml
 
 from inference_operator import api, naming
 from inference_operator.config import OperatorConfig
-from inference_operator.kinds import Ref
+from inference_operator.controller.reconcile import reconcile
+from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
 from inference_operator.observed import Observed
 from inference_operator.problems import Event
@@ -159,3 +160,42 @@ class FakeKube:
 
     def event(self, isvc: api.InferenceService, event: Event) -> None:
         self.events.append(event)
+
+
+# ---- passes over FakeKube, as the reconcile tests drive them ---------------------------------------
+
+DEP = Ref(DEPLOYMENT, "ns", "demo-predictor")
+
+
+SVC = Ref(SERVICE, "ns", "demo")
+
+
+PDB_REF = Ref(PDB, "ns", "demo-predictor")
+
+
+def clock():
+    return "2026-11-23T10:00:00Z"
+
+
+def run(kube, body):
+    """One pass; the body's status is updated as the API server would after our patch."""
+    outcome = reconcile(kube.observe(body), kube, CONFIG, now=clock)
+    if outcome.status_written:
+        body["status"] = copy.deepcopy(kube.last_status)
+    return outcome
+
+
+def finish_rollout(kube, ready=None):
+    """What the deployment controller and kubelet would do: every replica up on the new revision."""
+    dep = kube.objects[DEP]
+    r = dep["spec"]["replicas"]
+    ready = r if ready is None else ready
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"], "replicas": r, "updatedReplicas": r,
+        "readyReplicas": ready, "availableReplicas": ready,
+        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
+    }
+
+
+def cond(body, ctype):
+    return next(c for c in body["status"]["conditions"] if c["type"] == ctype)

@@ -6,8 +6,7 @@ from inference_operator import naming
 from inference_operator.controller.reconcile import reconcile
 from inference_operator.desired import defaults
 
-from .helpers import CONFIG, isvc_body
-from .test_reconcile import DEP, clock, finish_rollout
+from .helpers import CONFIG, DEP, clock, finish_rollout, isvc_body
 
 UPGRADED = dataclasses.replace(CONFIG, default_image="tritonserver:upgraded", operator_image="operator:upgraded")
 

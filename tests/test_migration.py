@@ -80,8 +80,7 @@ def test_a_legacy_deployment_moves_onto_tracks_at_its_next_rollout_without_an_ou
     from inference_operator import api
     from inference_operator.desired import children, render
 
-    from .helpers import CONFIG, isvc_body
-    from .test_reconcile import DEP, cond, run
+    from .helpers import CONFIG, DEP, cond, isvc_body, run
 
     body = isvc_body(replicas=2)
     legacy = children.stamp(render.render(api.parse(body), CONFIG, track=None)[0], api.parse(body))

@@ -9,42 +9,9 @@ from inference_operator.controller import render_cache
 from inference_operator.controller.reconcile import SLOW_RETRY_SECONDS, reconcile
 from inference_operator.controller.writes import REPORT_AFTER_FAILURES
 from inference_operator.desired import children, render
-from inference_operator.kinds import DEPLOYMENT, PDB, SERVICE, Ref
 from inference_operator.kube import ApiError
 
-from .helpers import CONFIG, isvc_body
-
-DEP = Ref(DEPLOYMENT, "ns", "demo-predictor")
-SVC = Ref(SERVICE, "ns", "demo")
-PDB_REF = Ref(PDB, "ns", "demo-predictor")
-
-
-def clock():
-    return "2026-11-23T10:00:00Z"
-
-
-def run(kube, body):
-    """One pass; the body's status is updated as the API server would after our patch."""
-    outcome = reconcile(kube.observe(body), kube, CONFIG, now=clock)
-    if outcome.status_written:
-        body["status"] = copy.deepcopy(kube.last_status)
-    return outcome
-
-
-def finish_rollout(kube, ready=None):
-    """What the deployment controller and kubelet would do: every replica up on the new revision."""
-    dep = kube.objects[DEP]
-    r = dep["spec"]["replicas"]
-    ready = r if ready is None else ready
-    dep["status"] = {
-        "observedGeneration": dep["metadata"]["generation"], "replicas": r, "updatedReplicas": r,
-        "readyReplicas": ready, "availableReplicas": ready,
-        "conditions": [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}],
-    }
-
-
-def cond(body, ctype):
-    return next(c for c in body["status"]["conditions"] if c["type"] == ctype)
+from .helpers import CONFIG, DEP, PDB_REF, SVC, clock, cond, finish_rollout, isvc_body, run
 
 
 def test_first_pass_creates_children_and_writes_status(fake_kube):

@@ -10,7 +10,7 @@ from inference_operator.modelrepo import model_config
 
 from .helpers import isvc_body
 from .servers import http_server
-from .test_storage import tar_gz
+from .test_fetch import tar_gz
 from .triton import TritonServer, python_backend_dir, require_triton
 
 CONFIG = """name: "exported"
