@@ -106,7 +106,8 @@ def reconcile(
     Reads only ``observed`` (plus a GET where a create finds the name taken).
     Raises ApiError for failures the runner retries with backoff (transient, a stale
     resourceVersion); every problem with the spec or its surroundings ends in status and an Event
-    instead, with serving children untouched.
+    instead, with serving children untouched. ``renders`` is the operator's render cache, kept
+    across passes; without one, each call renders afresh (tests).
     """
     if observed.namespace_terminating or observed.deleting:
         # Garbage collection and the namespace controller take the children; re-creating them
