@@ -160,7 +160,7 @@ def plan_rollout(p: Pass, analyze: plan.Analyze) -> None:
         return rendered(p.renders, p.isvc, config, track, p.observed)
 
     p.rolling = plan.plan(p.isvc, p.observed, with_track, p.want.revision, canary.parse_time(p.at) or 0.0,
-                             analyze)
+                          analyze)
     p.desired = p.rolling.children + p.want.autoscaler
 
 
