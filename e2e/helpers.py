@@ -1,5 +1,6 @@
 """Shared helpers of the e2e suite and bench/ (no fixtures: those stay in conftest.py): kubectl,
-wait_for, the operator as a child process, the API server's audit log, namespaces with a bound PVC."""
+wait_for, the operator as a child process (and its counters), the API server's audit log, namespaces
+with a bound PVC, and another actor's edits of a child."""
 
 from __future__ import annotations
 
@@ -192,6 +193,14 @@ class Operator:
         return values
 
 
+def reconciles(operator: Operator) -> float:
+    return sum(v for k, v in operator.metrics().items() if k.startswith("inference_operator_reconcile_total"))
+
+
+def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
 OPERATOR_MANIFEST = REPO / "manifests" / "install.yaml"
 OPERATOR_NAMESPACE, OPERATOR_ACCOUNT = "inference-operator", "inference-operator"
 IDENTITY_KINDS = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -348,3 +357,25 @@ def settled(snapshot, quiet: float = 3.0, timeout: float = 60.0):
             return now
         last = now
     raise AssertionError("the InferenceService and its children kept changing")
+
+
+# ---- another actor's edits: its own label and annotation, a merge patch -------------------------
+
+
+FOREIGN_LABEL, FOREIGN_NOTE = "team.example.com/owner", "tools.example.com/scanned-at"
+
+
+def mark_foreign(kubectl: Kubectl, kind: str, name: str, ns: str) -> None:
+    """What another tool adds: a label and an annotation of its own."""
+    kubectl("label", kind, name, "-n", ns, f"{FOREIGN_LABEL}=ml-platform")
+    kubectl("annotate", kind, name, "-n", ns, f"{FOREIGN_NOTE}=2026-11-24")
+
+
+def marked_foreign(obj: dict) -> bool:
+    meta = obj["metadata"]
+    return (meta.get("labels") or {}).get(FOREIGN_LABEL) == "ml-platform" and \
+        (meta.get("annotations") or {}).get(FOREIGN_NOTE) == "2026-11-24"
+
+
+def merge_patch(kubectl: Kubectl, kind: str, name: str, ns: str, body: dict) -> None:
+    kubectl("patch", kind, name, "-n", ns, "--type=merge", "-p", json.dumps(body))

@@ -25,11 +25,10 @@ from inference_operator.desired import signals
 from tests.prometheus import Prometheus, require_prometheus
 from tests.triton import python_backend_dir, require_triton
 
-from .helpers import RESYNC_SECONDS, Kubectl, Operator, condition
+from .helpers import RESYNC_SECONDS, Kubectl, Operator, condition, diff
 from .helpers import manifest as e2e_manifest
-from .helpers import settled, wait_for
+from .helpers import reconciles, settled, wait_for
 from .standins import GOOD, StandinKubelet, Traffic
-from .test_engine import diff, reconciles
 from .viewers import DashboardPage, Plugin, defined, series, settled_points
 
 NAME, MODEL = "scaled", "resnet50"

@@ -16,7 +16,9 @@ from .helpers import (
     Kubectl,
     Operator,
     condition,
+    diff,
     manifest,
+    reconciles,
     settled,
     wait_condition,
     wait_for,
@@ -29,14 +31,6 @@ KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 def total(requests: dict[str, float], verb: str | None = None, code: str | None = None) -> float:
     return sum(v for k, v in requests.items()
                if (verb is None or k.split()[0] == verb) and (code is None or k.split()[2] == code))
-
-
-def reconciles(operator: Operator) -> float:
-    return sum(v for k, v in operator.metrics().items() if k.startswith("inference_operator_reconcile_total"))
-
-
-def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
 
 
 def test_delete_while_the_operator_is_down_does_not_hang(kubectl: Kubectl, namespace: str, operator: Operator):

@@ -9,7 +9,17 @@ import time
 
 import pytest
 
-from .helpers import Kubectl, condition, manifest, pods_of, wait_for, wait_ready
+from .helpers import (
+    Kubectl,
+    condition,
+    manifest,
+    mark_foreign,
+    marked_foreign,
+    merge_patch,
+    pods_of,
+    wait_for,
+    wait_ready,
+)
 from .viewers import Plugin
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -96,8 +106,6 @@ def test_a_hostile_edit_of_the_route_is_undone_and_foreign_marks_kept(kubectl, n
     """Hostile edits (issue #12) of the HTTPRoute on the real CRDs: its weights, hostnames and
     parents changed by someone else are put back; another tool's label and annotation stay; a route
     deleted by hand is made again."""
-    from .test_hostile import _mark, _marked, _patch
-
     ns = namespace
     rollout = """\
         rollout:
@@ -111,12 +119,12 @@ def test_a_hostile_edit_of_the_route_is_undone_and_foreign_marks_kept(kubectl, n
     wait_ready(kubectl, ns, "resnet")
     wait_for(lambda: weights(kubectl, ns) == [("resnet-stable", 100), ("resnet-canary", 0)], "the route at 100/0")
     want = kubectl.json("httproute", "resnet", "-n", ns)["spec"]
-    _mark(kubectl, "httproute", "resnet", ns)
+    mark_foreign(kubectl, "httproute", "resnet", ns)
     rules = [dict(want["rules"][0], backendRefs=[dict(b, weight=50) for b in want["rules"][0]["backendRefs"]])]
-    _patch(kubectl, "httproute", "resnet", ns, {"spec": {"rules": rules, "hostnames": ["evil.example.com"],
-                                                         "parentRefs": [{"name": "someone-elses"}]}})
+    merge_patch(kubectl, "httproute", "resnet", ns, {"spec": {"rules": rules, "hostnames": ["evil.example.com"],
+                                                              "parentRefs": [{"name": "someone-elses"}]}})
     assert weights(kubectl, ns) == [("resnet-stable", 50), ("resnet-canary", 50)]
-    wait_for(lambda: (r := kubectl.json("httproute", "resnet", "-n", ns))["spec"] == want and _marked(r),
+    wait_for(lambda: (r := kubectl.json("httproute", "resnet", "-n", ns))["spec"] == want and marked_foreign(r),
              "the route's spec restored, the foreign label and annotation kept")
 
     uid = kubectl.json("httproute", "resnet", "-n", ns)["metadata"]["uid"]

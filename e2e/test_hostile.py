@@ -6,29 +6,19 @@ never taken over: e2e/test_engine.py. A route's weights changed behind its back:
 
 from __future__ import annotations
 
-import json
 import time
 
-from .helpers import RESYNC_SECONDS, Kubectl, Operator, manifest, wait_for, wait_ready
-
-FOREIGN_LABEL, FOREIGN_NOTE = "team.example.com/owner", "tools.example.com/scanned-at"
-
-
-def _mark(kubectl: Kubectl, kind: str, name: str, ns: str) -> None:
-    """What another tool adds: a label and an annotation of its own."""
-    kubectl("label", kind, name, "-n", ns, f"{FOREIGN_LABEL}=ml-platform")
-    kubectl("annotate", kind, name, "-n", ns, f"{FOREIGN_NOTE}=2026-11-24")
-
-
-def _marked(obj: dict) -> bool:
-    meta = obj["metadata"]
-    return (meta.get("labels") or {}).get(FOREIGN_LABEL) == "ml-platform" and \
-        (meta.get("annotations") or {}).get(FOREIGN_NOTE) == "2026-11-24"
-
-
-def _patch(kubectl: Kubectl, kind: str, name: str, ns: str, body: dict) -> None:
-    kubectl("patch", kind, name, "-n", ns, "--type=merge", "-p", json.dumps(body))
-
+from .helpers import (
+    RESYNC_SECONDS,
+    Kubectl,
+    Operator,
+    manifest,
+    mark_foreign,
+    marked_foreign,
+    merge_patch,
+    wait_for,
+    wait_ready,
+)
 
 CHILDREN = ("deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers")
 
@@ -60,16 +50,16 @@ def test_each_childs_managed_fields_are_restored_and_foreign_ones_kept(kubectl: 
     }
     names = {"deployment": "resnet-predictor", "service": "resnet", "pdb": "resnet-predictor", "hpa": "resnet"}
     for kind, name in names.items():
-        _mark(kubectl, kind, name, ns)
+        mark_foreign(kubectl, kind, name, ns)
 
     # A managed field of each, changed by someone else.
     kubectl("set", "image", "deployment/resnet-predictor", "-n", ns, "triton=someone/else:1")
     selector = want["service"]["spec"]["selector"]
     key = sorted(selector)[0]
     # One selector key changed, one added: the Service would select other pods, or none.
-    _patch(kubectl, "service", "resnet", ns, {"spec": {"selector": {key: "someone-else", "app": "other"}}})
-    _patch(kubectl, "pdb", "resnet-predictor", ns, {"spec": {"maxUnavailable": 5}})
-    _patch(kubectl, "hpa", "resnet", ns, {"spec": {"maxReplicas": 40}})
+    merge_patch(kubectl, "service", "resnet", ns, {"spec": {"selector": {key: "someone-else", "app": "other"}}})
+    merge_patch(kubectl, "pdb", "resnet-predictor", ns, {"spec": {"maxUnavailable": 5}})
+    merge_patch(kubectl, "hpa", "resnet", ns, {"spec": {"maxReplicas": 40}})
 
     def restored(kind: str) -> bool:
         live = kubectl.json(kind, names[kind], "-n", ns)
@@ -80,7 +70,7 @@ def test_each_childs_managed_fields_are_restored_and_foreign_ones_kept(kubectl: 
             same = live["spec"].get("selector") == before["spec"].get("selector") and \
                 live["spec"].get("maxUnavailable") == before["spec"].get("maxUnavailable") and \
                 live["spec"].get("maxReplicas") == before["spec"].get("maxReplicas")
-        return same and _marked(live)
+        return same and marked_foreign(live)
 
     for kind in names:
         wait_for(lambda: restored(kind), f"the {kind}'s managed field restored, the foreign label and annotation kept")

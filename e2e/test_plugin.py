@@ -27,11 +27,11 @@ from inference_operator.api import crd
 from inference_operator.rollout import analysis
 
 from . import test_canary
+from .canary_harness import MODEL, NAME, Harness
 from .helpers import Kubectl, account_kubeconfig
 from .helpers import manifest as e2e_manifest
 from .helpers import wait_for
 from .standins import BAD, GOOD, REVISION_LABEL
-from .test_canary import MODEL, NAME, Harness
 from .viewers import SETTLE_SECONDS, DashboardPage, Plugin, defined, series, settled_points
 
 STEPS = "[{weight: 50}, {pause: {}}]"

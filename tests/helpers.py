@@ -1,11 +1,14 @@
 """Shared helpers of the unit tests and bench/ (no fixtures: those stay in conftest.py): sample
-cases, a minimal InferenceService body, an RFC 7386 merge, and FakeKube, a Kube in memory."""
+cases, a minimal InferenceService body, an RFC 7386 merge, FakeKube (a Kube in memory), and a .tar.gz
+built in memory."""
 
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import pathlib
+import tarfile
 import uuid
 from typing import Any, Optional
 
@@ -199,3 +202,16 @@ def finish_rollout(kube, ready=None):
 
 def cond(body, ctype):
     return next(c for c in body["status"]["conditions"] if c["type"] == ctype)
+
+
+# ---- archives ----------------------------------------------------------------------------------
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -16,9 +16,9 @@ from inference_operator.rollout import canary
 from inference_operator.rollout import split as canary_split
 from inference_operator.status import startup
 
+from .canary_world import World
+from .canary_world import spec as canary_spec
 from .helpers import CONFIG, isvc_body
-from .test_canary import World
-from .test_canary import spec as canary_spec
 
 PROMETHEUS = "http://prometheus.monitoring:9090"
 KEDA_CONFIG = dataclasses.replace(CONFIG, prometheus_url=PROMETHEUS)

@@ -19,8 +19,8 @@ from inference_operator.kubectl import dashboard
 from inference_operator.kubectl.userclient import UserError
 from inference_operator.rollout import analysis
 
+from .overview_objects import CANARY, NOW, REV_A, REV_B, canary_objects, isvc
 from .servers import metrics_handler, serving
-from .test_overview import CANARY, NOW, REV_A, REV_B, canary_objects, isvc
 
 T0 = 1_764_000_000.0 - 600  # the canary started 10 minutes before NOW
 

@@ -14,6 +14,7 @@ import pytest
 
 from inference_operator.modelrepo import fetch as storage
 
+from .helpers import tar_gz
 from .servers import gcs_emulator, http_server, moto_server
 
 CONFIG = 'name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 4\n'
@@ -32,16 +33,6 @@ def aws_env(monkeypatch):
 
 def model_files(prefix: str = "") -> dict[str, bytes]:
     return {f"{prefix}config.pbtxt": CONFIG.encode(), f"{prefix}1/model.onnx": MODEL_BYTES}
-
-
-def tar_gz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def tar_with_link() -> bytes:

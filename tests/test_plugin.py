@@ -13,7 +13,7 @@ import pytest
 from inference_operator.kubectl import controls, plugin, userclient
 from inference_operator.kubectl.userclient import EXIT_NOTHING_TO_DO, EXIT_USAGE, UserError
 
-from .test_overview import CANARY, canary_objects, isvc
+from .overview_objects import CANARY, canary_objects, isvc
 
 ROOT = pathlib.Path(__file__).parents[1]
 GROUP = "serving.inference-operator.io"

@@ -8,9 +8,8 @@ from inference_operator import api
 from inference_operator.modelrepo import fetch as storage
 from inference_operator.modelrepo import model_config
 
-from .helpers import isvc_body
+from .helpers import isvc_body, tar_gz
 from .servers import http_server
-from .test_fetch import tar_gz
 from .triton import TritonServer, python_backend_dir, require_triton
 
 CONFIG = """name: "exported"
