@@ -331,6 +331,11 @@ def _up(state: pathlib.Path, bin_dir: pathlib.Path, controller_qps: int | None =
         # The HPA controller's loop every 5 s, not 15 s, so that autoscaling tests wait less; the
         # stabilization windows keep their defaults (a test sets its own per HPA, in spec.behavior).
         "--horizontal-pod-autoscaler-sync-period=5s",
+        # kwok's fake nodes never fail, but their leases cannot be renewed while etcd is down:
+        # test_outage's 30 s without etcd, plus the API server's catch-up, once outlasted the
+        # default grace and the node lifecycle controller marked a node NotReady and its pod
+        # unready (kwok does not make it ready again), failing a test of the operator's reconnect.
+        "--node-monitor-grace-period=120s",
     ])
     _start(state, "kube-scheduler", [
         str(bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
